@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod compute;
+mod rates;
+
+pub use compute::{
+    compute, Converted, DgiTotals, FixedReferenceRates, GroupLine, NoReferenceRates, PaymentTotal, ReferenceRates,
+    TaxResult, Totals, RATE_TOLERANCE_PERCENT,
+};
+pub use rates::{GroupRate, RateTable, RateTableError, Treatment};
+
+use bonopay_core::{InvoiceRequest, ValidationErrors};
+
+/// Parses, validates and computes in one call: the full check an invoice
+/// must pass before it can be sealed.
+///
+/// # Errors
+/// Every problem found; validation errors first. When the request itself is
+/// malformed the tax checks do not run, since they need a complete request.
+pub fn check_invoice(
+    json: &str,
+    table: &RateTable,
+    reference: &dyn ReferenceRates,
+) -> Result<(InvoiceRequest, TaxResult), ValidationErrors> {
+    let req = bonopay_core::parse_invoice(json)?;
+    let result = compute(&req, table, reference)?;
+    Ok((req, result))
+}

@@ -129,7 +129,10 @@ struct WireClientTotals {
 fn wire(req: &InvoiceRequest, with_client_computed: bool) -> WireInvoice<'_> {
     let c = &req.client;
     WireInvoice {
-        cashier: WireCashier { id: &req.cashier.id, name: &req.cashier.name },
+        cashier: WireCashier {
+            id: &req.cashier.id,
+            name: &req.cashier.name,
+        },
         client: WireClient {
             address: c.address.as_deref(),
             contact: c.contact.as_deref(),
@@ -140,15 +143,15 @@ fn wire(req: &InvoiceRequest, with_client_computed: bool) -> WireInvoice<'_> {
             client_type: c.client_type.as_str(),
         },
         comments: &req.comments,
-        credit_note: req
-            .credit_note
-            .as_ref()
-            .map(|cn| WireCredit { nature: cn.nature.as_str(), reference: &cn.reference }),
+        credit_note: req.credit_note.as_ref().map(|cn| WireCredit {
+            nature: cn.nature.as_str(),
+            reference: &cn.reference,
+        }),
         currency: req.currency.as_str(),
-        exchange_rate: req
-            .exchange_rate
-            .as_ref()
-            .map(|r| WireRate { date: &r.date, rate: r.rate.to_string() }),
+        exchange_rate: req.exchange_rate.as_ref().map(|r| WireRate {
+            date: &r.date,
+            rate: r.rate.to_string(),
+        }),
         invoice_type: req.invoice_type.as_str(),
         items: req
             .items
@@ -173,27 +176,36 @@ fn wire(req: &InvoiceRequest, with_client_computed: bool) -> WireInvoice<'_> {
         payments: req
             .payments
             .iter()
-            .map(|p| WirePayment { amount: p.amount.to_string(), method: p.method })
+            .map(|p| WirePayment {
+                amount: p.amount.to_string(),
+                method: p.method,
+            })
             .collect(),
         pos_terminal_id: &req.pos_terminal_id,
         price_mode: req.price_mode.as_str(),
         schema: SCHEMA_V1,
-        tax_groups: with_client_computed.then_some(()).and(req.client_tax_groups.as_ref()).map(|gs| {
-            gs.iter()
-                .map(|g| WireClientGroup {
-                    base: g.base.to_string(),
-                    group: g.group,
-                    tax: g.tax.to_string(),
-                    total: g.total.to_string(),
-                })
-                .collect()
-        }),
-        totals: with_client_computed.then_some(()).and(req.client_totals.as_ref()).map(|t| WireClientTotals {
-            ht: t.ht.map(|m| m.to_string()),
-            specific_tax: t.specific_tax.map(|m| m.to_string()),
-            ttc: t.ttc.map(|m| m.to_string()),
-            vat: t.vat.map(|m| m.to_string()),
-        }),
+        tax_groups: with_client_computed
+            .then_some(())
+            .and(req.client_tax_groups.as_ref())
+            .map(|gs| {
+                gs.iter()
+                    .map(|g| WireClientGroup {
+                        base: g.base.to_string(),
+                        group: g.group,
+                        tax: g.tax.to_string(),
+                        total: g.total.to_string(),
+                    })
+                    .collect()
+            }),
+        totals: with_client_computed
+            .then_some(())
+            .and(req.client_totals.as_ref())
+            .map(|t| WireClientTotals {
+                ht: t.ht.map(|m| m.to_string()),
+                specific_tax: t.specific_tax.map(|m| m.to_string()),
+                ttc: t.ttc.map(|m| m.to_string()),
+                vat: t.vat.map(|m| m.to_string()),
+            }),
     }
 }
 
@@ -246,12 +258,14 @@ pub fn canonicalize(text: &str) -> Result<String, ValidationErrors> {
 /// # Errors
 /// A [`ValidationErrors`] with [`ErrorCode::InvalidJson`].
 pub fn jcs(text: &str) -> Result<String, ValidationErrors> {
-    let invalid = |msg: String| ValidationErrors(vec![ValidationError::new("", ErrorCode::InvalidJson, msg)]);
+    let invalid =
+        |msg: String| ValidationErrors(vec![ValidationError::new("", ErrorCode::InvalidJson, msg)]);
     let tree = Json::parse(text).map_err(|e| invalid(e.to_string()))?;
     if let Some(path) = first_duplicate(&tree, String::new()) {
         return Err(invalid(format!("duplicate key at `{path}`")));
     }
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     serde_json_canonicalizer::to_string(&value).map_err(|e| invalid(e.to_string()))
 }
 
@@ -259,7 +273,11 @@ fn first_duplicate(v: &Json, path: String) -> Option<String> {
     match v {
         Json::Object(m) => {
             for (i, (k, child)) in m.iter().enumerate() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 if m[..i].iter().any(|(k2, _)| k2 == k) {
                     return Some(p);
                 }
@@ -269,7 +287,10 @@ fn first_duplicate(v: &Json, path: String) -> Option<String> {
             }
             None
         }
-        Json::Array(a) => a.iter().enumerate().find_map(|(i, c)| first_duplicate(c, format!("{path}[{i}]"))),
+        Json::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| first_duplicate(c, format!("{path}[{i}]"))),
         _ => None,
     }
 }

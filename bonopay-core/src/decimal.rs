@@ -29,7 +29,11 @@ pub enum DecimalError {
 ///
 /// # Errors
 /// [`DecimalError`] saying what is wrong with the text.
-pub fn parse_decimal(text: &str, max_scale: u32, max_abs: Decimal) -> Result<Decimal, DecimalError> {
+pub fn parse_decimal(
+    text: &str,
+    max_scale: u32,
+    max_abs: Decimal,
+) -> Result<Decimal, DecimalError> {
     let body = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = match body.split_once('.') {
         Some((i, f)) => (i, Some(f)),
@@ -181,15 +185,20 @@ mod tests {
 
     #[test]
     fn bad_text_is_refused() {
-        for bad in ["", "-", ".5", "5.", "1e3", "+1", " 1", "1,5", "0x10", "1.2.3", "١"] {
+        for bad in [
+            "", "-", ".5", "5.", "1e3", "+1", " 1", "1,5", "0x10", "1.2.3", "١",
+        ] {
             assert_eq!(Money::parse(bad), Err(DecimalError::Syntax), "{bad:?}");
         }
         assert_eq!(Money::parse("1.005"), Err(DecimalError::TooManyDecimals));
-        assert_eq!(Quantity::parse("1.0005"), Err(DecimalError::TooManyDecimals));
-        assert_eq!(Money::parse("1000000000000000"), Err(DecimalError::OutOfRange));
         assert_eq!(
-            Money::parse(&"9".repeat(80)),
+            Quantity::parse("1.0005"),
+            Err(DecimalError::TooManyDecimals)
+        );
+        assert_eq!(
+            Money::parse("1000000000000000"),
             Err(DecimalError::OutOfRange)
         );
+        assert_eq!(Money::parse(&"9".repeat(80)), Err(DecimalError::OutOfRange));
     }
 }

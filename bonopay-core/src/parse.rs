@@ -97,7 +97,11 @@ pub fn parse_invoice_json(json: &Json) -> Result<InvoiceRequest, ValidationError
     match parsed {
         Some(req) if w.errors.is_empty() => {
             crate::validate::check_cross_fields(&req, &mut w.errors);
-            if w.errors.is_empty() { Ok(req) } else { Err(ValidationErrors(w.errors)) }
+            if w.errors.is_empty() {
+                Ok(req)
+            } else {
+                Err(ValidationErrors(w.errors))
+            }
         }
         _ => {
             if w.errors.is_empty() {
@@ -115,7 +119,11 @@ struct Walker {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// An object's members, with the ones already taken tracked so unknown keys
@@ -127,7 +135,11 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn get(&self, key: &str) -> Option<&'a Json> {
-        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v).filter(|v| !matches!(v, Json::Null))
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, Json::Null))
     }
     fn path(&self, key: &str) -> String {
         join(&self.path, key)
@@ -141,7 +153,11 @@ impl Walker {
 
     fn object<'a>(&mut self, v: &'a Json, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
         let Json::Object(members) = v else {
-            self.err(path, ErrorCode::WrongType, format!("expected an object, found {}", v.type_name()));
+            self.err(
+                path,
+                ErrorCode::WrongType,
+                format!("expected an object, found {}", v.type_name()),
+            );
             return None;
         };
         for (i, (key, _)) in members.iter().enumerate() {
@@ -160,32 +176,55 @@ impl Walker {
                 self.err(p, ErrorCode::UnknownField, format!("unknown field `{key}`"));
             }
         }
-        Some(Fields { path: path.to_owned(), members })
+        Some(Fields {
+            path: path.to_owned(),
+            members,
+        })
     }
 
     fn required<'a>(&mut self, f: &Fields<'a>, key: &str) -> Option<&'a Json> {
         let v = f.get(key);
         if v.is_none() {
-            self.err(f.path(key), ErrorCode::MissingField, format!("`{key}` is required"));
+            self.err(
+                f.path(key),
+                ErrorCode::MissingField,
+                format!("`{key}` is required"),
+            );
         }
         v
     }
 
     fn string(&mut self, v: &Json, path: &str, max_len: usize) -> Option<String> {
         let Json::String(s) = v else {
-            self.err(path, ErrorCode::WrongType, format!("expected a string, found {}", v.type_name()));
+            self.err(
+                path,
+                ErrorCode::WrongType,
+                format!("expected a string, found {}", v.type_name()),
+            );
             return None;
         };
         if s.is_empty() {
-            self.err(path, ErrorCode::Empty, "must not be empty (omit the field instead)");
+            self.err(
+                path,
+                ErrorCode::Empty,
+                "must not be empty (omit the field instead)",
+            );
             return None;
         }
         if s.chars().count() > max_len {
-            self.err(path, ErrorCode::TooLong, format!("longer than {max_len} characters"));
+            self.err(
+                path,
+                ErrorCode::TooLong,
+                format!("longer than {max_len} characters"),
+            );
             return None;
         }
         if s.chars().any(char::is_control) {
-            self.err(path, ErrorCode::ControlCharacter, "contains a control character");
+            self.err(
+                path,
+                ErrorCode::ControlCharacter,
+                "contains a control character",
+            );
             return None;
         }
         Some(s.clone())
@@ -207,10 +246,16 @@ impl Walker {
     /// in storage keys and URLs, so anything else is refused.
     fn req_id(&mut self, f: &Fields<'_>, key: &str) -> Option<String> {
         let s = self.req_string(f, key, MAX_ID_LEN)?;
-        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        if s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
             Some(s)
         } else {
-            self.err(f.path(key), ErrorCode::InvalidValue, "only ASCII letters, digits, `.`, `_` and `-` are allowed");
+            self.err(
+                f.path(key),
+                ErrorCode::InvalidValue,
+                "only ASCII letters, digits, `.`, `_` and `-` are allowed",
+            );
             None
         }
     }
@@ -220,24 +265,48 @@ impl Walker {
         if s.bytes().all(|b| b.is_ascii_alphanumeric()) {
             Some(s)
         } else {
-            self.err(path, ErrorCode::InvalidValue, "a NIF holds only ASCII letters and digits");
+            self.err(
+                path,
+                ErrorCode::InvalidValue,
+                "a NIF holds only ASCII letters and digits",
+            );
             None
         }
     }
 
-    fn code<T>(&mut self, v: &Json, path: &str, from: fn(&str) -> Option<T>, codes: fn() -> String) -> Option<T> {
+    fn code<T>(
+        &mut self,
+        v: &Json,
+        path: &str,
+        from: fn(&str) -> Option<T>,
+        codes: fn() -> String,
+    ) -> Option<T> {
         let Json::String(s) = v else {
-            self.err(path, ErrorCode::WrongType, format!("expected a string, found {}", v.type_name()));
+            self.err(
+                path,
+                ErrorCode::WrongType,
+                format!("expected a string, found {}", v.type_name()),
+            );
             return None;
         };
         let parsed = from(s);
         if parsed.is_none() {
-            self.err(path, ErrorCode::InvalidValue, format!("`{s}` is not one of {}", codes()));
+            self.err(
+                path,
+                ErrorCode::InvalidValue,
+                format!("`{s}` is not one of {}", codes()),
+            );
         }
         parsed
     }
 
-    fn req_code<T>(&mut self, f: &Fields<'_>, key: &str, from: fn(&str) -> Option<T>, codes: fn() -> String) -> Option<T> {
+    fn req_code<T>(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        from: fn(&str) -> Option<T>,
+        codes: fn() -> String,
+    ) -> Option<T> {
         let v = self.required(f, key)?;
         self.code(v, &f.path(key), from, codes)
     }
@@ -247,9 +316,16 @@ impl Walker {
             Json::String(s) => parse_decimal(s, scale, max),
             Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
-                    Decimal::from(i).abs().le(&max).then(|| Decimal::from(i)).ok_or(DecimalError::OutOfRange)
+                    Decimal::from(i)
+                        .abs()
+                        .le(&max)
+                        .then(|| Decimal::from(i))
+                        .ok_or(DecimalError::OutOfRange)
                 } else if let Some(u) = n.as_u64() {
-                    Decimal::from(u).le(&max).then(|| Decimal::from(u)).ok_or(DecimalError::OutOfRange)
+                    Decimal::from(u)
+                        .le(&max)
+                        .then(|| Decimal::from(u))
+                        .ok_or(DecimalError::OutOfRange)
                 } else {
                     self.err(
                         path,
@@ -260,7 +336,11 @@ impl Walker {
                 }
             }
             other => {
-                self.err(path, ErrorCode::WrongType, format!("expected a decimal string, found {}", other.type_name()));
+                self.err(
+                    path,
+                    ErrorCode::WrongType,
+                    format!("expected a decimal string, found {}", other.type_name()),
+                );
                 return None;
             }
         };
@@ -271,11 +351,19 @@ impl Walker {
                 None
             }
             Err(DecimalError::TooManyDecimals) => {
-                self.err(path, ErrorCode::TooManyDecimals, format!("at most {scale} decimal places"));
+                self.err(
+                    path,
+                    ErrorCode::TooManyDecimals,
+                    format!("at most {scale} decimal places"),
+                );
                 None
             }
             Err(_) => {
-                self.err(path, ErrorCode::OutOfRange, format!("magnitude above {max}"));
+                self.err(
+                    path,
+                    ErrorCode::OutOfRange,
+                    format!("magnitude above {max}"),
+                );
                 None
             }
         }
@@ -291,7 +379,8 @@ impl Walker {
     }
 
     fn money(&mut self, v: &Json, path: &str) -> Option<Money> {
-        self.decimal(v, path, Money::SCALE, Money::max()).and_then(|d| Money::new(d).ok())
+        self.decimal(v, path, Money::SCALE, Money::max())
+            .and_then(|d| Money::new(d).ok())
     }
 
     fn positive_money(&mut self, v: &Json, path: &str) -> Option<Money> {
@@ -301,23 +390,51 @@ impl Walker {
 
     fn invoice(&mut self, v: &Json) -> Option<InvoiceRequest> {
         const KEYS: &[&str] = &[
-            "schema", "merchant_nif", "outlet_id", "pos_terminal_id", "cashier", "invoice_type",
-            "price_mode", "client", "items", "payments", "currency", "exchange_rate", "comments",
-            "credit_note", "tax_groups", "totals",
+            "schema",
+            "merchant_nif",
+            "outlet_id",
+            "pos_terminal_id",
+            "cashier",
+            "invoice_type",
+            "price_mode",
+            "client",
+            "items",
+            "payments",
+            "currency",
+            "exchange_rate",
+            "comments",
+            "credit_note",
+            "tax_groups",
+            "totals",
         ];
         let f = self.object(v, "", KEYS)?;
         if let Some(s) = f.get("schema") {
             match s {
                 Json::String(s) if s == SCHEMA_V1 => {}
-                Json::String(s) => self.err("schema", ErrorCode::UnsupportedSchema, format!("unknown schema `{s}`; this build reads `{SCHEMA_V1}`")),
-                other => self.err("schema", ErrorCode::WrongType, format!("expected a string, found {}", other.type_name())),
+                Json::String(s) => self.err(
+                    "schema",
+                    ErrorCode::UnsupportedSchema,
+                    format!("unknown schema `{s}`; this build reads `{SCHEMA_V1}`"),
+                ),
+                other => self.err(
+                    "schema",
+                    ErrorCode::WrongType,
+                    format!("expected a string, found {}", other.type_name()),
+                ),
             }
         }
-        let merchant_nif = self.required(&f, "merchant_nif").and_then(|v| self.nif(v, "merchant_nif"));
+        let merchant_nif = self
+            .required(&f, "merchant_nif")
+            .and_then(|v| self.nif(v, "merchant_nif"));
         let outlet_id = self.req_id(&f, "outlet_id");
         let pos_terminal_id = self.req_id(&f, "pos_terminal_id");
         let cashier = self.required(&f, "cashier").and_then(|v| self.cashier(v));
-        let invoice_type = self.req_code(&f, "invoice_type", InvoiceType::from_code, InvoiceType::codes);
+        let invoice_type = self.req_code(
+            &f,
+            "invoice_type",
+            InvoiceType::from_code,
+            InvoiceType::codes,
+        );
         let price_mode = self.req_code(&f, "price_mode", PriceMode::from_code, PriceMode::codes);
         let client = self.required(&f, "client").and_then(|v| self.client(v));
         let items = self.required(&f, "items").and_then(|v| self.items(v));
@@ -369,11 +486,26 @@ impl Walker {
         let f = self.object(v, "cashier", &["id", "name"])?;
         let id = self.req_id(&f, "id");
         let name = self.req_string(&f, "name", MAX_TEXT_LEN);
-        Some(Cashier { id: id?, name: name? })
+        Some(Cashier {
+            id: id?,
+            name: name?,
+        })
     }
 
     fn client(&mut self, v: &Json) -> Option<Client> {
-        let f = self.object(v, "client", &["type", "nif", "name", "contact", "address", "email", "exemption_reference"])?;
+        let f = self.object(
+            v,
+            "client",
+            &[
+                "type",
+                "nif",
+                "name",
+                "contact",
+                "address",
+                "email",
+                "exemption_reference",
+            ],
+        )?;
         let client_type = self.req_code(&f, "type", ClientType::from_code, ClientType::codes);
         let nif = match f.get("nif") {
             None => Some(None),
@@ -397,11 +529,19 @@ impl Walker {
 
     fn array<'a>(&mut self, v: &'a Json, path: &str, max: usize) -> Option<&'a [Json]> {
         let Json::Array(a) = v else {
-            self.err(path, ErrorCode::WrongType, format!("expected an array, found {}", v.type_name()));
+            self.err(
+                path,
+                ErrorCode::WrongType,
+                format!("expected an array, found {}", v.type_name()),
+            );
             return None;
         };
         if a.len() > max {
-            self.err(path, ErrorCode::TooManyEntries, format!("at most {max} entries"));
+            self.err(
+                path,
+                ErrorCode::TooManyEntries,
+                format!("at most {max} entries"),
+            );
             return None;
         }
         Some(a)
@@ -410,7 +550,11 @@ impl Walker {
     fn items(&mut self, v: &Json) -> Option<Vec<Item>> {
         let arr = self.array(v, "items", MAX_ITEMS)?;
         if arr.is_empty() {
-            self.err("items", ErrorCode::NoItems, "an invoice needs at least one item");
+            self.err(
+                "items",
+                ErrorCode::NoItems,
+                "an invoice needs at least one item",
+            );
             return None;
         }
         let mut out = Vec::with_capacity(arr.len());
@@ -426,14 +570,23 @@ impl Walker {
 
     fn item(&mut self, v: &Json, path: &str) -> Option<Item> {
         const KEYS: &[&str] = &[
-            "code", "kind", "name", "unit_price", "quantity", "tax_group", "specific_tax",
-            "original_price", "price_modification",
+            "code",
+            "kind",
+            "name",
+            "unit_price",
+            "quantity",
+            "tax_group",
+            "specific_tax",
+            "original_price",
+            "price_modification",
         ];
         let f = self.object(v, path, KEYS)?;
         let code = self.req_id(&f, "code");
         let kind = self.req_code(&f, "kind", ItemKind::from_code, ItemKind::codes);
         let name = self.req_string(&f, "name", MAX_TEXT_LEN);
-        let unit_price = self.required(&f, "unit_price").and_then(|v| self.positive_money(v, &f.path("unit_price")));
+        let unit_price = self
+            .required(&f, "unit_price")
+            .and_then(|v| self.positive_money(v, &f.path("unit_price")));
         let quantity = self.required(&f, "quantity").and_then(|v| {
             let p = f.path("quantity");
             let d = self.decimal(v, &p, Quantity::SCALE, Quantity::max())?;
@@ -467,7 +620,9 @@ impl Walker {
 
     fn specific_tax(&mut self, v: &Json, path: &str) -> Option<SpecificTax> {
         let f = self.object(v, path, &["amount", "rate"])?;
-        let amount = self.required(&f, "amount").and_then(|v| self.positive_money(v, &f.path("amount")));
+        let amount = self
+            .required(&f, "amount")
+            .and_then(|v| self.positive_money(v, &f.path("amount")));
         let rate = match f.get("rate") {
             None => Some(None),
             Some(v) => {
@@ -478,13 +633,20 @@ impl Walker {
                     .map(Some)
             }
         };
-        Some(SpecificTax { amount: amount?, rate: rate? })
+        Some(SpecificTax {
+            amount: amount?,
+            rate: rate?,
+        })
     }
 
     fn payments(&mut self, v: &Json) -> Option<Vec<Payment>> {
         let arr = self.array(v, "payments", MAX_PAYMENTS)?;
         if arr.is_empty() {
-            self.err("payments", ErrorCode::NoPayments, "an invoice needs at least one payment summing to its total");
+            self.err(
+                "payments",
+                ErrorCode::NoPayments,
+                "an invoice needs at least one payment summing to its total",
+            );
             return None;
         }
         let mut out = Vec::with_capacity(arr.len());
@@ -492,9 +654,15 @@ impl Walker {
         for (i, p) in arr.iter().enumerate() {
             let path = format!("payments[{i}]");
             let parsed = self.object(p, &path, &["method", "amount"]).and_then(|f| {
-                let method = self.req_code(&f, "method", PaymentMethod::from_code, PaymentMethod::codes);
-                let amount = self.required(&f, "amount").and_then(|v| self.positive_money(v, &f.path("amount")));
-                Some(Payment { method: method?, amount: amount? })
+                let method =
+                    self.req_code(&f, "method", PaymentMethod::from_code, PaymentMethod::codes);
+                let amount = self
+                    .required(&f, "amount")
+                    .and_then(|v| self.positive_money(v, &f.path("amount")));
+                Some(Payment {
+                    method: method?,
+                    amount: amount?,
+                })
             });
             match parsed {
                 Some(p) => out.push(p),
@@ -515,11 +683,18 @@ impl Walker {
             if is_valid_date(&d) {
                 Some(d)
             } else {
-                self.err(f.path("date"), ErrorCode::InvalidDate, "expected a calendar date `YYYY-MM-DD`");
+                self.err(
+                    f.path("date"),
+                    ErrorCode::InvalidDate,
+                    "expected a calendar date `YYYY-MM-DD`",
+                );
                 None
             }
         });
-        Some(ExchangeRateInfo { rate: rate?, date: date? })
+        Some(ExchangeRateInfo {
+            rate: rate?,
+            date: date?,
+        })
     }
 
     fn comments(&mut self, v: &Json) -> Option<BTreeMap<CommentLine, String>> {
@@ -554,7 +729,10 @@ impl Walker {
             }
         });
         let nature = self.req_code(&f, "nature", CreditNature::from_code, CreditNature::codes);
-        Some(CreditNoteRef { reference: reference?, nature: nature? })
+        Some(CreditNoteRef {
+            reference: reference?,
+            nature: nature?,
+        })
     }
 
     fn client_tax_groups(&mut self, v: &Json) -> Option<Vec<ClientTaxGroup>> {
@@ -563,21 +741,38 @@ impl Walker {
         let mut ok = true;
         for (i, g) in arr.iter().enumerate() {
             let path = format!("tax_groups[{i}]");
-            let parsed = self.object(g, &path, &["group", "base", "tax", "total", "rate"]).and_then(|f| {
-                let group = self.req_code(&f, "group", TaxGroup::from_code, TaxGroup::codes);
-                // A client may echo the rate it used; it is checked through
-                // base/tax/total, so its value is only type-checked here.
-                if let Some(r) = f.get("rate") {
-                    self.decimal(r, &f.path("rate"), 4, Decimal::ONE_HUNDRED);
-                }
-                let base = self.required(&f, "base").and_then(|v| self.money(v, &f.path("base")));
-                let tax = self.required(&f, "tax").and_then(|v| self.money(v, &f.path("tax")));
-                let total = self.required(&f, "total").and_then(|v| self.money(v, &f.path("total")));
-                Some(ClientTaxGroup { group: group?, base: base?, tax: tax?, total: total? })
-            });
+            let parsed = self
+                .object(g, &path, &["group", "base", "tax", "total", "rate"])
+                .and_then(|f| {
+                    let group = self.req_code(&f, "group", TaxGroup::from_code, TaxGroup::codes);
+                    // A client may echo the rate it used; it is checked through
+                    // base/tax/total, so its value is only type-checked here.
+                    if let Some(r) = f.get("rate") {
+                        self.decimal(r, &f.path("rate"), 4, Decimal::ONE_HUNDRED);
+                    }
+                    let base = self
+                        .required(&f, "base")
+                        .and_then(|v| self.money(v, &f.path("base")));
+                    let tax = self
+                        .required(&f, "tax")
+                        .and_then(|v| self.money(v, &f.path("tax")));
+                    let total = self
+                        .required(&f, "total")
+                        .and_then(|v| self.money(v, &f.path("total")));
+                    Some(ClientTaxGroup {
+                        group: group?,
+                        base: base?,
+                        tax: tax?,
+                        total: total?,
+                    })
+                });
             match parsed {
                 Some(g) if out.iter().any(|o| o.group == g.group) => {
-                    self.err(format!("{path}.group"), ErrorCode::DuplicateGroup, format!("group {} appears twice", g.group));
+                    self.err(
+                        format!("{path}.group"),
+                        ErrorCode::DuplicateGroup,
+                        format!("group {} appears twice", g.group),
+                    );
                     ok = false;
                 }
                 Some(g) => out.push(g),
@@ -588,7 +783,11 @@ impl Walker {
     }
 
     fn client_totals(&mut self, v: &Json) -> Option<ClientTotals> {
-        let f = self.object(v, "totals", &["ht", "vat", "specific_tax", "ttc", "total", "vtotal"])?;
+        let f = self.object(
+            v,
+            "totals",
+            &["ht", "vat", "specific_tax", "ttc", "total", "vtotal"],
+        )?;
         let get = |w: &mut Walker, key: &str| -> Option<Option<Money>> {
             match f.get(key) {
                 None => Some(None),
@@ -604,14 +803,23 @@ impl Walker {
         let vtotal = get(self, "vtotal");
         let (ttc, total, vat, vtotal) = (ttc?, total?, vat?, vtotal?);
         for (a, b, name) in [(ttc, total, "total"), (vat, vtotal, "vtotal")] {
-            if let (Some(a), Some(b)) = (a, b) {
-                if a != b {
-                    self.err(f.path(name), ErrorCode::ClientTotalMismatch, format!("`{name}` ({b}) disagrees with its twin field ({a})"));
-                    return None;
-                }
+            if let (Some(a), Some(b)) = (a, b)
+                && a != b
+            {
+                self.err(
+                    f.path(name),
+                    ErrorCode::ClientTotalMismatch,
+                    format!("`{name}` ({b}) disagrees with its twin field ({a})"),
+                );
+                return None;
             }
         }
-        Some(ClientTotals { ht: ht?, vat: vat.or(vtotal), specific_tax: specific_tax?, ttc: ttc.or(total) })
+        Some(ClientTotals {
+            ht: ht?,
+            vat: vat.or(vtotal),
+            specific_tax: specific_tax?,
+            ttc: ttc.or(total),
+        })
     }
 }
 
@@ -632,7 +840,11 @@ pub fn normalize_reference(text: &str) -> Option<String> {
     } else {
         text.to_owned()
     };
-    (compact.len() == 24 && compact.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())).then_some(compact)
+    (compact.len() == 24
+        && compact
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+    .then_some(compact)
 }
 
 /// `YYYY-MM-DD`, a real Gregorian date from year 2000 on.
@@ -644,7 +856,10 @@ pub fn is_valid_date(s: &str) -> bool {
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
     };
     let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
         return false;

@@ -3,7 +3,9 @@
 use rust_decimal::Decimal;
 
 use crate::error::{ErrorCode, ValidationError, ValidationErrors};
-use crate::model::{ClientType, CommentLine, CreditNature, Currency, InvoiceRequest, Item, ItemKind, TaxGroup};
+use crate::model::{
+    ClientType, CommentLine, CreditNature, Currency, InvoiceRequest, Item, ItemKind, TaxGroup,
+};
 
 /// Checks a request built in Rust (not parsed from JSON) against exactly the
 /// rules [`crate::parse_invoice`] applies, by sending it through the same
@@ -44,7 +46,10 @@ pub(crate) fn check_item(item: &Item, path: &str, errors: &mut Vec<ValidationErr
         Some(a) if a > crate::Money::max() => errors.push(ValidationError::new(
             path,
             ErrorCode::OutOfRange,
-            format!("the line amount (unit price × quantity) exceeds {}", crate::Money::max()),
+            format!(
+                "the line amount (unit price × quantity) exceeds {}",
+                crate::Money::max()
+            ),
         )),
         Some(a) if a > Decimal::ZERO => {}
         Some(_) => errors.push(ValidationError::new(
@@ -52,7 +57,11 @@ pub(crate) fn check_item(item: &Item, path: &str, errors: &mut Vec<ValidationErr
             ErrorCode::NotPositive,
             "the line amount (unit price × quantity) rounds to 0.00",
         )),
-        None => errors.push(ValidationError::new(path, ErrorCode::OutOfRange, "the line amount overflows")),
+        None => errors.push(ValidationError::new(
+            path,
+            ErrorCode::OutOfRange,
+            "the line amount overflows",
+        )),
     }
 }
 
@@ -95,12 +104,18 @@ pub(crate) fn check_cross_fields(req: &InvoiceRequest, errors: &mut Vec<Validati
         (None, true) => errors.push(ValidationError::new(
             "credit_note",
             ErrorCode::CreditNoteReferenceRequired,
-            format!("a {} credit note needs `credit_note` with the original's reference and the nature", req.invoice_type),
+            format!(
+                "a {} credit note needs `credit_note` with the original's reference and the nature",
+                req.invoice_type
+            ),
         )),
         (Some(_), false) => errors.push(ValidationError::new(
             "credit_note",
             ErrorCode::CreditNoteReferenceNotAllowed,
-            format!("only FA and EA carry a credit-note reference, not {}", req.invoice_type),
+            format!(
+                "only FA and EA carry a credit-note reference, not {}",
+                req.invoice_type
+            ),
         )),
         (Some(cn), true) => {
             let is_rrr_ref = cn.reference == "RRR";

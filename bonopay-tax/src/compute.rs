@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use bonopay_core::{
-    Currency, ErrorCode, InvoiceRequest, Money, PaymentMethod, PriceMode, TaxGroup, ValidationError,
-    ValidationErrors,
+    Currency, ErrorCode, InvoiceRequest, Money, PaymentMethod, PriceMode, TaxGroup,
+    ValidationError, ValidationErrors,
 };
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
@@ -168,8 +168,12 @@ pub struct TaxResult {
     pub dgi: DgiTotals,
 }
 
+/// Rounds half away from zero to 2 places and always carries scale 2, so
+/// results print as `16.00`, never `16`.
 fn rhu(d: Decimal) -> Decimal {
-    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+    let mut v = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    v.rescale(2);
+    v
 }
 
 struct Errs(Vec<ValidationError>);
@@ -179,7 +183,11 @@ impl Errs {
         self.0.push(ValidationError::new(path, code, msg));
     }
     fn overflow(&mut self, what: &str) {
-        self.push("items", ErrorCode::OutOfRange, format!("{what} exceeds {}", Money::max()));
+        self.push(
+            "items",
+            ErrorCode::OutOfRange,
+            format!("{what} exceeds {}", Money::max()),
+        );
     }
 }
 
@@ -211,14 +219,21 @@ pub fn compute(
     let mut acc: BTreeMap<TaxGroup, Acc> = BTreeMap::new();
     for (i, item) in req.items.iter().enumerate() {
         let Some(line) = item.unit_price.value().checked_mul(item.quantity.value()) else {
-            errs.push(format!("items[{i}]"), ErrorCode::OutOfRange, "the line amount overflows");
+            errs.push(
+                format!("items[{i}]"),
+                ErrorCode::OutOfRange,
+                "the line amount overflows",
+            );
             continue;
         };
         if table.get(item.tax_group).is_none() {
             errs.push(
                 format!("items[{i}].tax_group"),
                 ErrorCode::UnknownTaxRate,
-                format!("rate table {} has no entry for group {}", table.version, item.tax_group),
+                format!(
+                    "rate table {} has no entry for group {}",
+                    table.version, item.tax_group
+                ),
             );
             continue;
         }
@@ -235,8 +250,16 @@ pub fn compute(
     // 2. Round per group.
     let mut groups = Vec::with_capacity(acc.len());
     for (group, a) in &acc {
-        let Some(spec) = table.get(*group) else { continue };
-        let line = group_line(*group, spec.treatment, spec.rate_percent, req.price_mode, *a);
+        let Some(spec) = table.get(*group) else {
+            continue;
+        };
+        let line = group_line(
+            *group,
+            spec.treatment,
+            spec.rate_percent,
+            req.price_mode,
+            *a,
+        );
         match line {
             Some(l) if l.total > Money::max() => errs.overflow(&format!("group {group} total")),
             Some(l) => {
@@ -244,7 +267,10 @@ pub fn compute(
                     errs.push(
                         "items",
                         ErrorCode::SpecificTaxExceedsBase,
-                        format!("group {group}: specific tax {} exceeds the taxable base {}", l.specific_tax, l.base),
+                        format!(
+                            "group {group}: specific tax {} exceeds the taxable base {}",
+                            l.specific_tax, l.base
+                        ),
                     );
                 }
                 groups.push(l);
@@ -257,7 +283,11 @@ pub fn compute(
         errs.overflow("the invoice total");
     }
     if totals.ttc <= Decimal::ZERO && errs.0.is_empty() {
-        errs.push("items", ErrorCode::NotPositive, "the invoice total rounds to zero");
+        errs.push(
+            "items",
+            ErrorCode::NotPositive,
+            "the invoice total rounds to zero",
+        );
     }
 
     // 3. Payments must sum to the total (in the invoice currency).
@@ -271,10 +301,20 @@ pub fn compute(
         errs.push(
             "payments",
             ErrorCode::PaymentsMismatch,
-            format!("payments sum to {} but the invoice total is {}", money(paid), money(totals.ttc)),
+            format!(
+                "payments sum to {} but the invoice total is {}",
+                money(paid),
+                money(totals.ttc)
+            ),
         );
     }
-    let payments = per_method.into_iter().map(|(method, amount)| PaymentTotal { method, amount }).collect();
+    let payments = per_method
+        .into_iter()
+        .map(|(method, amount)| PaymentTotal {
+            method,
+            amount: rhu(amount),
+        })
+        .collect();
 
     // 4. Client-computed groups and totals.
     check_client_values(req, &groups, &totals, &mut errs);
@@ -315,7 +355,10 @@ pub fn compute(
         return Err(ValidationErrors(errs.0));
     }
     let dgi_src = cdf.as_ref().map_or(&totals, |c| &c.totals);
-    let dgi = DgiTotals { total: dgi_src.ttc, vtotal: dgi_src.vat };
+    let dgi = DgiTotals {
+        total: dgi_src.ttc,
+        vtotal: dgi_src.vat,
+    };
     Ok(TaxResult {
         rate_table: table.version.clone(),
         price_mode: req.price_mode,
@@ -335,7 +378,13 @@ fn money(d: Decimal) -> String {
 }
 
 /// Rounds one group. See `docs/format.md`, "Tax computation", step 2.
-fn group_line(group: TaxGroup, treatment: Treatment, rate_percent: Decimal, mode: PriceMode, a: Acc) -> Option<GroupLine> {
+fn group_line(
+    group: TaxGroup,
+    treatment: Treatment,
+    rate_percent: Decimal,
+    mode: PriceMode,
+    a: Acc,
+) -> Option<GroupLine> {
     let r = rate_percent.checked_div(Decimal::ONE_HUNDRED)?;
     let specific = a.specific;
     let (base, tax, total, adjusted, rate) = match treatment {
@@ -374,7 +423,16 @@ fn group_line(group: TaxGroup, treatment: Treatment, rate_percent: Decimal, mode
             (Decimal::ZERO, total, total, false, Decimal::ZERO)
         }
     };
-    Some(GroupLine { group, rate, treatment, base, tax, total, specific_tax: specific, rounding_adjusted: adjusted })
+    Some(GroupLine {
+        group,
+        rate,
+        treatment,
+        base: rhu(base),
+        tax: rhu(tax),
+        total: rhu(total),
+        specific_tax: rhu(specific),
+        rounding_adjusted: adjusted,
+    })
 }
 
 fn totals_of(groups: &[GroupLine]) -> Totals {
@@ -394,7 +452,13 @@ fn totals_of(groups: &[GroupLine]) -> Totals {
         }
     }
     t.ht = t.ttc - t.vat - t.specific_tax - t.levies;
-    t
+    Totals {
+        ht: rhu(t.ht),
+        vat: rhu(t.vat),
+        specific_tax: rhu(t.specific_tax),
+        levies: rhu(t.levies),
+        ttc: rhu(t.ttc),
+    }
 }
 
 /// Converts group lines to CDF: total and base are each converted and
@@ -409,16 +473,26 @@ fn convert(groups: &[GroupLine], rate: Decimal) -> Option<Converted> {
         out.push(GroupLine {
             total,
             base,
-            tax: total - base,
+            tax: rhu(total - base),
             specific_tax: specific,
             ..g.clone()
         });
     }
     let totals = totals_of(&out);
-    Some(Converted { currency: Currency::Cdf, exchange_rate: rate, groups: out, totals })
+    Some(Converted {
+        currency: Currency::Cdf,
+        exchange_rate: rate,
+        groups: out,
+        totals,
+    })
 }
 
-fn check_client_values(req: &InvoiceRequest, groups: &[GroupLine], totals: &Totals, errs: &mut Errs) {
+fn check_client_values(
+    req: &InvoiceRequest,
+    groups: &[GroupLine],
+    totals: &Totals,
+    errs: &mut Errs,
+) {
     let mismatch = |errs: &mut Errs, path: String, sent: Decimal, computed: Decimal| {
         if sent != computed {
             errs.push(
@@ -449,7 +523,11 @@ fn check_client_values(req: &InvoiceRequest, groups: &[GroupLine], totals: &Tota
                 errs.push(
                     "tax_groups",
                     ErrorCode::ClientTotalMismatch,
-                    format!("client left out group {} (computed total {})", g.group, money(g.total)),
+                    format!(
+                        "client left out group {} (computed total {})",
+                        g.group,
+                        money(g.total)
+                    ),
                 );
             }
         }

@@ -5,8 +5,8 @@ mod compute;
 mod rates;
 
 pub use compute::{
-    compute, Converted, DgiTotals, FixedReferenceRates, GroupLine, NoReferenceRates, PaymentTotal, ReferenceRates,
-    TaxResult, Totals, RATE_TOLERANCE_PERCENT,
+    Converted, DgiTotals, FixedReferenceRates, GroupLine, NoReferenceRates, PaymentTotal,
+    RATE_TOLERANCE_PERCENT, ReferenceRates, TaxResult, Totals, compute,
 };
 pub use rates::{GroupRate, RateTable, RateTableError, Treatment};
 

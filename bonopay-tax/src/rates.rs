@@ -49,7 +49,8 @@ mod group_code {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TaxGroup, D::Error> {
         let s = String::deserialize(d)?;
-        TaxGroup::from_code(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown tax group `{s}`")))
+        TaxGroup::from_code(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown tax group `{s}`")))
     }
 }
 
@@ -96,14 +97,39 @@ impl RateTable {
                 g(TaxGroup::C, "Taxable 8%", 8, Vat),
                 g(TaxGroup::D, "Régimes dérogatoires TVA", 0, NoInvoicedVat),
                 g(TaxGroup::E, "Exportation et opérations assimilées", 0, Vat),
-                g(TaxGroup::F, "TVA marché public à financement extérieur (16%)", 16, Vat),
-                g(TaxGroup::G, "TVA marché public à financement extérieur (8%)", 8, Vat),
-                g(TaxGroup::H, "Consignation/déconsignation d'emballage", 0, NoInvoicedVat),
+                g(
+                    TaxGroup::F,
+                    "TVA marché public à financement extérieur (16%)",
+                    16,
+                    Vat,
+                ),
+                g(
+                    TaxGroup::G,
+                    "TVA marché public à financement extérieur (8%)",
+                    8,
+                    Vat,
+                ),
+                g(
+                    TaxGroup::H,
+                    "Consignation/déconsignation d'emballage",
+                    0,
+                    NoInvoicedVat,
+                ),
                 g(TaxGroup::I, "Garantie et caution", 0, NoInvoicedVat),
                 g(TaxGroup::J, "Débours", 0, NoInvoicedVat),
-                g(TaxGroup::K, "Opérations réalisées par les non assujettis", 0, NoInvoicedVat),
+                g(
+                    TaxGroup::K,
+                    "Opérations réalisées par les non assujettis",
+                    0,
+                    NoInvoicedVat,
+                ),
                 g(TaxGroup::L, "Prélèvements sur ventes", 0, Levy),
-                g(TaxGroup::M, "Ventes réglementées avec TVA spécifique", 0, NoInvoicedVat),
+                g(
+                    TaxGroup::M,
+                    "Ventes réglementées avec TVA spécifique",
+                    0,
+                    NoInvoicedVat,
+                ),
                 g(TaxGroup::N, "TVA spécifique", 0, SpecificVat),
             ],
         }
@@ -116,7 +142,8 @@ impl RateTable {
     /// # Errors
     /// [`RateTableError`] naming the problem.
     pub fn from_json(text: &str) -> Result<Self, RateTableError> {
-        let table: RateTable = serde_json::from_str(text).map_err(|e| RateTableError::Malformed(e.to_string()))?;
+        let table: RateTable =
+            serde_json::from_str(text).map_err(|e| RateTableError::Malformed(e.to_string()))?;
         let mut seen = BTreeMap::new();
         for g in &table.groups {
             if seen.insert(g.group, ()).is_some() {

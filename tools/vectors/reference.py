@@ -7,7 +7,8 @@ It computes the expected values of the published vectors:
 from the case inputs in cases.py. The Rust tests replay those files, so the
 Rust code and this script must agree byte for byte. Run from anywhere:
 
-    python3 tools/vectors/reference.py
+    python3 tools/vectors/reference.py           # rewrite the vector files
+    python3 tools/vectors/reference.py --check   # fail if they differ (CI)
 """
 import hashlib
 import json
@@ -245,10 +246,23 @@ def compute(inv, reference_rates):
     return result
 
 
+CHECK = "--check" in sys.argv
+STALE = []
+
+
 def write(path, data):
+    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    if CHECK:
+        try:
+            with open(path, encoding="utf-8") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        if current != text:
+            STALE.append(path)
+        return
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.write("\n")
+        f.write(text)
 
 
 def main():
@@ -267,7 +281,10 @@ def main():
         tax.append(entry)
     os.makedirs(os.path.join(ROOT, "bonopay-tax/tests/vectors"), exist_ok=True)
     write(os.path.join(ROOT, "bonopay-tax/tests/vectors/tax.json"), tax)
-    print(f"{len(canon)} canonical cases, {len(tax)} tax cases")
+    if STALE:
+        print("vector files differ from what reference.py computes (edited by hand?):", *STALE, sep="\n  ")
+        sys.exit(1)
+    print(f"{len(canon)} canonical cases, {len(tax)} tax cases" + (" (checked)" if CHECK else ""))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+//! The `bonopay` commands.
+//!
+//! Exit codes: `0` on success; `2` when the input is refused (validation
+//! errors, printed as a JSON array on stderr), when stdin cannot be read,
+//! when an option is malformed or a file cannot be loaded (a one-line
+//! message on stderr), and for clap's own usage errors.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use bonopay_core::ValidationErrors;
+use clap::{Parser, Subcommand};
+
+pub mod canonicalize;
+pub mod totals;
+
+/// Exit code for every failure: refused input, unreadable input, bad option.
+pub const EXIT_FAILURE: u8 = 2;
+
+/// Bono Pay fiscalization tools.
+#[derive(Debug, Parser)]
+#[command(name = "bonopay", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read an invoice request (JSON) on stdin and print its canonical
+    /// bytes (RFC 8785), without a trailing newline.
+    Canonicalize(canonicalize::Args),
+    /// Read an invoice request (JSON) on stdin, run the full check (parse,
+    /// validate, compute taxes) and print the computed totals as JSON.
+    Totals(totals::Args),
+}
+
+/// Why a command did not produce its output.
+#[derive(Debug)]
+pub enum Failure {
+    /// The invoice was refused: every problem, with path and code.
+    Invalid(ValidationErrors),
+    /// Anything else (unreadable input, bad option, unreadable file).
+    Message(String),
+}
+
+impl From<ValidationErrors> for Failure {
+    fn from(e: ValidationErrors) -> Self {
+        Failure::Invalid(e)
+    }
+}
+
+/// Runs a parsed command on the given stdin text and returns what to print
+/// on stdout.
+///
+/// # Errors
+/// A [`Failure`] to report on stderr.
+pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
+    match command {
+        Command::Canonicalize(args) => canonicalize::run(args, stdin),
+        Command::Totals(args) => totals::run(args, stdin),
+    }
+}
+
+/// Reads all of stdin as UTF-8.
+fn read_stdin() -> Result<String, Failure> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure::Message(format!("cannot read stdin: {e}")))?;
+    String::from_utf8(buf).map_err(|e| Failure::Message(format!("stdin is not valid UTF-8: {e}")))
+}
+
+/// Writes `text` to `out` and flushes it.
+fn emit(mut out: impl Write, text: &str) -> std::io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// The whole program: parse arguments, read stdin, run, print. Never
+/// panics; returns the process exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that go to stdout and exit 0.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = read_stdin().and_then(|input| run(&cli.command, &input));
+    match result {
+        Ok(text) => match emit(std::io::stdout().lock(), &text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = emit(
+                    std::io::stderr().lock(),
+                    &format!("bonopay: cannot write stdout: {e}\n"),
+                );
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Err(Failure::Invalid(errors)) => {
+            let _ = emit(std::io::stderr().lock(), &format!("{}\n", errors.to_json()));
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(Failure::Message(msg)) => {
+            let _ = emit(
+                std::io::stderr().lock(),
+                &format!("bonopay: error: {msg}\n"),
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The conformance suite, run against every backend and decorator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Mutex;
+
+use bonopay_ledger::conformance::run_all;
+use bonopay_ledger::{FaultyStore, GroupCommit, LedgerStore, MemoryStore, SqliteStore};
+use tempfile::TempDir;
+
+/// Temp dirs live as long as the test binary, so stores built by the
+/// factory keep their files.
+static DIRS: Mutex<Vec<TempDir>> = Mutex::new(Vec::new());
+
+fn sqlite() -> SqliteStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("ledger.db")).unwrap();
+    DIRS.lock().unwrap().push(dir);
+    store
+}
+
+#[test]
+fn memory() {
+    run_all(&|| Box::new(MemoryStore::new()) as Box<dyn LedgerStore>);
+}
+
+#[test]
+fn sqlite_store() {
+    run_all(&|| Box::new(sqlite()) as Box<dyn LedgerStore>);
+}
+
+#[test]
+fn group_commit_over_sqlite() {
+    run_all(&|| Box::new(GroupCommit::new(sqlite(), 64)) as Box<dyn LedgerStore>);
+}
+
+#[test]
+fn group_commit_over_memory() {
+    run_all(&|| Box::new(GroupCommit::new(MemoryStore::new(), 8)) as Box<dyn LedgerStore>);
+}
+
+#[test]
+fn faulty_store_without_fault_is_transparent() {
+    run_all(&|| Box::new(FaultyStore::new(MemoryStore::new())) as Box<dyn LedgerStore>);
+}

@@ -31,7 +31,7 @@ fn child_writer() {
         round += 1;
         let outlet = OUTLETS[(round % 2) as usize];
         let mut head = store.head(outlet).unwrap();
-        let n = if round % 3 == 0 { 8 } else { 1 };
+        let n = if round.is_multiple_of(3) { 8 } else { 1 };
         let batch: Vec<Entry> = (0..n)
             .map(|_| {
                 let t = if head.seq % 5 == 4 {

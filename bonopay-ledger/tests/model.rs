@@ -75,8 +75,10 @@ proptest! {
                 }
                 Op::StaleAppend { outlet } => {
                     let o = OUTLETS[outlet];
-                    if let Some(old) = stale.get(o) {
-                        if old.seq < model.get(o).map_or(0, Vec::len) as u64 {
+                    if let Some(old) = stale.get(o)
+                        && old.seq < model.get(o).map_or(0, Vec::len) as u64
+                    {
+                        {
                             clock += 1;
                             let e = old.prepare(&invoice(InvoiceType::Fv, 2026, clock.max(old.time_ms))).unwrap().seal(b"{}".to_vec());
                             let err = store.append(&e).unwrap_err();

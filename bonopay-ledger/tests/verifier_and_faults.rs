@@ -137,11 +137,13 @@ fn append_fv(store: &dyn LedgerStore, t: i64) -> Result<Entry, LedgerError> {
     })
 }
 
-fn faulty_backends() -> Vec<(
+type Backend = (
     &'static str,
     FaultyStore<Box<dyn LedgerStore>>,
     Option<tempfile::TempDir>,
-)> {
+);
+
+fn faulty_backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Box<dyn LedgerStore> =
         Box::new(SqliteStore::open(dir.path().join("l.db")).unwrap());

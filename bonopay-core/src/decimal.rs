@@ -43,12 +43,26 @@ pub fn parse_decimal(
     if !digits_ok(int) || frac.is_some_and(|f| !digits_ok(f)) {
         return Err(DecimalError::Syntax);
     }
-    // Leading zeros beyond what Decimal can hold are harmless, but very long
-    // inputs are refused before they reach the parser.
-    if text.len() > 64 {
+    // Trailing fractional zeros are not significant; drop them before the
+    // parser, whose scale stops at 28 places.
+    let trimmed = match frac {
+        Some(f) if f.ends_with('0') => {
+            let keep = text.len() - (f.len() - f.trim_end_matches('0').len());
+            text[..keep].trim_end_matches('.')
+        }
+        _ => text,
+    };
+    // Very long inputs are refused before they reach the parser.
+    if trimmed.len() > 64 {
         return Err(DecimalError::OutOfRange);
     }
-    let value = Decimal::from_str_exact(text).map_err(|_| DecimalError::OutOfRange)?;
+    let value = Decimal::from_str_exact(trimmed).map_err(|_| {
+        if frac.is_some_and(|f| f.trim_end_matches('0').len() > 28) {
+            DecimalError::TooManyDecimals
+        } else {
+            DecimalError::OutOfRange
+        }
+    })?;
     let value = value.normalize();
     if value.scale() > max_scale {
         return Err(DecimalError::TooManyDecimals);
@@ -181,6 +195,9 @@ mod tests {
         assert_eq!(Money::parse("002.5").unwrap().to_string(), "2.50");
         assert_eq!(Quantity::parse("1").unwrap().to_string(), "1.000");
         assert_eq!(Money::parse("-0.00").unwrap().to_string(), "0.00");
+        let many_zeros = format!("1.{}", "0".repeat(40));
+        assert_eq!(Quantity::parse(&many_zeros).unwrap().to_string(), "1.000");
+        assert_eq!(Quantity::parse("7.").unwrap_err(), DecimalError::Syntax);
     }
 
     #[test]

@@ -326,13 +326,18 @@ impl Walker {
                         .le(&max)
                         .then(|| Decimal::from(u))
                         .ok_or(DecimalError::OutOfRange)
-                } else {
+                } else if Decimal::from_scientific(&n.to_string())
+                    .or_else(|_| Decimal::from_str_exact(&n.to_string()))
+                    .is_ok_and(|d| d.abs() <= max)
+                {
                     self.err(
                         path,
                         ErrorCode::InexactNumber,
-                        format!("send fractional amounts as decimal strings (e.g. \"{n}\"): binary floating point cannot hold them exactly"),
+                        "send fractional amounts as decimal strings such as \"12.50\": binary floating point cannot hold them exactly",
                     );
                     return None;
+                } else {
+                    Err(DecimalError::OutOfRange)
                 }
             }
             other => {

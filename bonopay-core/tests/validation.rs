@@ -189,6 +189,8 @@ fn decimal_spelling_rules() {
         (json!("1,50"), ErrorCode::InvalidDecimal),
         (json!(" 1.50"), ErrorCode::InvalidDecimal),
         (json!(1.5), ErrorCode::InexactNumber),
+        (json!(1e2), ErrorCode::InexactNumber),
+        (json!(1e300), ErrorCode::OutOfRange),
         (json!("1.505"), ErrorCode::TooManyDecimals),
         (json!("1000000000000000000"), ErrorCode::OutOfRange),
         (json!(true), ErrorCode::WrongType),
@@ -198,6 +200,16 @@ fn decimal_spelling_rules() {
         v["items"][0]["unit_price"] = value.clone();
         assert_error(&v, "items[0].unit_price", code);
     }
+    let mut v = base();
+    v["items"][0]["unit_price"] = json!(1);
+    let text = v
+        .to_string()
+        .replace("\"unit_price\":1", "\"unit_price\":18446744073709551616");
+    let e = parse_invoice(&text).unwrap_err();
+    assert!(
+        e.has_at("items[0].unit_price", ErrorCode::OutOfRange),
+        "{e}"
+    );
     // Integers and trailing zeros are fine.
     let mut v = base();
     v["items"][0]["unit_price"] = json!(1160);

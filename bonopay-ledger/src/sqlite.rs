@@ -252,7 +252,8 @@ fn read_head(tx: &Connection, outlet: &str) -> Result<Head, LedgerError> {
     }
 }
 
-fn write_entry(tx: &Transaction<'_>, e: &Entry, head: &Head) -> Result<(), LedgerError> {
+fn insert_entry(tx: &Transaction<'_>, e: &Entry) -> Result<(), LedgerError> {
+    // One statement: it inserts the whole row or nothing.
     tx.prepare_cached(
         "INSERT INTO entries (outlet, seq, kind, fiscal_year, time_ms, invoice_type, total_counter,
                               type_counter, z_number, prev_hash, entry_hash, header, payload)
@@ -277,6 +278,10 @@ fn write_entry(tx: &Transaction<'_>, e: &Entry, head: &Head) -> Result<(), Ledge
         e.payload,
     ])
     .map_err(unavailable)?;
+    Ok(())
+}
+
+fn write_head(tx: &Transaction<'_>, head: &Head) -> Result<(), LedgerError> {
     let c = &head.counters;
     tx.prepare_cached(
         "INSERT INTO outlet_heads (outlet, seq, hash, fiscal_year, total, c_fv, c_ft, c_fa, c_ev, c_et, c_ea,
@@ -416,35 +421,30 @@ impl LedgerStore for SqliteStore {
             Ok(tx) => tx,
             Err(e) => return fail_all(unavailable(e)),
         };
-        let mut heads: Vec<Head> = Vec::new();
+        // Heads as the batch leaves them, written once per outlet at the end.
+        let mut heads: Vec<(Head, bool)> = Vec::new();
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             let result = (|| {
-                let head = match heads.iter().find(|h| h.outlet == entry.outlet) {
-                    Some(h) => h.clone(),
-                    None => read_head(&tx, &entry.outlet)?,
-                };
-                let next = check_append(&head, entry)?;
-                // A savepoint per entry, so one failing insert cannot leave
-                // half an entry in the batch's transaction.
-                tx.execute_batch("SAVEPOINT entry").map_err(unavailable)?;
-                match write_entry(&tx, entry, &next) {
-                    Ok(()) => tx.execute_batch("RELEASE entry").map_err(unavailable)?,
-                    Err(e) => {
-                        tx.execute_batch("ROLLBACK TO entry; RELEASE entry")
-                            .map_err(unavailable)?;
-                        return Err(e);
+                let slot = match heads.iter().position(|(h, _)| h.outlet == entry.outlet) {
+                    Some(i) => i,
+                    None => {
+                        heads.push((read_head(&tx, &entry.outlet)?, false));
+                        heads.len() - 1
                     }
-                }
+                };
+                let next = check_append(&heads[slot].0, entry)?;
+                insert_entry(&tx, entry)?;
+                heads[slot] = (next.clone(), true);
                 Ok(next)
             })();
-            if let Ok(h) = &result {
-                match heads.iter_mut().find(|x| x.outlet == h.outlet) {
-                    Some(slot) => *slot = h.clone(),
-                    None => heads.push(h.clone()),
-                }
-            }
             results.push(result);
+        }
+        for (head, changed) in &heads {
+            if *changed && let Err(e) = write_head(&tx, head) {
+                // The transaction is dropped, i.e. rolled back: nothing is written.
+                return fail_all(e);
+            }
         }
         // One commit, one fsync, for the whole batch; nothing is reported
         // appended before it returns.

@@ -329,9 +329,20 @@ pub fn compute(
                     ErrorCode::ReferenceRateUnavailable,
                     format!("no reference rate known for {cur} on {}", fx.date),
                 ),
+                Some(r) if r <= Decimal::ZERO => errs.push(
+                    "exchange_rate.rate",
+                    ErrorCode::ReferenceRateUnavailable,
+                    format!(
+                        "the reference rate for {cur} on {} is not positive ({r})",
+                        fx.date
+                    ),
+                ),
                 Some(r) => {
-                    let limit = r * RATE_TOLERANCE_PERCENT / Decimal::ONE_HUNDRED;
-                    if (rate - r).abs() > limit {
+                    let limit = r
+                        .checked_mul(RATE_TOLERANCE_PERCENT)
+                        .and_then(|x| x.checked_div(Decimal::ONE_HUNDRED));
+                    let off = rate.checked_sub(r).map(|d| d.abs());
+                    if !matches!((off, limit), (Some(o), Some(l)) if o <= l) {
                         errs.push(
                             "exchange_rate.rate",
                             ErrorCode::ExchangeRateOutOfTolerance,

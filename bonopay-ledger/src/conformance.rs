@@ -17,8 +17,8 @@ use std::thread;
 use bonopay_core::InvoiceType;
 
 use crate::{
-    ChainOnly, Entry, EntryKind, EntryMeta, Head, LedgerError, LedgerStore, LedgerStoreExt,
-    verify_store,
+    ChainOnly, Entry, EntryKind, EntryMeta, Head, IndexKey, LedgerError, LedgerStore,
+    LedgerStoreExt, verify_store,
 };
 
 /// Builds a fresh, empty store.
@@ -73,6 +73,103 @@ pub fn run_all(factory: Factory<'_>) {
     reads_and_iteration(factory);
     concurrent_same_outlet(factory);
     concurrent_many_outlets(factory);
+    index_keys(factory);
+}
+
+/// Index keys are written with the entry; a taken unique key refuses the
+/// entry (before the head is even checked) and names the holder.
+pub fn index_keys(factory: Factory<'_>) {
+    let store = factory();
+    let head = store.head("o1").unwrap();
+    let a = head
+        .prepare(&invoice(InvoiceType::Fv, 2026, 1))
+        .unwrap()
+        .seal(b"{}".to_vec())
+        .with_index([
+            IndexKey::unique("idempotency", "m1/k1"),
+            IndexKey::multi("credits", "CODE1"),
+        ]);
+    store.append(&a).unwrap();
+    assert_eq!(
+        store.find_index("idempotency", "m1/k1").unwrap(),
+        [("o1".to_owned(), 1)]
+    );
+    assert_eq!(store.find_index("idempotency", "m1/k2").unwrap(), []);
+
+    // Same unique key on another outlet: refused, nothing written.
+    let b = store
+        .head("o2")
+        .unwrap()
+        .prepare(&invoice(InvoiceType::Fv, 2026, 1))
+        .unwrap()
+        .seal(b"{}".to_vec())
+        .with_index([IndexKey::unique("idempotency", "m1/k1")]);
+    match store.append(&b) {
+        Err(LedgerError::Duplicate { outlet, seq, .. }) => {
+            assert_eq!((outlet.as_str(), seq), ("o1", 1))
+        }
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert_eq!(store.head("o2").unwrap().seq, 0);
+
+    // A duplicate that also lost the race reports the duplicate.
+    let stale = head
+        .prepare(&invoice(InvoiceType::Fv, 2026, 1))
+        .unwrap()
+        .seal(b"{}".to_vec())
+        .with_index([IndexKey::unique("idempotency", "m1/k1")]);
+    assert!(matches!(
+        store.append(&stale),
+        Err(LedgerError::Duplicate { .. })
+    ));
+
+    // Non-unique keys accumulate; in-batch duplicates of a unique key are caught.
+    let mut h = store.head("o1").unwrap();
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        let e = h
+            .prepare(&invoice(InvoiceType::Fa, 2026, 2 + i))
+            .unwrap()
+            .seal(b"{}".to_vec())
+            .with_index([
+                IndexKey::multi("credits", "CODE1"),
+                IndexKey::unique(
+                    "idempotency",
+                    if i == 2 {
+                        "m1/k2".to_owned()
+                    } else {
+                        format!("m1/c{i}")
+                    },
+                ),
+            ]);
+        h = h.advance(&e);
+        batch.push(e);
+    }
+    let dup = h
+        .prepare(&invoice(InvoiceType::Fv, 2026, 9))
+        .unwrap()
+        .seal(b"{}".to_vec())
+        .with_index([IndexKey::unique("idempotency", "m1/k2")]);
+    batch.push(dup);
+    let r = store.append_batch(&batch);
+    assert!(r[..3].iter().all(Result::is_ok), "{r:?}");
+    assert!(
+        matches!(r[3], Err(LedgerError::Duplicate { seq: 4, .. })),
+        "{:?}",
+        r[3]
+    );
+    let credits: Vec<u64> = store
+        .find_index("credits", "CODE1")
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(credits, [1, 2, 3, 4]);
+    assert_eq!(
+        store.entry("o1", 2).unwrap().unwrap().index,
+        [],
+        "reads return entries without index keys"
+    );
 }
 
 /// Numbers, heads and Z numbers advance exactly by one.

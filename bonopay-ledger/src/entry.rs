@@ -369,6 +369,7 @@ impl Prepared {
             entry_hash,
             header,
             payload,
+            index: Vec::new(),
         }
     }
 }
@@ -391,6 +392,43 @@ pub(crate) fn header_bytes(p: &Prepared, payload_sha: &Hash) -> Vec<u8> {
     // Integers below 2^53 print identically in serde_json and RFC 8785, and
     // the fields are declared in sorted order: this is the JCS form.
     serde_json::to_vec(&wire).unwrap_or_default()
+}
+
+/// A secondary index key recorded with an entry in the same transaction:
+/// an idempotency key, an authentication code, a credit note's reference.
+/// Index keys are lookup aids derived from the payload; they are not part
+/// of the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IndexKey {
+    /// Index name, e.g. `idempotency`, `auth_code`, `credits`.
+    pub name: String,
+    /// Key value.
+    pub value: String,
+    /// A unique key refuses a second entry with the same name and value
+    /// ([`LedgerError::Duplicate`]), atomically with the append.
+    pub unique: bool,
+}
+
+impl IndexKey {
+    /// A unique key.
+    #[must_use]
+    pub fn unique(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.into(),
+            unique: true,
+        }
+    }
+
+    /// A non-unique key.
+    #[must_use]
+    pub fn multi(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.into(),
+            unique: false,
+        }
+    }
 }
 
 /// A sealed ledger entry, as stored.
@@ -418,9 +456,17 @@ pub struct Entry {
     pub header: Vec<u8>,
     /// The payload (opaque to the ledger; committed to by the header).
     pub payload: Vec<u8>,
+    /// Secondary index keys written with the entry (not hashed).
+    pub index: Vec<IndexKey>,
 }
 
 impl Entry {
+    /// Adds index keys (builder style).
+    pub fn with_index(mut self, keys: impl IntoIterator<Item = IndexKey>) -> Self {
+        self.index.extend(keys);
+        self
+    }
+
     /// The metadata this entry was prepared from.
     #[must_use]
     pub fn meta(&self) -> EntryMeta {

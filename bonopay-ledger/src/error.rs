@@ -15,6 +15,19 @@ pub enum LedgerError {
         /// The store's current seq.
         actual_seq: u64,
     },
+    /// A unique index key is already taken (e.g. an idempotency key used
+    /// before). Nothing was written; the existing entry is named.
+    #[error("duplicate {name} `{value}`: already recorded by entry {seq} of outlet {outlet}")]
+    Duplicate {
+        /// Index name.
+        name: String,
+        /// Key value.
+        value: String,
+        /// Outlet of the existing entry.
+        outlet: String,
+        /// Seq of the existing entry.
+        seq: u64,
+    },
     /// The entry is inconsistent with itself or with the head (bad counters,
     /// hash, time going backwards, …). A bug in the caller, never retried.
     #[error("invalid entry: {0}")]

@@ -108,6 +108,10 @@ impl<S: LedgerStore> LedgerStore for GroupCommit<S> {
         self.inner.iter_from(outlet, from_seq)
     }
 
+    fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+        self.inner.find_index(name, value)
+    }
+
     fn outlets(&self) -> Result<Vec<String>, LedgerError> {
         self.inner.outlets()
     }

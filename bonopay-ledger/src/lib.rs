@@ -14,7 +14,7 @@ mod verify;
 
 pub use entry::{
     Counters, ENTRY_DOMAIN, Entry, EntryKind, EntryMeta, FiscalNumber, GENESIS_DOMAIN, Hash, Head,
-    INVOICE_TYPES, PAYLOAD_DOMAIN, Prepared, entry_hash, genesis_hash, payload_hash,
+    INVOICE_TYPES, IndexKey, PAYLOAD_DOMAIN, Prepared, entry_hash, genesis_hash, payload_hash,
 };
 pub use error::LedgerError;
 pub use faulty::{Fault, FaultyStore};

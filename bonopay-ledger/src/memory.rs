@@ -13,11 +13,18 @@ struct Outlet {
     entries: Vec<Entry>,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    outlets: BTreeMap<String, Outlet>,
+    /// (name, value) → entries holding the key.
+    index: BTreeMap<(String, String), Vec<(String, u64)>>,
+}
+
 /// Keeps everything in memory. The reference implementation of the
 /// [`LedgerStore`] contract, and the fastest backend for tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    outlets: Mutex<BTreeMap<String, Outlet>>,
+    state: Mutex<State>,
 }
 
 impl MemoryStore {
@@ -27,8 +34,8 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<String, Outlet>>, LedgerError> {
-        self.outlets
+    fn lock(&self) -> Result<MutexGuard<'_, State>, LedgerError> {
+        self.state
             .lock()
             .map_err(|_| LedgerError::Unavailable("memory store lock poisoned".into()))
     }
@@ -40,38 +47,63 @@ const PAGE: usize = 1024;
 
 impl LedgerStore for MemoryStore {
     fn head(&self, outlet: &str) -> Result<Head, LedgerError> {
-        let map = self.lock()?;
-        Ok(map
+        let st = self.lock()?;
+        Ok(st
+            .outlets
             .get(outlet)
             .and_then(|o| o.head.clone())
             .unwrap_or_else(|| Head::genesis(outlet)))
     }
 
     fn append_batch(&self, entries: &[Entry]) -> Vec<Result<Head, LedgerError>> {
-        let mut map = match self.lock() {
+        let mut st = match self.lock() {
             Ok(m) => m,
             Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
         };
         entries
             .iter()
             .map(|entry| {
-                let o = map.entry(entry.outlet.clone()).or_default();
+                for k in entry.index.iter().filter(|k| k.unique) {
+                    if let Some((outlet, seq)) = st
+                        .index
+                        .get(&(k.name.clone(), k.value.clone()))
+                        .and_then(|v| v.first())
+                    {
+                        return Err(LedgerError::Duplicate {
+                            name: k.name.clone(),
+                            value: k.value.clone(),
+                            outlet: outlet.clone(),
+                            seq: *seq,
+                        });
+                    }
+                }
+                let o = st.outlets.entry(entry.outlet.clone()).or_default();
                 let head = o
                     .head
                     .clone()
                     .unwrap_or_else(|| Head::genesis(&entry.outlet));
                 let next = check_append(&head, entry)?;
-                o.entries.push(entry.clone());
+                // Like every backend, reads return entries without index keys.
+                let mut stored = entry.clone();
+                stored.index.clear();
+                o.entries.push(stored);
                 o.head = Some(next.clone());
+                for k in &entry.index {
+                    st.index
+                        .entry((k.name.clone(), k.value.clone()))
+                        .or_default()
+                        .push((entry.outlet.clone(), entry.seq));
+                }
                 Ok(next)
             })
             .collect()
     }
 
     fn entry(&self, outlet: &str, seq: u64) -> Result<Option<Entry>, LedgerError> {
-        let map = self.lock()?;
+        let st = self.lock()?;
         let idx = usize::try_from(seq).ok().and_then(|s| s.checked_sub(1));
-        Ok(map
+        Ok(st
+            .outlets
             .get(outlet)
             .and_then(|o| idx.and_then(|i| o.entries.get(i)).cloned()))
     }
@@ -82,8 +114,8 @@ impl LedgerStore for MemoryStore {
         fiscal_year: i32,
         total: u64,
     ) -> Result<Option<Entry>, LedgerError> {
-        let map = self.lock()?;
-        Ok(map.get(outlet).and_then(|o| {
+        let st = self.lock()?;
+        Ok(st.outlets.get(outlet).and_then(|o| {
             o.entries
                 .iter()
                 .find(|e| {
@@ -95,9 +127,10 @@ impl LedgerStore for MemoryStore {
     }
 
     fn range(&self, outlet: &str, from: u64, to: u64) -> Result<Vec<Entry>, LedgerError> {
-        let map = self.lock()?;
+        let st = self.lock()?;
         // Entries are stored in seq order from 1, so seq n sits at index n - 1.
-        Ok(map
+        Ok(st
+            .outlets
             .get(outlet)
             .map(|o| {
                 let len = o.entries.len();
@@ -143,9 +176,19 @@ impl LedgerStore for MemoryStore {
         }))
     }
 
+    fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+        let st = self.lock()?;
+        Ok(st
+            .index
+            .get(&(name.to_owned(), value.to_owned()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
     fn outlets(&self) -> Result<Vec<String>, LedgerError> {
-        let map = self.lock()?;
-        Ok(map
+        let st = self.lock()?;
+        Ok(st
+            .outlets
             .iter()
             .filter(|(_, o)| !o.entries.is_empty())
             .map(|(k, _)| k.clone())

@@ -50,6 +50,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX entries_by_number
         ON entries (outlet, fiscal_year, total_counter) WHERE total_counter IS NOT NULL;",
+    // 2: secondary index keys (idempotency keys, authentication codes,
+    // credit-note references), written in the append's transaction.
+    "CREATE TABLE entry_index (
+        name      TEXT NOT NULL,
+        value     TEXT NOT NULL,
+        outlet    TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        is_unique INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX entry_index_unique ON entry_index (name, value) WHERE is_unique = 1;
+    CREATE INDEX entry_index_lookup ON entry_index (name, value, outlet, seq);",
 ];
 
 /// How hard SQLite flushes.
@@ -278,7 +289,35 @@ fn insert_entry(tx: &Transaction<'_>, e: &Entry) -> Result<(), LedgerError> {
         e.payload,
     ])
     .map_err(unavailable)?;
+    for k in &e.index {
+        tx.prepare_cached("INSERT INTO entry_index (name, value, outlet, seq, is_unique) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .map_err(unavailable)?
+            .execute(params![k.name, k.value, e.outlet, to_i64(e.seq)?, i64::from(k.unique)])
+            .map_err(unavailable)?;
+    }
     Ok(())
+}
+
+fn lookup_index(
+    conn: &Connection,
+    name: &str,
+    value: &str,
+) -> Result<Vec<(String, u64)>, LedgerError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT outlet, seq FROM entry_index WHERE name = ?1 AND value = ?2 ORDER BY rowid",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![name, value], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (o, s) = r.map_err(unavailable)?;
+        Ok((o, u64::try_from(s).map_err(corrupt)?))
+    })
+    .collect()
 }
 
 fn write_head(tx: &Transaction<'_>, head: &Head) -> Result<(), LedgerError> {
@@ -400,6 +439,8 @@ fn entry_from(raw: RawRow) -> Result<Entry, LedgerError> {
         entry_hash: hash_from(hash)?,
         header,
         payload,
+        // Reads do not return index keys; look them up with find_index.
+        index: Vec::new(),
     })
 }
 
@@ -425,7 +466,8 @@ impl LedgerStore for SqliteStore {
         let mut heads: Vec<(Head, bool)> = Vec::new();
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
-            let result = (|| {
+            // Checks first: a refused entry writes nothing.
+            let checked = (|| {
                 let slot = match heads.iter().position(|(h, _)| h.outlet == entry.outlet) {
                     Some(i) => i,
                     None => {
@@ -433,12 +475,32 @@ impl LedgerStore for SqliteStore {
                         heads.len() - 1
                     }
                 };
-                let next = check_append(&heads[slot].0, entry)?;
-                insert_entry(&tx, entry)?;
-                heads[slot] = (next.clone(), true);
-                Ok(next)
+                for k in entry.index.iter().filter(|k| k.unique) {
+                    if let Some((outlet, seq)) =
+                        lookup_index(&tx, &k.name, &k.value)?.into_iter().next()
+                    {
+                        return Err(LedgerError::Duplicate {
+                            name: k.name.clone(),
+                            value: k.value.clone(),
+                            outlet,
+                            seq,
+                        });
+                    }
+                }
+                Ok((slot, check_append(&heads[slot].0, entry)?))
             })();
-            results.push(result);
+            match checked {
+                Ok((slot, next)) => {
+                    // A write error after the checks leaves the transaction in
+                    // an unknown state: abandon the whole batch (rollback).
+                    if let Err(e) = insert_entry(&tx, entry) {
+                        return fail_all(e);
+                    }
+                    heads[slot] = (next.clone(), true);
+                    results.push(Ok(next));
+                }
+                Err(e) => results.push(Err(e)),
+            }
         }
         for (head, changed) in &heads {
             if *changed && let Err(e) = write_head(&tx, head) {
@@ -547,6 +609,11 @@ impl LedgerStore for SqliteStore {
                 }
             }
         }))
+    }
+
+    fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+        let conn = self.reader()?;
+        lookup_index(&conn, name, value)
     }
 
     fn outlets(&self) -> Result<Vec<String>, LedgerError> {

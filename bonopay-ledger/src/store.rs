@@ -21,8 +21,11 @@ pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<Entry, LedgerError>> + S
 /// - The store re-derives the entry's counters and Z number from its own head
 ///   ([`Head::prepare`]) and refuses a mismatch, so a buggy caller cannot
 ///   create a gap or a duplicate number.
-/// - The counter update and the entry insert commit atomically, and `append`
-///   returns only once the entry is durable.
+/// - The counter update, the entry insert and its index keys commit
+///   atomically, and `append` returns only once the entry is durable.
+/// - A unique index key already recorded (in storage or earlier in the same
+///   batch) fails the entry with [`LedgerError::Duplicate`], checked before
+///   the head, so a concurrent duplicate learns which entry holds the key.
 pub trait LedgerStore: Debug + Send + Sync {
     /// The outlet's head (the genesis head if it has no entries).
     ///
@@ -74,6 +77,12 @@ pub trait LedgerStore: Debug + Send + Sync {
     /// Streams entries from `from_seq` on, in constant memory (backends page
     /// through storage), for exports and verification of long chains.
     fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a>;
+
+    /// Entries recorded under an index key, as (outlet, seq), oldest first.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`].
+    fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError>;
 
     /// Every outlet with at least one entry.
     ///
@@ -141,6 +150,9 @@ macro_rules! forward_store {
             }
             fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a> {
                 (**self).iter_from(outlet, from_seq)
+            }
+            fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+                (**self).find_index(name, value)
             }
             fn outlets(&self) -> Result<Vec<String>, LedgerError> {
                 (**self).outlets()

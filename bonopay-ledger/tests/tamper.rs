@@ -257,7 +257,10 @@ fn untouched_ledger_verifies_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (path, entries) = build(dir.path());
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(
+        store.schema_version().unwrap(),
+        bonopay_ledger::MIGRATIONS.len() as u32
+    );
     assert_eq!(store.head(OUTLET).unwrap().hash, entries[11].entry_hash);
     let r = verify_store(&store, OUTLET, &ChainOnly);
     assert!(r.is_valid(), "{:?}", r.error);
@@ -274,4 +277,27 @@ fn a_newer_schema_is_refused_not_downgraded() {
         .unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn a_version_1_database_migrates_forward_and_keeps_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    // Build a schema-1 file by hand, as the first release wrote it.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(bonopay_ledger::MIGRATIONS[0]).unwrap();
+    conn.execute_batch("PRAGMA user_version = 1").unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap() as usize,
+        bonopay_ledger::MIGRATIONS.len()
+    );
+    let e = store
+        .append_new(OUTLET, &invoice(InvoiceType::Fv, 2026, 1), 1, &mut |_| {
+            b"{}".to_vec()
+        })
+        .unwrap();
+    assert_eq!(e.seq, 1);
+    assert!(verify_store(&store, OUTLET, &ChainOnly).is_valid());
 }

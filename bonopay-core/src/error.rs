@@ -86,6 +86,16 @@ pub enum ErrorCode {
     UnknownTaxRate,
     /// Specific tax larger than the taxable base it belongs to.
     SpecificTaxExceedsBase,
+    /// A credit note's reference names no sealed invoice of this merchant.
+    OriginalNotFound,
+    /// A credit note refers to another credit note.
+    OriginalIsCreditNote,
+    /// A credited item is not on the original invoice.
+    ItemNotOnOriginal,
+    /// A credited item's unit price differs from the original's.
+    UnitPriceDiffers,
+    /// Credited quantities, summed over all credit notes, exceed the quantity sold.
+    CreditExceedsSold,
 }
 
 impl ErrorCode {
@@ -131,6 +141,11 @@ impl ErrorCode {
             ErrorCode::DuplicateGroup => "duplicate_group",
             ErrorCode::UnknownTaxRate => "unknown_tax_rate",
             ErrorCode::SpecificTaxExceedsBase => "specific_tax_exceeds_base",
+            ErrorCode::OriginalNotFound => "original_not_found",
+            ErrorCode::OriginalIsCreditNote => "original_is_credit_note",
+            ErrorCode::ItemNotOnOriginal => "item_not_on_original",
+            ErrorCode::UnitPriceDiffers => "unit_price_differs",
+            ErrorCode::CreditExceedsSold => "credit_exceeds_sold",
         }
     }
 }

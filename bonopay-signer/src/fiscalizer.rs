@@ -1,0 +1,749 @@
+//! The sealing pipeline: one entry point that turns a validated invoice
+//! request into a sealed invoice with its five security elements.
+//!
+//! Steps, in order: validate and compute taxes → idempotency lookup →
+//! credit-note checks → (per outlet, serialized) read the chain head →
+//! trusted timestamp → prepare the next numbers → build the sealed payload
+//! (it embeds `prev_hash`) → sign → append to the ledger with the
+//! idempotency key, atomically with the counters → return.
+//!
+//! Nothing is reserved before the append, so a failure anywhere (invalid
+//! data, signer down, storage error, crash) consumes no number and writes
+//! nothing: there is never an unsigned sealed invoice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use bonopay_core::{ErrorCode, InvoiceRequest, InvoiceType, ValidationError, ValidationErrors};
+use bonopay_ledger::{Entry, EntryKind, EntryMeta, IndexKey, LedgerError, LedgerStore};
+use bonopay_tax::{NoReferenceRates, RateTable, ReferenceRates, TaxResult};
+use chrono::{Datelike, TimeZone, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::error::{SignerError, VerifyError};
+use crate::sealed::{
+    SEALED_SCHEMA, SealTuple, SealedInvoice, auth_code_of, body_hash, payload_bytes, sha256_hex,
+};
+use crate::signer::Signer;
+
+/// Index names used in the ledger.
+pub mod index {
+    /// `{merchant_nif}/{idempotency key}` → the sealed invoice (unique).
+    pub const IDEMPOTENCY: &str = "idempotency";
+    /// Authentication code → the sealed invoice (unique).
+    pub const AUTH_CODE: &str = "auth_code";
+    /// Original's authentication code → each credit note against it.
+    pub const CREDITS: &str = "credits";
+}
+
+/// The trusted clock. A trait so tests can step it backwards.
+pub trait Clock: fmt::Debug + Send + Sync {
+    /// Milliseconds since the Unix epoch (UTC).
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock (keep it NTP-disciplined).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock the caller sets (tests, replays).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// Starting at `ms`.
+    #[must_use]
+    pub fn new(ms: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(ms))
+    }
+    /// Sets the time.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Moves the time by `delta` ms (negative steps backwards).
+    pub fn advance(&self, delta: i64) {
+        self.0.fetch_add(delta, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Why sealing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The request is invalid (every problem, with paths and codes).
+    #[error("invalid invoice: {0}")]
+    Invalid(ValidationErrors),
+    /// The idempotency key was already used for a different invoice.
+    #[error("idempotency key `{key}` was already used for a different invoice")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+    },
+    /// The signer failed; nothing was appended and no number consumed.
+    #[error("signer unavailable: {0}")]
+    SignerUnavailable(SignerError),
+    /// The trusted clock is behind the outlet's last entry by more than the
+    /// tolerance; sealing would break the time order. Fix the clock.
+    #[error(
+        "trusted clock is {behind_ms} ms behind the outlet's last entry (tolerance {tolerance_ms} ms)"
+    )]
+    ClockBehind {
+        /// How far behind.
+        behind_ms: i64,
+        /// The configured tolerance.
+        tolerance_ms: i64,
+    },
+    /// The ledger failed.
+    #[error("ledger: {0}")]
+    Storage(LedgerError),
+    /// A stored sealed invoice did not read back (corruption).
+    #[error("stored sealed invoice unreadable: {0}")]
+    Corrupt(VerifyError),
+}
+
+impl SealError {
+    /// Whether retrying the same request later can succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SealError::SignerUnavailable(e) => e.is_retryable(),
+            SealError::ClockBehind { .. } => true,
+            SealError::Storage(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Configuration of a [`Fiscalizer`].
+#[derive(Clone)]
+pub struct FiscalizerConfig {
+    /// NID of the signing device (the fiscal authority id printed on receipts).
+    pub nid: String,
+    /// ISF of the billing system, if homologated.
+    pub isf: Option<String>,
+    /// Time zone of outlets without an entry in `outlet_time_zones`.
+    pub default_time_zone: Tz,
+    /// Per-outlet time zones (Africa/Kinshasa or Africa/Lubumbashi).
+    pub outlet_time_zones: HashMap<String, Tz>,
+    /// How far the clock may be behind the outlet's last entry before sealing
+    /// is refused; within it, the last entry's time is held (see
+    /// [`Fiscalizer::seal`]).
+    pub clock_tolerance_ms: i64,
+    /// Tax rate table.
+    pub rate_table: RateTable,
+    /// Reference exchange rates.
+    pub reference_rates: Arc<dyn ReferenceRates + Send + Sync>,
+    /// Appends retried after a head conflict (another process appended).
+    pub max_conflict_retries: u32,
+}
+
+impl fmt::Debug for FiscalizerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FiscalizerConfig")
+            .field("nid", &self.nid)
+            .field("isf", &self.isf)
+            .field("default_time_zone", &self.default_time_zone)
+            .field("clock_tolerance_ms", &self.clock_tolerance_ms)
+            .field("rate_table", &self.rate_table.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FiscalizerConfig {
+    /// Defaults: Africa/Kinshasa, 5 minutes of clock tolerance, the DGI 2025
+    /// rate table, no reference rates (USD invoices refused until set).
+    #[must_use]
+    pub fn new(nid: &str) -> Self {
+        Self {
+            nid: nid.to_owned(),
+            isf: None,
+            default_time_zone: chrono_tz::Africa::Kinshasa,
+            outlet_time_zones: HashMap::new(),
+            clock_tolerance_ms: 5 * 60 * 1000,
+            rate_table: RateTable::dgi_2025(),
+            reference_rates: Arc::new(NoReferenceRates),
+            max_conflict_retries: 16,
+        }
+    }
+}
+
+/// A sealing result.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The sealed invoice (verified as it was built).
+    pub invoice: SealedInvoice,
+    /// The ledger entry it was stored in (seq, hashes).
+    pub seq: u64,
+    /// Hex of the ledger entry hash.
+    pub entry_hash: String,
+    /// Hex of the previous entry hash.
+    pub prev_hash: String,
+    /// True when this is the original answer to an earlier request with the
+    /// same idempotency key and content (nothing new was sealed).
+    pub replayed: bool,
+}
+
+type Locks = Mutex<HashMap<String, Arc<Mutex<()>>>>;
+
+fn lock_for(locks: &Locks, key: &str) -> Arc<Mutex<()>> {
+    let mut map = locks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(map.entry(key.to_owned()).or_default())
+}
+
+/// The sealing pipeline over a ledger store and a signer.
+pub struct Fiscalizer {
+    store: Arc<dyn LedgerStore>,
+    signer: Arc<dyn Signer>,
+    clock: Arc<dyn Clock>,
+    config: FiscalizerConfig,
+    outlet_locks: Locks,
+    credit_locks: Locks,
+}
+
+impl fmt::Debug for Fiscalizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fiscalizer")
+            .field("signer", &self.signer)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(path: &str, code: ErrorCode, msg: impl Into<String>) -> SealError {
+    SealError::Invalid(ValidationErrors(vec![ValidationError::new(
+        path, code, msg,
+    )]))
+}
+
+fn jcs_value(v: &Value) -> Vec<u8> {
+    serde_json_canonicalizer::to_vec(v).unwrap_or_default()
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+impl Fiscalizer {
+    /// Builds a fiscalizer with the system clock.
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        signer: Arc<dyn Signer>,
+        config: FiscalizerConfig,
+    ) -> Self {
+        Self::with_clock(store, signer, Arc::new(SystemClock), config)
+    }
+
+    /// Builds a fiscalizer with an explicit clock.
+    pub fn with_clock(
+        store: Arc<dyn LedgerStore>,
+        signer: Arc<dyn Signer>,
+        clock: Arc<dyn Clock>,
+        config: FiscalizerConfig,
+    ) -> Self {
+        Self {
+            store,
+            signer,
+            clock,
+            config,
+            outlet_locks: Mutex::default(),
+            credit_locks: Mutex::default(),
+        }
+    }
+
+    /// The ledger store.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    /// The signer.
+    pub fn signer(&self) -> &Arc<dyn Signer> {
+        &self.signer
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FiscalizerConfig {
+        &self.config
+    }
+
+    fn time_zone(&self, outlet: &str) -> Tz {
+        self.config
+            .outlet_time_zones
+            .get(outlet)
+            .copied()
+            .unwrap_or(self.config.default_time_zone)
+    }
+
+    /// Loads and verifies the sealed invoice stored at `outlet`/`seq`.
+    ///
+    /// # Errors
+    /// [`SealError::Storage`] or [`SealError::Corrupt`].
+    pub fn load(&self, outlet: &str, seq: u64) -> Result<Option<Sealed>, SealError> {
+        let Some(entry) = self.store.entry(outlet, seq).map_err(SealError::Storage)? else {
+            return Ok(None);
+        };
+        self.sealed_from_entry(&entry, false).map(Some)
+    }
+
+    fn sealed_from_entry(&self, entry: &Entry, replayed: bool) -> Result<Sealed, SealError> {
+        let invoice = SealedInvoice::verify(&entry.payload, self.signer.public_key())
+            .map_err(SealError::Corrupt)?;
+        Ok(Sealed {
+            invoice,
+            seq: entry.seq,
+            entry_hash: hex::encode(entry.entry_hash),
+            prev_hash: hex::encode(entry.prev_hash),
+            replayed,
+        })
+    }
+
+    /// Finds a sealed invoice by authentication code (any outlet).
+    ///
+    /// # Errors
+    /// [`SealError::Storage`] or [`SealError::Corrupt`].
+    pub fn find_by_auth_code(&self, code: &str) -> Result<Option<Sealed>, SealError> {
+        let hits = self
+            .store
+            .find_index(index::AUTH_CODE, code)
+            .map_err(SealError::Storage)?;
+        match hits.first() {
+            Some((outlet, seq)) => self.load(outlet, *seq),
+            None => Ok(None),
+        }
+    }
+
+    /// Seals `req` (already parsed by [`bonopay_core::parse_invoice`]) under
+    /// `idempotency_key`, scoped to the request's merchant.
+    ///
+    /// **Idempotency.** The same key with the same canonical content returns
+    /// the original sealed invoice (`replayed = true`) and consumes nothing;
+    /// with different content it is [`SealError::IdempotencyConflict`]. Keys
+    /// are stored in the ledger with the entry, so this holds across restarts
+    /// and concurrent duplicate submissions.
+    ///
+    /// **Time.** The timestamp comes from the trusted clock, never the client,
+    /// and is monotonic per outlet: if the clock reads earlier than the
+    /// outlet's last entry by at most `clock_tolerance_ms`, the last entry's
+    /// time is *held* (reused); further behind, sealing is refused with
+    /// [`SealError::ClockBehind`] until the clock is fixed.
+    ///
+    /// # Errors
+    /// [`SealError`]; see [`SealError::is_retryable`].
+    pub fn seal(&self, req: &InvoiceRequest, idempotency_key: &str) -> Result<Sealed, SealError> {
+        if idempotency_key.is_empty()
+            || idempotency_key.len() > 200
+            || idempotency_key.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "",
+                ErrorCode::InvalidValue,
+                "idempotency key must be 1 to 200 printable characters",
+            ));
+        }
+        bonopay_core::validate(req).map_err(SealError::Invalid)?;
+        let tax = bonopay_tax::compute(
+            req,
+            &self.config.rate_table,
+            self.config.reference_rates.as_ref(),
+        )
+        .map_err(SealError::Invalid)?;
+        let request_jcs = req.canonical_string();
+        let request_sha = sha256_hex(request_jcs.as_bytes());
+        let scoped_key = format!("{}/{}", req.merchant_nif, idempotency_key);
+
+        if let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)? {
+            return Ok(done);
+        }
+
+        // Credit notes against one original are serialized so two partial
+        // credit notes cannot together exceed what was sold.
+        let credit_ref = req
+            .credit_note
+            .as_ref()
+            .filter(|c| c.reference != "RRR")
+            .map(|c| c.reference.clone());
+        let credit_lock = credit_ref.as_ref().map(|r| lock_for(&self.credit_locks, r));
+        let _credit_guard = credit_lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if let Some(reference) = &credit_ref {
+            self.check_credit_note(req, reference)?;
+        }
+
+        let outlet_lock = lock_for(&self.outlet_locks, &req.outlet_id);
+        let _guard = outlet_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let entry = self.build_entry(
+                req,
+                &tax,
+                &request_jcs,
+                &request_sha,
+                &scoped_key,
+                credit_ref.as_deref(),
+            )?;
+            match self.store.append(&entry) {
+                Ok(_) => {
+                    let invoice =
+                        SealedInvoice::read_own(&entry.payload).map_err(SealError::Corrupt)?;
+                    return Ok(Sealed {
+                        invoice,
+                        seq: entry.seq,
+                        entry_hash: hex::encode(entry.entry_hash),
+                        prev_hash: hex::encode(entry.prev_hash),
+                        replayed: false,
+                    });
+                }
+                Err(LedgerError::Duplicate { name, .. }) if name == index::IDEMPOTENCY => {
+                    // A concurrent request with the same key won.
+                    return self
+                        .replay(&scoped_key, &request_sha, idempotency_key)?
+                        .ok_or(SealError::Storage(LedgerError::Unavailable(
+                            "duplicate key vanished".into(),
+                        )));
+                }
+                Err(LedgerError::Conflict { .. })
+                    if attempts <= self.config.max_conflict_retries =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(SealError::Storage(e)),
+            }
+        }
+    }
+
+    fn replay(
+        &self,
+        scoped_key: &str,
+        request_sha: &str,
+        key: &str,
+    ) -> Result<Option<Sealed>, SealError> {
+        let hits = self
+            .store
+            .find_index(index::IDEMPOTENCY, scoped_key)
+            .map_err(SealError::Storage)?;
+        let Some((outlet, seq)) = hits.first() else {
+            return Ok(None);
+        };
+        let entry = self
+            .store
+            .entry(outlet, *seq)
+            .map_err(SealError::Storage)?
+            .ok_or_else(|| {
+                SealError::Storage(LedgerError::Corrupt(format!(
+                    "index points at missing {outlet}/{seq}"
+                )))
+            })?;
+        let sealed = self.sealed_from_entry(&entry, true)?;
+        if sealed.invoice.body["request_sha256"].as_str() == Some(request_sha) {
+            Ok(Some(sealed))
+        } else {
+            Err(SealError::IdempotencyConflict {
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    /// The DGI credit-note rules (§1.26): the original exists and belongs to
+    /// the same merchant; credited items exist on it at the same unit price;
+    /// quantities credited over all credit notes never exceed those sold.
+    fn check_credit_note(&self, req: &InvoiceRequest, reference: &str) -> Result<(), SealError> {
+        let not_found = || {
+            invalid(
+                "credit_note.reference",
+                ErrorCode::OriginalNotFound,
+                format!(
+                    "no sealed invoice of merchant {} has authentication code {reference}",
+                    req.merchant_nif
+                ),
+            )
+        };
+        let original = self.find_by_auth_code(reference)?.ok_or_else(not_found)?;
+        let orig_req = original.invoice.request();
+        if orig_req["merchant_nif"].as_str() != Some(req.merchant_nif.as_str()) {
+            // Another merchant's invoice: answer exactly as if it did not exist.
+            return Err(not_found());
+        }
+        let orig_type = orig_req["invoice_type"]
+            .as_str()
+            .and_then(InvoiceType::from_code);
+        if orig_type.is_none_or(InvoiceType::is_credit_note) {
+            return Err(invalid(
+                "credit_note.reference",
+                ErrorCode::OriginalIsCreditNote,
+                "a credit note must refer to an invoice, not to another credit note",
+            ));
+        }
+        // Sold quantity and unit price per article code on the original.
+        let mut sold: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+        for it in orig_req["items"].as_array().into_iter().flatten() {
+            let code = it["code"].as_str().unwrap_or_default().to_owned();
+            let price: Decimal = it["unit_price"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or_default();
+            let qty: Decimal = it["quantity"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or_default();
+            let e = sold.entry(code).or_insert((price, Decimal::ZERO));
+            e.1 += qty;
+        }
+        // Already credited, over every earlier credit note against it.
+        let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (outlet, seq) in self
+            .store
+            .find_index(index::CREDITS, reference)
+            .map_err(SealError::Storage)?
+        {
+            if let Some(prev) = self.load(&outlet, seq)? {
+                for it in prev.invoice.request()["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let qty: Decimal = it["quantity"]
+                        .as_str()
+                        .unwrap_or("0")
+                        .parse()
+                        .unwrap_or_default();
+                    *credited
+                        .entry(it["code"].as_str().unwrap_or_default().to_owned())
+                        .or_default() += qty;
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        let mut this_note: BTreeMap<&str, Decimal> = BTreeMap::new();
+        for (i, it) in req.items.iter().enumerate() {
+            match sold.get(&it.code) {
+                None => errors.push(ValidationError::new(
+                    format!("items[{i}].code"),
+                    ErrorCode::ItemNotOnOriginal,
+                    format!("article {} is not on the original invoice", it.code),
+                )),
+                Some((price, qty)) => {
+                    if *price != it.unit_price.value() {
+                        errors.push(ValidationError::new(
+                            format!("items[{i}].unit_price"),
+                            ErrorCode::UnitPriceDiffers,
+                            format!(
+                                "the original sold {} at {}, not {}",
+                                it.code, price, it.unit_price
+                            ),
+                        ));
+                    }
+                    let mine = this_note.entry(&it.code).or_default();
+                    *mine += it.quantity.value();
+                    let already = credited.get(&it.code).copied().unwrap_or_default();
+                    if already + *mine > *qty {
+                        errors.push(ValidationError::new(
+                            format!("items[{i}].quantity"),
+                            ErrorCode::CreditExceedsSold,
+                            format!(
+                                "{} sold {qty}, already credited {already}; this credit note would bring it to {}",
+                                it.code,
+                                already + *mine
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SealError::Invalid(ValidationErrors(errors)))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_entry(
+        &self,
+        req: &InvoiceRequest,
+        tax: &TaxResult,
+        request_jcs: &str,
+        request_sha: &str,
+        scoped_key: &str,
+        credit_ref: Option<&str>,
+    ) -> Result<Entry, SealError> {
+        let outlet = &req.outlet_id;
+        let head = self.store.head(outlet).map_err(SealError::Storage)?;
+
+        // Trusted, monotonic time.
+        let now = self.clock.now_ms();
+        let time_ms = if now >= head.time_ms {
+            now
+        } else if head.time_ms - now <= self.config.clock_tolerance_ms {
+            head.time_ms
+        } else {
+            return Err(SealError::ClockBehind {
+                behind_ms: head.time_ms - now,
+                tolerance_ms: self.config.clock_tolerance_ms,
+            });
+        };
+        let tz = self.time_zone(outlet);
+        let local = Utc
+            .timestamp_millis_opt(time_ms)
+            .single()
+            .ok_or(SealError::ClockBehind {
+                behind_ms: 0,
+                tolerance_ms: 0,
+            })?
+            .with_timezone(&tz);
+        let timestamp = local.format("%Y-%m-%dT%H:%M:%S%:z").to_string();
+
+        let meta = EntryMeta {
+            kind: if req.invoice_type.is_credit_note() {
+                EntryKind::CreditNote
+            } else {
+                EntryKind::Invoice
+            },
+            invoice_type: Some(req.invoice_type),
+            fiscal_year: local.year(),
+            time_ms,
+        };
+        let prepared = head.prepare(&meta).map_err(SealError::Storage)?;
+        let number =
+            prepared
+                .fiscal_number
+                .ok_or(SealError::Storage(LedgerError::InvalidEntry(
+                    "an invoice entry got no fiscal number".into(),
+                )))?;
+        let counters = number.to_string();
+        let prev_hash = hex::encode(prepared.prev_hash);
+        let tax_jcs = jcs_value(&serde_json::to_value(tax).unwrap_or(Value::Null));
+        let number_jcs = serde_json::to_string(&number).unwrap_or_default();
+
+        // The body, assembled in JCS key order from parts that are JCS.
+        let mut members: Vec<(&str, String)> = vec![
+            ("algorithm", json_str(self.signer.algorithm().as_str())),
+            ("counters", json_str(&counters)),
+            ("fiscal_number", number_jcs),
+            ("fiscal_year", meta.fiscal_year.to_string()),
+            ("key_id", json_str(self.signer.key_id())),
+            ("merchant_nif", json_str(&req.merchant_nif)),
+            ("nid", json_str(&self.config.nid)),
+            ("outlet", json_str(outlet)),
+            ("prev_hash", json_str(&prev_hash)),
+            ("request", request_jcs.to_owned()),
+            ("request_sha256", json_str(request_sha)),
+            ("schema", json_str(SEALED_SCHEMA)),
+            ("seq", prepared.seq.to_string()),
+            ("tax", String::from_utf8(tax_jcs).unwrap_or_default()),
+            ("time_ms", time_ms.to_string()),
+            ("time_zone", json_str(tz.name())),
+            ("timestamp", json_str(&timestamp)),
+        ];
+        if let Some(isf) = &self.config.isf {
+            members.push(("isf", json_str(isf)));
+            members.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut body = String::with_capacity(request_jcs.len() + tax_jcs_len_hint(tax) + 600);
+        body.push('{');
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push('"');
+            body.push_str(k);
+            body.push_str("\":");
+            body.push_str(v);
+        }
+        body.push('}');
+
+        let tuple = SealTuple {
+            body_sha256: body_hash(body.as_bytes()),
+            counters,
+            key_id: self.signer.key_id().to_owned(),
+            merchant_nif: req.merchant_nif.clone(),
+            nid: self.config.nid.clone(),
+            outlet: outlet.clone(),
+            prev_hash,
+            seq: prepared.seq,
+            timestamp,
+            total: tax.dgi.total.to_string(),
+            v: 1,
+            vtotal: tax.dgi.vtotal.to_string(),
+        };
+        let out = self
+            .signer
+            .sign(&tuple.digest())
+            .map_err(SealError::SignerUnavailable)?;
+        let auth_code = auth_code_of(&out.signature);
+        let payload = payload_bytes(&auth_code, body.as_bytes(), &out, &tuple);
+        let mut keys = vec![
+            IndexKey::unique(index::IDEMPOTENCY, scoped_key),
+            IndexKey::unique(index::AUTH_CODE, auth_code),
+        ];
+        if let Some(r) = credit_ref {
+            keys.push(IndexKey::multi(index::CREDITS, r));
+        }
+        Ok(prepared.seal(payload).with_index(keys))
+    }
+}
+
+fn tax_jcs_len_hint(tax: &TaxResult) -> usize {
+    200 * (tax.groups.len() + 2)
+}
+
+/// An [`bonopay_ledger::EntryCheck`] that verifies each sealed invoice's
+/// signature and binds it to its ledger entry (seq, previous hash, fiscal
+/// number), so the ledger verifier now checks every signature too.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    keys: Vec<crate::PublicKey>,
+}
+
+impl SignatureCheck {
+    /// Trusting these public keys (every key the outlet ever signed with).
+    #[must_use]
+    pub fn new(keys: Vec<crate::PublicKey>) -> Self {
+        Self { keys }
+    }
+}
+
+impl bonopay_ledger::EntryCheck for SignatureCheck {
+    fn check(&self, entry: &Entry) -> Result<(), String> {
+        if !entry.kind.is_numbered() {
+            return Ok(());
+        }
+        let sealed = SealedInvoice::verify(&entry.payload, &self.keys)
+            .map_err(|e| format!("sealed invoice: {e}"))?;
+        if sealed.tuple.seq != entry.seq || sealed.tuple.prev_hash != hex::encode(entry.prev_hash) {
+            return Err("the signed position (seq, prev_hash) is not the entry's".into());
+        }
+        let number = entry
+            .fiscal_number
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        if sealed.tuple.counters != number || sealed.tuple.outlet != entry.outlet {
+            return Err(format!(
+                "the signed fiscal number {} is not the entry's {number}",
+                sealed.tuple.counters
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,552 @@
+//! The sealed invoice: its byte format, the five security elements, QR
+//! payloads, and verification with nothing but the public key.
+//!
+//! A sealed invoice is stored in the ledger as the JCS object
+//!
+//! ```text
+//! {"auth_code": "...", "body": {...}, "device_counter"?: n, "signature": "<hex r‖s>", "tuple": {...}}
+//! ```
+//!
+//! - `body` holds everything about the invoice (the canonical request, the
+//!   tax result, outlet, chain position, fiscal number, time, device id);
+//! - `tuple` is the short signed statement: the body's hash plus the fields a
+//!   printed receipt shows, small enough for a QR code;
+//! - the signature covers `SHA-256("bonopay/v1/seal\0" ‖ JCS(tuple))`;
+//! - `auth_code` is derived from the signature (see [`auth_code_of`]).
+//!
+//! See `docs/format.md`, "Sealed invoice".
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::VerifyError;
+use crate::key::{PublicKey, Signature, domain_digest};
+use crate::signer::{SignOutput, verify_output};
+
+/// Domain tag of the signed digest.
+pub const SEAL_DOMAIN: &[u8] = b"bonopay/v1/seal\0";
+/// Domain tag of the authentication code.
+pub const AUTH_CODE_DOMAIN: &[u8] = b"bonopay/v1/auth-code\0";
+/// Domain tag of the body hash.
+pub const BODY_DOMAIN: &[u8] = b"bonopay/v1/sealed-body\0";
+/// `schema` of the body.
+pub const SEALED_SCHEMA: &str = "bonopay/sealed-invoice/v1";
+/// Prefix of the Bono Pay verification QR payload.
+pub const VERIFY_QR_PREFIX: &str = "BPV1:";
+
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// The authentication code (Code DEF/DGI): the first 24 characters of the
+/// RFC 4648 base32 encoding of `SHA-256("bonopay/v1/auth-code\0" ‖ r‖s)`.
+/// 24 characters of `[A-Z2-7]` carry 120 bits, and since our signatures
+/// are low-S, one sealed content has exactly one code.
+#[must_use]
+pub fn auth_code_of(signature: &Signature) -> String {
+    let h = domain_digest(AUTH_CODE_DOMAIN, &[&signature.0]);
+    let mut out = String::with_capacity(24);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for byte in h {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 && out.len() < 24 {
+            bits -= 5;
+            out.push(char::from(BASE32[((acc >> bits) & 31) as usize]));
+        }
+        if out.len() == 24 {
+            break;
+        }
+    }
+    out
+}
+
+/// The printed form: six groups of four, dash-separated.
+#[must_use]
+pub fn format_auth_code(code: &str) -> String {
+    code.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The signed statement. Field order is alphabetical: the struct serializes
+/// directly to its JCS form (strings and integers only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealTuple {
+    /// Lowercase hex of `SHA-256("bonopay/v1/sealed-body\0" ‖ JCS(body))`.
+    pub body_sha256: String,
+    /// `FC/TC TYPE`.
+    pub counters: String,
+    /// Signing key id.
+    pub key_id: String,
+    /// Seller NIF.
+    pub merchant_nif: String,
+    /// Device id (NID) of the signing authority.
+    pub nid: String,
+    /// Outlet.
+    pub outlet: String,
+    /// Hex of the previous ledger entry's hash.
+    pub prev_hash: String,
+    /// Position in the outlet's chain.
+    pub seq: u64,
+    /// Trusted time, RFC 3339 with the outlet's UTC offset.
+    pub timestamp: String,
+    /// DGI `total` (CDF, 2 places).
+    pub total: String,
+    /// Format version, 1.
+    pub v: u32,
+    /// DGI `vtotal` (CDF, 2 places).
+    pub vtotal: String,
+}
+
+impl SealTuple {
+    /// JCS bytes.
+    #[must_use]
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The digest the signer signs.
+    #[must_use]
+    pub fn digest(&self) -> [u8; 32] {
+        domain_digest(SEAL_DOMAIN, &[&self.canonical()])
+    }
+}
+
+/// Body hash over JCS bytes.
+#[must_use]
+pub fn body_hash(body_jcs: &[u8]) -> String {
+    hex::encode(domain_digest(BODY_DOMAIN, &[body_jcs]))
+}
+
+/// Builds the stored payload from its parts (all already JCS).
+#[must_use]
+pub fn payload_bytes(
+    auth_code: &str,
+    body_jcs: &[u8],
+    out: &SignOutput,
+    tuple: &SealTuple,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(body_jcs.len() + 700);
+    p.extend_from_slice(b"{\"auth_code\":\"");
+    p.extend_from_slice(auth_code.as_bytes());
+    p.extend_from_slice(b"\",\"body\":");
+    p.extend_from_slice(body_jcs);
+    if let Some(c) = out.device_counter {
+        p.extend_from_slice(format!(",\"device_counter\":{c}").as_bytes());
+    }
+    p.extend_from_slice(b",\"signature\":\"");
+    p.extend_from_slice(out.signature.to_hex().as_bytes());
+    p.extend_from_slice(b"\",\"tuple\":");
+    p.extend_from_slice(&tuple.canonical());
+    p.push(b'}');
+    p
+}
+
+/// The five security elements, as returned to the client and printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityElements {
+    /// 1. Fiscal number, `FC/TC TYPE` (e.g. `64/64 FV`).
+    pub fiscal_number: String,
+    /// 2. Fiscal authority id: the NID of the signing device.
+    pub fiscal_authority_id: String,
+    /// 3. Authentication code, 24 characters `[A-Z2-7]`.
+    pub authentication_code: String,
+    /// The same, printed as 6 groups of 4.
+    pub authentication_code_display: String,
+    /// 4. Trusted timestamp, RFC 3339 with offset.
+    pub timestamp: String,
+    /// 5. QR payload, DGI layout `RDCDEF01;{NID};{CODE};{NIF};{YYYYMMDDHHMMSS}`.
+    pub qr: String,
+    /// Optional Bono Pay verification payload (`BPV1:` + base64url), which
+    /// carries the signature and the signed tuple for offline verification.
+    pub verification_qr: String,
+}
+
+/// A sealed invoice read back from its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedInvoice {
+    /// The five elements.
+    pub elements: SecurityElements,
+    /// The signed tuple.
+    pub tuple: SealTuple,
+    /// The body (canonical JSON value).
+    pub body: Value,
+    /// The signature.
+    pub signature: Signature,
+    /// For device-backed signers.
+    pub device_counter: Option<u64>,
+    /// The exact stored payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// The DGI QR text. `local_compact` is `YYYYMMDDHHMMSS` in the outlet's time.
+#[must_use]
+pub fn dgi_qr(nid: &str, auth_code: &str, nif: &str, local_compact: &str) -> String {
+    format!("RDCDEF01;{nid};{auth_code};{nif};{local_compact}")
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQr {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    device_counter: Option<u64>,
+    signature: String,
+    tuple: SealTuple,
+}
+
+/// The `BPV1:` verification payload for a tuple and signature.
+#[must_use]
+pub fn verification_qr(tuple: &SealTuple, out: &SignOutput) -> String {
+    let v = VerifyQr {
+        device_counter: out.device_counter,
+        signature: out.signature.to_hex(),
+        tuple: tuple.clone(),
+    };
+    format!(
+        "{VERIFY_QR_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap_or_default())
+    )
+}
+
+fn compact_local(timestamp: &str) -> Result<String, VerifyError> {
+    // RFC 3339 "YYYY-MM-DDTHH:MM:SS+hh:mm" → "YYYYMMDDHHMMSS" (local time).
+    let digits: String = timestamp
+        .chars()
+        .take(19)
+        .filter(char::is_ascii_digit)
+        .collect();
+    if digits.len() == 14 {
+        Ok(digits)
+    } else {
+        Err(VerifyError::Mismatch(format!(
+            "timestamp `{timestamp}` is not RFC 3339"
+        )))
+    }
+}
+
+fn parse_sig(hex_sig: &str) -> Result<Signature, VerifyError> {
+    let bytes = hex::decode(hex_sig).map_err(|e| VerifyError::MalformedSignature(e.to_string()))?;
+    let arr: [u8; 64] = bytes
+        .try_into()
+        .map_err(|_| VerifyError::MalformedSignature("not 64 bytes".into()))?;
+    Ok(Signature(arr))
+}
+
+/// Looks up a public key by key id.
+pub trait KeyLookup {
+    /// The key with this id, if known.
+    fn key(&self, key_id: &str) -> Option<&PublicKey>;
+}
+
+impl KeyLookup for PublicKey {
+    fn key(&self, key_id: &str) -> Option<&PublicKey> {
+        (self.key_id() == key_id).then_some(self)
+    }
+}
+
+impl KeyLookup for [PublicKey] {
+    fn key(&self, key_id: &str) -> Option<&PublicKey> {
+        self.iter().find(|k| k.key_id() == key_id)
+    }
+}
+
+impl KeyLookup for Vec<PublicKey> {
+    fn key(&self, key_id: &str) -> Option<&PublicKey> {
+        self.as_slice().key(key_id)
+    }
+}
+
+fn field<'a>(body: &'a Value, name: &str) -> Result<&'a Value, VerifyError> {
+    body.get(name)
+        .ok_or_else(|| VerifyError::Mismatch(format!("body has no `{name}`")))
+}
+
+fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, VerifyError> {
+    field(body, name)?
+        .as_str()
+        .ok_or_else(|| VerifyError::Mismatch(format!("body `{name}` is not a string")))
+}
+
+impl SealedInvoice {
+    /// Parses and fully verifies a stored payload: body hash, tuple/body
+    /// agreement, signature (with `keys`), authentication code and QR.
+    ///
+    /// # Errors
+    /// [`VerifyError`] saying what does not hold.
+    pub fn verify(payload: &[u8], keys: &dyn KeyLookup) -> Result<Self, VerifyError> {
+        Self::read(payload, Some(keys))
+    }
+
+    /// Reads a payload this process has just built and signed, without
+    /// verifying the signature again (or re-canonicalizing). Never use it on
+    /// data read from storage or received from elsewhere: use [`Self::verify`].
+    ///
+    /// # Errors
+    /// [`VerifyError`] if the payload is malformed.
+    pub fn read_own(payload: &[u8]) -> Result<Self, VerifyError> {
+        Self::read(payload, None)
+    }
+
+    fn read(payload: &[u8], keys: Option<&dyn KeyLookup>) -> Result<Self, VerifyError> {
+        let v: Value = serde_json::from_slice(payload)
+            .map_err(|e| VerifyError::Mismatch(format!("payload: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| VerifyError::Mismatch("payload is not an object".into()))?;
+        for k in obj.keys() {
+            if !["auth_code", "body", "device_counter", "signature", "tuple"].contains(&k.as_str())
+            {
+                return Err(VerifyError::Mismatch(format!(
+                    "payload has unknown member `{k}`"
+                )));
+            }
+        }
+        // The stored bytes must be exactly the canonical form: no second
+        // spelling of the same seal can exist.
+        if keys.is_some() {
+            let canonical = serde_json_canonicalizer::to_vec(&v)
+                .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
+            if canonical != payload {
+                return Err(VerifyError::Mismatch(
+                    "payload is not in canonical (JCS) form".into(),
+                ));
+            }
+        }
+        let body = field(&v, "body")?.clone();
+        let tuple: SealTuple = serde_json::from_value(field(&v, "tuple")?.clone())
+            .map_err(|e| VerifyError::Mismatch(format!("tuple: {e}")))?;
+        let signature = parse_sig(str_field(&v, "signature")?)?;
+        let device_counter = match v.get("device_counter") {
+            None => None,
+            Some(c) => Some(
+                c.as_u64()
+                    .ok_or_else(|| VerifyError::Mismatch("device_counter".into()))?,
+            ),
+        };
+        let auth_code = str_field(&v, "auth_code")?.to_owned();
+
+        // 1. The body is what the tuple says.
+        if keys.is_some() {
+            let body_jcs = serde_json_canonicalizer::to_vec(&body)
+                .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
+            if body_hash(&body_jcs) != tuple.body_sha256 {
+                return Err(VerifyError::Mismatch(
+                    "body hash does not match the signed tuple".into(),
+                ));
+            }
+        }
+        let expect = |name: &str, got: String, want: &str| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(VerifyError::Mismatch(format!(
+                    "body `{name}` is {got} but the signed tuple says {want}"
+                )))
+            }
+        };
+        expect(
+            "schema",
+            str_field(&body, "schema")?.to_owned(),
+            SEALED_SCHEMA,
+        )?;
+        expect(
+            "counters",
+            str_field(&body, "counters")?.to_owned(),
+            &tuple.counters,
+        )?;
+        expect(
+            "key_id",
+            str_field(&body, "key_id")?.to_owned(),
+            &tuple.key_id,
+        )?;
+        expect(
+            "merchant_nif",
+            str_field(&body, "merchant_nif")?.to_owned(),
+            &tuple.merchant_nif,
+        )?;
+        expect("nid", str_field(&body, "nid")?.to_owned(), &tuple.nid)?;
+        expect(
+            "outlet",
+            str_field(&body, "outlet")?.to_owned(),
+            &tuple.outlet,
+        )?;
+        expect(
+            "prev_hash",
+            str_field(&body, "prev_hash")?.to_owned(),
+            &tuple.prev_hash,
+        )?;
+        expect(
+            "seq",
+            field(&body, "seq")?.to_string(),
+            &tuple.seq.to_string(),
+        )?;
+        expect(
+            "timestamp",
+            str_field(&body, "timestamp")?.to_owned(),
+            &tuple.timestamp,
+        )?;
+        let dgi = body
+            .pointer("/tax/dgi")
+            .ok_or_else(|| VerifyError::Mismatch("body has no tax.dgi".into()))?;
+        expect(
+            "tax.dgi.total",
+            dgi["total"].as_str().unwrap_or("").to_owned(),
+            &tuple.total,
+        )?;
+        expect(
+            "tax.dgi.vtotal",
+            dgi["vtotal"].as_str().unwrap_or("").to_owned(),
+            &tuple.vtotal,
+        )?;
+
+        // 2. The signature, under the key the tuple names.
+        let out = SignOutput {
+            signature,
+            device_counter,
+        };
+        if let Some(keys) = keys {
+            let key = keys
+                .key(&tuple.key_id)
+                .ok_or_else(|| VerifyError::UnknownKey(tuple.key_id.clone()))?;
+            verify_output(key, &tuple.digest(), &out)?;
+        }
+
+        // 3. The elements derived from the signature.
+        if auth_code_of(&signature) != auth_code {
+            return Err(VerifyError::Mismatch(
+                "authentication code is not derived from the signature".into(),
+            ));
+        }
+        let qr = dgi_qr(
+            &tuple.nid,
+            &auth_code,
+            &tuple.merchant_nif,
+            &compact_local(&tuple.timestamp)?,
+        );
+        let elements = SecurityElements {
+            fiscal_number: tuple.counters.clone(),
+            fiscal_authority_id: tuple.nid.clone(),
+            authentication_code_display: format_auth_code(&auth_code),
+            authentication_code: auth_code,
+            timestamp: tuple.timestamp.clone(),
+            qr,
+            verification_qr: verification_qr(&tuple, &out),
+        };
+        Ok(Self {
+            elements,
+            tuple,
+            body,
+            signature,
+            device_counter,
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// The request as the client sent it (canonical object).
+    #[must_use]
+    pub fn request(&self) -> &Value {
+        &self.body["request"]
+    }
+}
+
+/// What a verification QR proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedQr {
+    /// The signed statement (compare with the printed receipt).
+    pub tuple: SealTuple,
+    /// The authentication code derived from the signature.
+    pub authentication_code: String,
+}
+
+/// Verifies a `BPV1:` verification payload offline.
+///
+/// # Errors
+/// [`VerifyError`] saying what does not hold.
+pub fn verify_qr(text: &str, keys: &dyn KeyLookup) -> Result<VerifiedQr, VerifyError> {
+    let b64 = text
+        .strip_prefix(VERIFY_QR_PREFIX)
+        .ok_or_else(|| VerifyError::Mismatch(format!("not a {VERIFY_QR_PREFIX} payload")))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(b64.trim())
+        .map_err(|e| VerifyError::Mismatch(format!("base64: {e}")))?;
+    let q: VerifyQr = serde_json::from_slice(&bytes)
+        .map_err(|e| VerifyError::Mismatch(format!("payload: {e}")))?;
+    let signature = parse_sig(&q.signature)?;
+    let key = keys
+        .key(&q.tuple.key_id)
+        .ok_or_else(|| VerifyError::UnknownKey(q.tuple.key_id.clone()))?;
+    verify_output(
+        key,
+        &q.tuple.digest(),
+        &SignOutput {
+            signature,
+            device_counter: q.device_counter,
+        },
+    )?;
+    Ok(VerifiedQr {
+        authentication_code: auth_code_of(&signature),
+        tuple: q.tuple,
+    })
+}
+
+/// The QR code as SVG (error-correction level M, as the DGI layout asks).
+///
+/// # Errors
+/// [`VerifyError::Mismatch`] if the text does not fit in a QR code.
+pub fn qr_svg(text: &str) -> Result<String, VerifyError> {
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| VerifyError::Mismatch(format!("QR: {e}")))?;
+    Ok(code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build())
+}
+
+/// The QR code as a PNG (black on white, `scale` pixels per module, 4-module quiet zone).
+///
+/// # Errors
+/// [`VerifyError::Mismatch`] if the text does not fit or encoding fails.
+pub fn qr_png(text: &str, scale: u32) -> Result<Vec<u8>, VerifyError> {
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| VerifyError::Mismatch(format!("QR: {e}")))?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let scale = scale.max(1) as usize;
+    let quiet = 4;
+    let side = (width + 2 * quiet) * scale;
+    let mut pixels = vec![255u8; side * side];
+    for (i, c) in colors.iter().enumerate() {
+        if *c == qrcode::Color::Dark {
+            let (x, y) = (i % width + quiet, i / width + quiet);
+            for dy in 0..scale {
+                let row = (y * scale + dy) * side;
+                pixels[row + x * scale..row + (x + 1) * scale].fill(0);
+            }
+        }
+    }
+    let side32 = u32::try_from(side).map_err(|_| VerifyError::Mismatch("QR too large".into()))?;
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, side32, side32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc
+            .write_header()
+            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
+        w.write_image_data(&pixels)
+            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Lowercase hex SHA-256 (plain, for request fingerprints).
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

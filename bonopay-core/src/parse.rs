@@ -118,11 +118,27 @@ struct Walker {
     errors: Vec<ValidationError>,
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
+/// A JSON path built only when an error needs it: parsing a valid invoice
+/// allocates no path strings.
+#[derive(Clone, Copy)]
+struct P<'a> {
+    base: &'a str,
+    key: &'a str,
+}
+
+impl<'a> P<'a> {
+    fn s(key: &'a str) -> Self {
+        P { base: "", key }
+    }
+}
+
+impl std::fmt::Display for P<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.base.is_empty(), self.key.is_empty()) {
+            (true, _) => f.write_str(self.key),
+            (false, true) => f.write_str(self.base),
+            (false, false) => write!(f, "{}.{}", self.base, self.key),
+        }
     }
 }
 
@@ -141,14 +157,18 @@ impl<'a> Fields<'a> {
             .map(|(_, v)| v)
             .filter(|v| !matches!(v, Json::Null))
     }
-    fn path(&self, key: &str) -> String {
-        join(&self.path, key)
+    fn path<'k>(&'k self, key: &'k str) -> P<'k> {
+        P {
+            base: &self.path,
+            key,
+        }
     }
 }
 
 impl Walker {
-    fn err(&mut self, path: impl Into<String>, code: ErrorCode, msg: impl Into<String>) {
-        self.errors.push(ValidationError::new(path, code, msg));
+    fn err(&mut self, path: impl std::fmt::Display, code: ErrorCode, msg: impl Into<String>) {
+        self.errors
+            .push(ValidationError::new(path.to_string(), code, msg));
     }
 
     fn object<'a>(&mut self, v: &'a Json, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
@@ -161,7 +181,7 @@ impl Walker {
             return None;
         };
         for (i, (key, _)) in members.iter().enumerate() {
-            let p = join(path, key);
+            let p = P { base: path, key };
             if members[..i].iter().any(|(k, _)| k == key) {
                 self.err(p, ErrorCode::InvalidJson, format!("duplicate key `{key}`"));
             } else if allowed.contains(&key.as_str()) {
@@ -194,7 +214,7 @@ impl Walker {
         v
     }
 
-    fn string(&mut self, v: &Json, path: &str, max_len: usize) -> Option<String> {
+    fn string(&mut self, v: &Json, path: P<'_>, max_len: usize) -> Option<String> {
         let Json::String(s) = v else {
             self.err(
                 path,
@@ -232,13 +252,13 @@ impl Walker {
 
     fn req_string(&mut self, f: &Fields<'_>, key: &str, max_len: usize) -> Option<String> {
         let v = self.required(f, key)?;
-        self.string(v, &f.path(key), max_len)
+        self.string(v, f.path(key), max_len)
     }
 
     fn opt_string(&mut self, f: &Fields<'_>, key: &str, max_len: usize) -> Option<Option<String>> {
         match f.get(key) {
             None => Some(None),
-            Some(v) => self.string(v, &f.path(key), max_len).map(Some),
+            Some(v) => self.string(v, f.path(key), max_len).map(Some),
         }
     }
 
@@ -246,9 +266,7 @@ impl Walker {
     /// in storage keys and URLs, so anything else is refused.
     fn req_id(&mut self, f: &Fields<'_>, key: &str) -> Option<String> {
         let s = self.req_string(f, key, MAX_ID_LEN)?;
-        if s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if is_identifier(&s) {
             Some(s)
         } else {
             self.err(
@@ -260,9 +278,9 @@ impl Walker {
         }
     }
 
-    fn nif(&mut self, v: &Json, path: &str) -> Option<String> {
+    fn nif(&mut self, v: &Json, path: P<'_>) -> Option<String> {
         let s = self.string(v, path, 32)?;
-        if s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if is_nif(&s) {
             Some(s)
         } else {
             self.err(
@@ -277,7 +295,7 @@ impl Walker {
     fn code<T>(
         &mut self,
         v: &Json,
-        path: &str,
+        path: P<'_>,
         from: fn(&str) -> Option<T>,
         codes: fn() -> String,
     ) -> Option<T> {
@@ -308,10 +326,10 @@ impl Walker {
         codes: fn() -> String,
     ) -> Option<T> {
         let v = self.required(f, key)?;
-        self.code(v, &f.path(key), from, codes)
+        self.code(v, f.path(key), from, codes)
     }
 
-    fn decimal(&mut self, v: &Json, path: &str, scale: u32, max: Decimal) -> Option<Decimal> {
+    fn decimal(&mut self, v: &Json, path: P<'_>, scale: u32, max: Decimal) -> Option<Decimal> {
         let res = match v {
             Json::String(s) => parse_decimal(s, scale, max),
             Json::Number(n) => {
@@ -374,7 +392,7 @@ impl Walker {
         }
     }
 
-    fn positive(&mut self, d: Decimal, path: &str) -> Option<Decimal> {
+    fn positive(&mut self, d: Decimal, path: P<'_>) -> Option<Decimal> {
         if d > Decimal::ZERO {
             Some(d)
         } else {
@@ -383,12 +401,12 @@ impl Walker {
         }
     }
 
-    fn money(&mut self, v: &Json, path: &str) -> Option<Money> {
+    fn money(&mut self, v: &Json, path: P<'_>) -> Option<Money> {
         self.decimal(v, path, Money::SCALE, Money::max())
             .and_then(|d| Money::new(d).ok())
     }
 
-    fn positive_money(&mut self, v: &Json, path: &str) -> Option<Money> {
+    fn positive_money(&mut self, v: &Json, path: P<'_>) -> Option<Money> {
         let m = self.money(v, path)?;
         self.positive(m.value(), path).map(|_| m)
     }
@@ -430,7 +448,7 @@ impl Walker {
         }
         let merchant_nif = self
             .required(&f, "merchant_nif")
-            .and_then(|v| self.nif(v, "merchant_nif"));
+            .and_then(|v| self.nif(v, P::s("merchant_nif")));
         let outlet_id = self.req_id(&f, "outlet_id");
         let pos_terminal_id = self.req_id(&f, "pos_terminal_id");
         let cashier = self.required(&f, "cashier").and_then(|v| self.cashier(v));
@@ -446,7 +464,7 @@ impl Walker {
         let payments = self.required(&f, "payments").and_then(|v| self.payments(v));
         let currency = match f.get("currency") {
             None => Some(Currency::Cdf),
-            Some(v) => self.code(v, "currency", Currency::from_code, Currency::codes),
+            Some(v) => self.code(v, P::s("currency"), Currency::from_code, Currency::codes),
         };
         let exchange_rate = match f.get("exchange_rate") {
             None => Some(None),
@@ -514,7 +532,15 @@ impl Walker {
         let client_type = self.req_code(&f, "type", ClientType::from_code, ClientType::codes);
         let nif = match f.get("nif") {
             None => Some(None),
-            Some(v) => self.nif(v, "client.nif").map(Some),
+            Some(v) => self
+                .nif(
+                    v,
+                    P {
+                        base: "client",
+                        key: "nif",
+                    },
+                )
+                .map(Some),
         };
         let name = self.opt_string(&f, "name", MAX_TEXT_LEN);
         let contact = self.opt_string(&f, "contact", MAX_TEXT_LEN);
@@ -591,20 +617,22 @@ impl Walker {
         let name = self.req_string(&f, "name", MAX_TEXT_LEN);
         let unit_price = self
             .required(&f, "unit_price")
-            .and_then(|v| self.positive_money(v, &f.path("unit_price")));
+            .and_then(|v| self.positive_money(v, f.path("unit_price")));
         let quantity = self.required(&f, "quantity").and_then(|v| {
             let p = f.path("quantity");
-            let d = self.decimal(v, &p, Quantity::SCALE, Quantity::max())?;
-            self.positive(d, &p).and_then(|d| Quantity::new(d).ok())
+            let d = self.decimal(v, p, Quantity::SCALE, Quantity::max())?;
+            self.positive(d, p).and_then(|d| Quantity::new(d).ok())
         });
         let tax_group = self.req_code(&f, "tax_group", TaxGroup::from_code, TaxGroup::codes);
         let specific_tax = match f.get("specific_tax") {
             None => Some(None),
-            Some(v) => self.specific_tax(v, &f.path("specific_tax")).map(Some),
+            Some(v) => self
+                .specific_tax(v, &f.path("specific_tax").to_string())
+                .map(Some),
         };
         let original_price = match f.get("original_price") {
             None => Some(None),
-            Some(v) => self.positive_money(v, &f.path("original_price")).map(Some),
+            Some(v) => self.positive_money(v, f.path("original_price")).map(Some),
         };
         let price_modification = self.opt_string(&f, "price_modification", MAX_TEXT_LEN);
         let item = Item {
@@ -627,13 +655,13 @@ impl Walker {
         let f = self.object(v, path, &["amount", "rate"])?;
         let amount = self
             .required(&f, "amount")
-            .and_then(|v| self.positive_money(v, &f.path("amount")));
+            .and_then(|v| self.positive_money(v, f.path("amount")));
         let rate = match f.get("rate") {
             None => Some(None),
             Some(v) => {
                 let p = f.path("rate");
-                self.decimal(v, &p, Percent::SCALE, Percent::max())
-                    .and_then(|d| self.positive(d, &p))
+                self.decimal(v, p, Percent::SCALE, Percent::max())
+                    .and_then(|d| self.positive(d, p))
                     .and_then(|d| Percent::new(d).ok())
                     .map(Some)
             }
@@ -663,7 +691,7 @@ impl Walker {
                     self.req_code(&f, "method", PaymentMethod::from_code, PaymentMethod::codes);
                 let amount = self
                     .required(&f, "amount")
-                    .and_then(|v| self.positive_money(v, &f.path("amount")));
+                    .and_then(|v| self.positive_money(v, f.path("amount")));
                 Some(Payment {
                     method: method?,
                     amount: amount?,
@@ -681,8 +709,8 @@ impl Walker {
         let f = self.object(v, "exchange_rate", &["rate", "date"])?;
         let rate = self.required(&f, "rate").and_then(|v| {
             let p = f.path("rate");
-            let d = self.decimal(v, &p, ExchangeRate::SCALE, ExchangeRate::max())?;
-            self.positive(d, &p).and_then(|d| ExchangeRate::new(d).ok())
+            let d = self.decimal(v, p, ExchangeRate::SCALE, ExchangeRate::max())?;
+            self.positive(d, p).and_then(|d| ExchangeRate::new(d).ok())
         });
         let date = self.req_string(&f, "date", 10).and_then(|d| {
             if is_valid_date(&d) {
@@ -709,7 +737,7 @@ impl Walker {
         let mut ok = true;
         for line in CommentLine::ALL {
             if let Some(v) = f.get(line.as_str()) {
-                match self.string(v, &f.path(line.as_str()), MAX_TEXT_LEN) {
+                match self.string(v, f.path(line.as_str()), MAX_TEXT_LEN) {
                     Some(s) => {
                         out.insert(*line, s);
                     }
@@ -753,17 +781,17 @@ impl Walker {
                     // A client may echo the rate it used; it is checked through
                     // base/tax/total, so its value is only type-checked here.
                     if let Some(r) = f.get("rate") {
-                        self.decimal(r, &f.path("rate"), 4, Decimal::ONE_HUNDRED);
+                        self.decimal(r, f.path("rate"), 4, Decimal::ONE_HUNDRED);
                     }
                     let base = self
                         .required(&f, "base")
-                        .and_then(|v| self.money(v, &f.path("base")));
+                        .and_then(|v| self.money(v, f.path("base")));
                     let tax = self
                         .required(&f, "tax")
-                        .and_then(|v| self.money(v, &f.path("tax")));
+                        .and_then(|v| self.money(v, f.path("tax")));
                     let total = self
                         .required(&f, "total")
-                        .and_then(|v| self.money(v, &f.path("total")));
+                        .and_then(|v| self.money(v, f.path("total")));
                     Some(ClientTaxGroup {
                         group: group?,
                         base: base?,
@@ -796,7 +824,7 @@ impl Walker {
         let get = |w: &mut Walker, key: &str| -> Option<Option<Money>> {
             match f.get(key) {
                 None => Some(None),
-                Some(v) => w.money(v, &f.path(key)).map(Some),
+                Some(v) => w.money(v, f.path(key)).map(Some),
             }
         };
         let ht = get(self, "ht");
@@ -826,6 +854,41 @@ impl Walker {
             ttc: ttc.or(total),
         })
     }
+}
+
+/// What is wrong with a text field, if anything (shared by the parser and
+/// [`crate::validate`], so both apply the same rules).
+pub(crate) fn text_problem(s: &str, max_len: usize) -> Option<(ErrorCode, String)> {
+    if s.is_empty() {
+        return Some((
+            ErrorCode::Empty,
+            "must not be empty (omit the field instead)".into(),
+        ));
+    }
+    if s.len() > max_len && s.chars().count() > max_len {
+        return Some((
+            ErrorCode::TooLong,
+            format!("longer than {max_len} characters"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Some((
+            ErrorCode::ControlCharacter,
+            "contains a control character".into(),
+        ));
+    }
+    None
+}
+
+/// Identifiers end up in storage keys and URLs.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A NIF holds only ASCII letters and digits.
+pub(crate) fn is_nif(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Accepts `XXXX-XXXX-XXXX-XXXX-XXXX-XXXX` or the 24 characters without

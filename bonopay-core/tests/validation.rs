@@ -401,3 +401,79 @@ fn validate_applies_the_same_rules_to_rust_built_requests() {
         "{e}"
     );
 }
+
+/// `validate` (typed, for Rust-built requests) and the JSON parser must
+/// agree on every rule, path and code.
+#[test]
+fn validate_and_parse_agree_on_paths_and_codes() {
+    use bonopay_core::{Money, Quantity, TaxGroup};
+    type Mutation = Box<dyn Fn(&mut bonopay_core::InvoiceRequest)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
+        ("empty cashier", Box::new(|r| r.cashier.name.clear())),
+        (
+            "control char",
+            Box::new(|r| r.items[0].name = "a\u{7}b".into()),
+        ),
+        ("bad outlet", Box::new(|r| r.outlet_id = "a b".into())),
+        ("bad nif", Box::new(|r| r.merchant_nif = "A-1".into())),
+        (
+            "long name",
+            Box::new(|r| r.client.name = Some("é".repeat(300))),
+        ),
+        (
+            "zero qty",
+            Box::new(|r| r.items[0].quantity = Quantity::new(rust_decimal::Decimal::ZERO).unwrap()),
+        ),
+        (
+            "negative price",
+            Box::new(|r| r.items[0].unit_price = Money::parse("-1").unwrap()),
+        ),
+        (
+            "levy group",
+            Box::new(|r| r.items[0].tax_group = TaxGroup::N),
+        ),
+        ("no items", Box::new(|r| r.items.clear())),
+        ("no payments", Box::new(|r| r.payments.clear())),
+        (
+            "client type",
+            Box::new(|r| r.client.client_type = bonopay_core::ClientType::Pm),
+        ),
+        (
+            "usd",
+            Box::new(|r| r.currency = bonopay_core::Currency::Usd),
+        ),
+        (
+            "credit",
+            Box::new(|r| r.invoice_type = bonopay_core::InvoiceType::Fa),
+        ),
+        (
+            "bad date",
+            Box::new(|r| {
+                r.currency = bonopay_core::Currency::Usd;
+                r.exchange_rate = Some(bonopay_core::ExchangeRateInfo {
+                    rate: bonopay_core::ExchangeRate::parse("2850").unwrap(),
+                    date: "2026-13-01".into(),
+                });
+            }),
+        ),
+    ];
+    for (name, m) in mutations {
+        let mut req = parse_invoice(&base().to_string()).unwrap();
+        m(&mut req);
+        let key = |e: ValidationErrors| {
+            let mut v: Vec<(String, String)> = e
+                .errors()
+                .iter()
+                .map(|x| (x.path.clone(), x.code.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        let typed = bonopay_core::validate(&req).map_err(key);
+        let parsed = parse_invoice(&req.canonical_string())
+            .map(|_| ())
+            .map_err(key);
+        assert!(typed.is_err(), "{name}: validate accepted it");
+        assert_eq!(typed, parsed, "{name}");
+    }
+}

@@ -21,7 +21,6 @@ use bonopay_tax::{NoReferenceRates, RateTable, ReferenceRates, TaxResult};
 use chrono::{Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use serde_json::Value;
 
 use crate::error::{SignerError, VerifyError};
 use crate::sealed::{
@@ -232,10 +231,6 @@ fn invalid(path: &str, code: ErrorCode, msg: impl Into<String>) -> SealError {
     )]))
 }
 
-fn jcs_value(v: &Value) -> Vec<u8> {
-    serde_json_canonicalizer::to_vec(v).unwrap_or_default()
-}
-
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
@@ -393,7 +388,7 @@ impl Fiscalizer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let entry = self.build_entry(
+            let (entry, invoice) = self.build_entry(
                 req,
                 &tax,
                 &request_jcs,
@@ -403,8 +398,6 @@ impl Fiscalizer {
             )?;
             match self.store.append(&entry) {
                 Ok(_) => {
-                    let invoice =
-                        SealedInvoice::read_own(&entry.payload).map_err(SealError::Corrupt)?;
                     return Ok(Sealed {
                         invoice,
                         seq: entry.seq,
@@ -454,7 +447,8 @@ impl Fiscalizer {
                 )))
             })?;
         let sealed = self.sealed_from_entry(&entry, true)?;
-        if sealed.invoice.body["request_sha256"].as_str() == Some(request_sha) {
+        let body = sealed.invoice.body_value().map_err(SealError::Corrupt)?;
+        if body["request_sha256"].as_str() == Some(request_sha) {
             Ok(Some(sealed))
         } else {
             Err(SealError::IdempotencyConflict {
@@ -478,7 +472,7 @@ impl Fiscalizer {
             )
         };
         let original = self.find_by_auth_code(reference)?.ok_or_else(not_found)?;
-        let orig_req = original.invoice.request();
+        let orig_req = original.invoice.request().map_err(SealError::Corrupt)?;
         if orig_req["merchant_nif"].as_str() != Some(req.merchant_nif.as_str()) {
             // Another merchant's invoice: answer exactly as if it did not exist.
             return Err(not_found());
@@ -518,11 +512,8 @@ impl Fiscalizer {
             .map_err(SealError::Storage)?
         {
             if let Some(prev) = self.load(&outlet, seq)? {
-                for it in prev.invoice.request()["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+                let prev_req = prev.invoice.request().map_err(SealError::Corrupt)?;
+                for it in prev_req["items"].as_array().into_iter().flatten() {
                     let qty: Decimal = it["quantity"]
                         .as_str()
                         .unwrap_or("0")
@@ -587,7 +578,7 @@ impl Fiscalizer {
         request_sha: &str,
         scoped_key: &str,
         credit_ref: Option<&str>,
-    ) -> Result<Entry, SealError> {
+    ) -> Result<(Entry, SealedInvoice), SealError> {
         let outlet = &req.outlet_id;
         let head = self.store.head(outlet).map_err(SealError::Storage)?;
 
@@ -633,7 +624,8 @@ impl Fiscalizer {
                 )))?;
         let counters = number.to_string();
         let prev_hash = hex::encode(prepared.prev_hash);
-        let tax_jcs = jcs_value(&serde_json::to_value(tax).unwrap_or(Value::Null));
+        // TaxResult serializes straight to its JCS form (sorted fields, no numbers).
+        let tax_jcs = serde_json::to_string(tax).unwrap_or_default();
         let number_jcs = serde_json::to_string(&number).unwrap_or_default();
 
         // The body, assembled in JCS key order from parts that are JCS.
@@ -651,7 +643,7 @@ impl Fiscalizer {
             ("request_sha256", json_str(request_sha)),
             ("schema", json_str(SEALED_SCHEMA)),
             ("seq", prepared.seq.to_string()),
-            ("tax", String::from_utf8(tax_jcs).unwrap_or_default()),
+            ("tax", tax_jcs),
             ("time_ms", time_ms.to_string()),
             ("time_zone", json_str(tz.name())),
             ("timestamp", json_str(&timestamp)),
@@ -695,12 +687,16 @@ impl Fiscalizer {
         let payload = payload_bytes(&auth_code, body.as_bytes(), &out, &tuple);
         let mut keys = vec![
             IndexKey::unique(index::IDEMPOTENCY, scoped_key),
-            IndexKey::unique(index::AUTH_CODE, auth_code),
+            IndexKey::unique(index::AUTH_CODE, auth_code.clone()),
         ];
         if let Some(r) = credit_ref {
             keys.push(IndexKey::multi(index::CREDITS, r));
         }
-        Ok(prepared.seal(payload).with_index(keys))
+        let entry = prepared.seal(payload.clone()).with_index(keys);
+        Ok((
+            entry,
+            SealedInvoice::from_parts(tuple, body, out, auth_code, payload),
+        ))
     }
 }
 

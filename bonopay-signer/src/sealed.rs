@@ -175,8 +175,8 @@ pub struct SealedInvoice {
     pub elements: SecurityElements,
     /// The signed tuple.
     pub tuple: SealTuple,
-    /// The body (canonical JSON value).
-    pub body: Value,
+    /// The body, as its canonical (JCS) JSON text.
+    pub body: String,
     /// The signature.
     pub signature: Signature,
     /// For device-backed signers.
@@ -318,7 +318,7 @@ impl SealedInvoice {
                 ));
             }
         }
-        let body = field(&v, "body")?.clone();
+        let body_value = field(&v, "body")?;
         let tuple: SealTuple = serde_json::from_value(field(&v, "tuple")?.clone())
             .map_err(|e| VerifyError::Mismatch(format!("tuple: {e}")))?;
         let signature = parse_sig(str_field(&v, "signature")?)?;
@@ -332,15 +332,14 @@ impl SealedInvoice {
         let auth_code = str_field(&v, "auth_code")?.to_owned();
 
         // 1. The body is what the tuple says.
-        if keys.is_some() {
-            let body_jcs = serde_json_canonicalizer::to_vec(&body)
-                .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
-            if body_hash(&body_jcs) != tuple.body_sha256 {
-                return Err(VerifyError::Mismatch(
-                    "body hash does not match the signed tuple".into(),
-                ));
-            }
+        let body_jcs = serde_json_canonicalizer::to_string(body_value)
+            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
+        if keys.is_some() && body_hash(body_jcs.as_bytes()) != tuple.body_sha256 {
+            return Err(VerifyError::Mismatch(
+                "body hash does not match the signed tuple".into(),
+            ));
         }
+        let body = body_value;
         let expect = |name: &str, got: String, want: &str| {
             if got == want {
                 Ok(())
@@ -352,43 +351,43 @@ impl SealedInvoice {
         };
         expect(
             "schema",
-            str_field(&body, "schema")?.to_owned(),
+            str_field(body, "schema")?.to_owned(),
             SEALED_SCHEMA,
         )?;
         expect(
             "counters",
-            str_field(&body, "counters")?.to_owned(),
+            str_field(body, "counters")?.to_owned(),
             &tuple.counters,
         )?;
         expect(
             "key_id",
-            str_field(&body, "key_id")?.to_owned(),
+            str_field(body, "key_id")?.to_owned(),
             &tuple.key_id,
         )?;
         expect(
             "merchant_nif",
-            str_field(&body, "merchant_nif")?.to_owned(),
+            str_field(body, "merchant_nif")?.to_owned(),
             &tuple.merchant_nif,
         )?;
-        expect("nid", str_field(&body, "nid")?.to_owned(), &tuple.nid)?;
+        expect("nid", str_field(body, "nid")?.to_owned(), &tuple.nid)?;
         expect(
             "outlet",
-            str_field(&body, "outlet")?.to_owned(),
+            str_field(body, "outlet")?.to_owned(),
             &tuple.outlet,
         )?;
         expect(
             "prev_hash",
-            str_field(&body, "prev_hash")?.to_owned(),
+            str_field(body, "prev_hash")?.to_owned(),
             &tuple.prev_hash,
         )?;
         expect(
             "seq",
-            field(&body, "seq")?.to_string(),
+            field(body, "seq")?.to_string(),
             &tuple.seq.to_string(),
         )?;
         expect(
             "timestamp",
-            str_field(&body, "timestamp")?.to_owned(),
+            str_field(body, "timestamp")?.to_owned(),
             &tuple.timestamp,
         )?;
         let dgi = body
@@ -441,17 +440,63 @@ impl SealedInvoice {
         Ok(Self {
             elements,
             tuple,
-            body,
+            body: body_jcs,
             signature,
             device_counter,
             payload: payload.to_vec(),
         })
     }
 
-    /// The request as the client sent it (canonical object).
+    /// Assembles a sealed invoice from the parts the sealing pipeline has
+    /// just built (nothing is parsed or verified again).
     #[must_use]
-    pub fn request(&self) -> &Value {
-        &self.body["request"]
+    pub fn from_parts(
+        tuple: SealTuple,
+        body: String,
+        out: SignOutput,
+        auth_code: String,
+        payload: Vec<u8>,
+    ) -> Self {
+        let qr = dgi_qr(
+            &tuple.nid,
+            &auth_code,
+            &tuple.merchant_nif,
+            &compact_local(&tuple.timestamp).unwrap_or_default(),
+        );
+        let elements = SecurityElements {
+            fiscal_number: tuple.counters.clone(),
+            fiscal_authority_id: tuple.nid.clone(),
+            authentication_code_display: format_auth_code(&auth_code),
+            authentication_code: auth_code,
+            timestamp: tuple.timestamp.clone(),
+            qr,
+            verification_qr: verification_qr(&tuple, &out),
+        };
+        Self {
+            elements,
+            tuple,
+            body,
+            signature: out.signature,
+            device_counter: out.device_counter,
+            payload,
+        }
+    }
+
+    /// The body as a JSON value.
+    ///
+    /// # Errors
+    /// [`VerifyError::Mismatch`] if the body is not JSON (never for a
+    /// verified invoice).
+    pub fn body_value(&self) -> Result<Value, VerifyError> {
+        serde_json::from_str(&self.body).map_err(|e| VerifyError::Mismatch(e.to_string()))
+    }
+
+    /// The request as the client sent it (canonical object).
+    ///
+    /// # Errors
+    /// As [`Self::body_value`].
+    pub fn request(&self) -> Result<Value, VerifyError> {
+        Ok(self.body_value()?["request"].take())
     }
 }
 

@@ -8,8 +8,8 @@ use std::thread;
 use bonopay_core::{ErrorCode, InvoiceRequest, parse_invoice};
 use bonopay_ledger::{ChainOnly, LedgerStore, MemoryStore, SqliteStore, verify_store};
 use bonopay_signer::{
-    FaultySigner, Fiscalizer, FiscalizerConfig, ManualClock, PublicKey, SealError, SealedInvoice, SignatureCheck,
-    Signer, SimulatedDef, SoftwareSigner, verify_qr,
+    FaultySigner, Fiscalizer, FiscalizerConfig, ManualClock, PublicKey, SealError, SealedInvoice,
+    SignatureCheck, Signer, SimulatedDef, SoftwareSigner, verify_qr,
 };
 use serde_json::{Value, json};
 
@@ -49,16 +49,32 @@ struct Rig {
 fn rig_with(store: Arc<dyn LedgerStore>, signer: Arc<dyn Signer>) -> Rig {
     let clock = Arc::new(ManualClock::new(T0));
     let keys = vec![signer.public_key().clone()];
-    let fiscalizer = Fiscalizer::with_clock(store, signer, clock.clone(), FiscalizerConfig::new("NID-BONO-0001"));
-    Rig { fiscalizer, clock, keys }
+    let fiscalizer = Fiscalizer::with_clock(
+        store,
+        signer,
+        clock.clone(),
+        FiscalizerConfig::new("NID-BONO-0001"),
+    );
+    Rig {
+        fiscalizer,
+        clock,
+        keys,
+    }
 }
 
 fn rig() -> Rig {
-    rig_with(Arc::new(MemoryStore::new()), Arc::new(SoftwareSigner::generate().unwrap()))
+    rig_with(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SoftwareSigner::generate().unwrap()),
+    )
 }
 
 fn chain_ok(r: &Rig, outlet: &str) -> u64 {
-    let report = verify_store(&**r.fiscalizer.store(), outlet, &SignatureCheck::new(r.keys.clone()));
+    let report = verify_store(
+        &**r.fiscalizer.store(),
+        outlet,
+        &SignatureCheck::new(r.keys.clone()),
+    );
     assert!(report.is_valid(), "{:?}", report.error);
     report.verified
 }
@@ -71,14 +87,36 @@ fn sealing_returns_the_five_security_elements() {
     assert_eq!(e.fiscal_number, "1/1 FV");
     assert_eq!(e.fiscal_authority_id, "NID-BONO-0001");
     assert_eq!(e.authentication_code.len(), 24);
-    assert!(e.authentication_code.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+    assert!(
+        e.authentication_code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    );
     assert_eq!(e.authentication_code_display.len(), 29);
-    assert_eq!(e.authentication_code_display.replace('-', ""), e.authentication_code);
-    assert_eq!(e.timestamp, "2026-11-28T09:00:00+01:00", "trusted clock, Kinshasa time");
-    assert_eq!(e.qr, format!("RDCDEF01;NID-BONO-0001;{};A1309334L;20261128090000", e.authentication_code));
+    assert_eq!(
+        e.authentication_code_display.replace('-', ""),
+        e.authentication_code
+    );
+    assert_eq!(
+        e.timestamp, "2026-11-28T09:00:00+01:00",
+        "trusted clock, Kinshasa time"
+    );
+    assert_eq!(
+        e.qr,
+        format!(
+            "RDCDEF01;NID-BONO-0001;{};A1309334L;20261128090000",
+            e.authentication_code
+        )
+    );
     // The body carries the totals the DGI will compare.
     assert_eq!(s.invoice.tuple.total, "133080.00");
-    assert_eq!(s.invoice.body["tax"]["dgi"]["vtotal"], "10080.00");
+    assert_eq!(
+        s.invoice.body_value().unwrap()["tax"]["dgi"]["vtotal"],
+        "10080.00"
+    );
+    // What the pipeline returned is exactly what verification reads back.
+    let read = SealedInvoice::verify(&s.invoice.payload, &r.keys).unwrap();
+    assert_eq!(read, s.invoice);
     // Anyone with the public key can check it, from storage or from the QR.
     let stored = r.fiscalizer.store().entry("kin-01", 1).unwrap().unwrap();
     let v = SealedInvoice::verify(&stored.payload, &r.keys).unwrap();
@@ -88,7 +126,11 @@ fn sealing_returns_the_five_security_elements() {
     assert_eq!(q.tuple.counters, "1/1 FV");
     // QR renderings.
     assert!(bonopay_signer::qr_svg(&e.qr).unwrap().starts_with("<?xml"));
-    assert!(bonopay_signer::qr_png(&e.verification_qr, 4).unwrap().starts_with(b"\x89PNG"));
+    assert!(
+        bonopay_signer::qr_png(&e.verification_qr, 4)
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
     assert_eq!(chain_ok(&r, "kin-01"), 1);
 }
 
@@ -97,12 +139,33 @@ fn numbers_are_per_outlet_and_per_type() {
     let r = rig();
     let mut labels = Vec::new();
     for i in 0..3 {
-        labels.push(r.fiscalizer.seal(&sale("kin-01"), &format!("a{i}")).unwrap().invoice.elements.fiscal_number);
+        labels.push(
+            r.fiscalizer
+                .seal(&sale("kin-01"), &format!("a{i}"))
+                .unwrap()
+                .invoice
+                .elements
+                .fiscal_number,
+        );
     }
     let mut ft = sale("kin-01");
     ft.invoice_type = bonopay_core::InvoiceType::Ft;
-    labels.push(r.fiscalizer.seal(&ft, "ft").unwrap().invoice.elements.fiscal_number);
-    labels.push(r.fiscalizer.seal(&sale("lubum-01"), "b0").unwrap().invoice.elements.fiscal_number);
+    labels.push(
+        r.fiscalizer
+            .seal(&ft, "ft")
+            .unwrap()
+            .invoice
+            .elements
+            .fiscal_number,
+    );
+    labels.push(
+        r.fiscalizer
+            .seal(&sale("lubum-01"), "b0")
+            .unwrap()
+            .invoice
+            .elements
+            .fiscal_number,
+    );
     assert_eq!(labels, ["1/1 FV", "2/2 FV", "3/3 FV", "1/4 FT", "1/1 FV"]);
     chain_ok(&r, "kin-01");
     chain_ok(&r, "lubum-01");
@@ -116,15 +179,27 @@ fn idempotent_replay_consumes_nothing_and_different_content_conflicts() {
     let again = r.fiscalizer.seal(&sale("kin-01"), "pos-42").unwrap();
     assert!(again.replayed && !first.replayed);
     assert_eq!(again.invoice.elements, first.invoice.elements);
-    assert_eq!(r.fiscalizer.store().head("kin-01").unwrap().seq, 1, "nothing consumed");
+    assert_eq!(
+        r.fiscalizer.store().head("kin-01").unwrap().seq,
+        1,
+        "nothing consumed"
+    );
     let mut other = sale("kin-01");
     other.items[0].quantity = bonopay_core::Quantity::parse("4").unwrap();
     other.payments[0].amount = bonopay_core::Money::parse("134240").unwrap();
-    assert!(matches!(r.fiscalizer.seal(&other, "pos-42"), Err(SealError::IdempotencyConflict { .. })));
+    assert!(matches!(
+        r.fiscalizer.seal(&other, "pos-42"),
+        Err(SealError::IdempotencyConflict { .. })
+    ));
     // Keys are scoped per merchant.
     let mut other_merchant = sale("kin-01");
     other_merchant.merchant_nif = "B0000001Z".into();
-    assert!(!r.fiscalizer.seal(&other_merchant, "pos-42").unwrap().replayed);
+    assert!(
+        !r.fiscalizer
+            .seal(&other_merchant, "pos-42")
+            .unwrap()
+            .replayed
+    );
     assert_eq!(chain_ok(&r, "kin-01"), 2);
 }
 
@@ -135,10 +210,16 @@ fn idempotency_survives_a_restart() {
     let key_path = dir.path().join("seal.pem");
     SoftwareSigner::generate().unwrap().save(&key_path).unwrap();
     let first = {
-        let r = rig_with(Arc::new(SqliteStore::open(&path).unwrap()), Arc::new(SoftwareSigner::load(&key_path).unwrap()));
+        let r = rig_with(
+            Arc::new(SqliteStore::open(&path).unwrap()),
+            Arc::new(SoftwareSigner::load(&key_path).unwrap()),
+        );
         r.fiscalizer.seal(&sale("kin-01"), "k").unwrap()
     };
-    let r = rig_with(Arc::new(SqliteStore::open(&path).unwrap()), Arc::new(SoftwareSigner::load(&key_path).unwrap()));
+    let r = rig_with(
+        Arc::new(SqliteStore::open(&path).unwrap()),
+        Arc::new(SoftwareSigner::load(&key_path).unwrap()),
+    );
     let again = r.fiscalizer.seal(&sale("kin-01"), "k").unwrap();
     assert!(again.replayed);
     assert_eq!(again.invoice.elements, first.invoice.elements);
@@ -155,9 +236,16 @@ fn concurrent_duplicate_submissions_seal_once() {
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let codes: BTreeSet<_> = results.iter().map(|s| s.invoice.elements.authentication_code.clone()).collect();
+    let codes: BTreeSet<_> = results
+        .iter()
+        .map(|s| s.invoice.elements.authentication_code.clone())
+        .collect();
     assert_eq!(codes.len(), 1, "every caller got the same sealed invoice");
-    assert_eq!(results.iter().filter(|s| !s.replayed).count(), 1, "exactly one sealed it");
+    assert_eq!(
+        results.iter().filter(|s| !s.replayed).count(),
+        1,
+        "exactly one sealed it"
+    );
     assert_eq!(r.fiscalizer.store().head("kin-01").unwrap().seq, 1);
 }
 
@@ -175,8 +263,13 @@ fn concurrent_duplicates_across_outlets_of_one_merchant_conflict_not_duplicate()
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(results.iter().filter(|x| x.is_ok()).count(), 1);
-    assert!(results.iter().any(|x| matches!(x, Err(SealError::IdempotencyConflict { .. }))));
-    let total = r.fiscalizer.store().head("kin-01").unwrap().seq + r.fiscalizer.store().head("kin-02").unwrap().seq;
+    assert!(
+        results
+            .iter()
+            .any(|x| matches!(x, Err(SealError::IdempotencyConflict { .. })))
+    );
+    let total = r.fiscalizer.store().head("kin-01").unwrap().seq
+        + r.fiscalizer.store().head("kin-02").unwrap().seq;
     assert_eq!(total, 1);
 }
 
@@ -203,37 +296,89 @@ fn credit_note_rules() {
 
     // Two partial credit notes are allowed; the printed (dashed) code works too.
     let dashed = orig.invoice.elements.authentication_code_display.clone();
-    let c1 = r.fiscalizer.seal(&credit(&dashed, "RAM", soap("1", "1160"), "1160"), "c1").unwrap();
+    let c1 = r
+        .fiscalizer
+        .seal(&credit(&dashed, "RAM", soap("1", "1160"), "1160"), "c1")
+        .unwrap();
     assert_eq!(c1.invoice.elements.fiscal_number, "1/2 FA");
-    r.fiscalizer.seal(&credit(&code, "RAM", soap("1.5", "1160"), "1740"), "c2").unwrap();
+    r.fiscalizer
+        .seal(&credit(&code, "RAM", soap("1.5", "1160"), "1740"), "c2")
+        .unwrap();
     // A third would exceed the 3 sold.
-    let e = errs(r.fiscalizer.seal(&credit(&code, "RAM", soap("0.6", "1160"), "696"), "c3").unwrap_err());
-    assert!(e.has_at("items[0].quantity", ErrorCode::CreditExceedsSold), "{e}");
+    let e = errs(
+        r.fiscalizer
+            .seal(&credit(&code, "RAM", soap("0.6", "1160"), "696"), "c3")
+            .unwrap_err(),
+    );
+    assert!(
+        e.has_at("items[0].quantity", ErrorCode::CreditExceedsSold),
+        "{e}"
+    );
     // Same unit price required.
-    let e = errs(r.fiscalizer.seal(&credit(&code, "COR", soap("0.5", "1000"), "500"), "c4").unwrap_err());
-    assert!(e.has_at("items[0].unit_price", ErrorCode::UnitPriceDiffers), "{e}");
+    let e = errs(
+        r.fiscalizer
+            .seal(&credit(&code, "COR", soap("0.5", "1000"), "500"), "c4")
+            .unwrap_err(),
+    );
+    assert!(
+        e.has_at("items[0].unit_price", ErrorCode::UnitPriceDiffers),
+        "{e}"
+    );
     // Items must exist on the original.
     let other = json!([{"code": "HUILE", "kind": "BIE", "name": "Huile", "unit_price": "8700", "quantity": "1", "tax_group": "B"}]);
-    let e = errs(r.fiscalizer.seal(&credit(&code, "RAM", other, "8700"), "c5").unwrap_err());
-    assert!(e.has_at("items[0].code", ErrorCode::ItemNotOnOriginal), "{e}");
+    let e = errs(
+        r.fiscalizer
+            .seal(&credit(&code, "RAM", other, "8700"), "c5")
+            .unwrap_err(),
+    );
+    assert!(
+        e.has_at("items[0].code", ErrorCode::ItemNotOnOriginal),
+        "{e}"
+    );
     // Unknown reference.
-    let e = errs(r.fiscalizer.seal(&credit("AAAABBBBCCCCDDDDEEEEFFFF", "RAM", soap("1", "1160"), "1160"), "c6").unwrap_err());
-    assert!(e.has_at("credit_note.reference", ErrorCode::OriginalNotFound), "{e}");
+    let e = errs(
+        r.fiscalizer
+            .seal(
+                &credit("AAAABBBBCCCCDDDDEEEEFFFF", "RAM", soap("1", "1160"), "1160"),
+                "c6",
+            )
+            .unwrap_err(),
+    );
+    assert!(
+        e.has_at("credit_note.reference", ErrorCode::OriginalNotFound),
+        "{e}"
+    );
     // Another merchant's invoice is "not found", revealing nothing.
     let mut foreign = credit(&code, "RAM", soap("1", "1160"), "1160");
     foreign.merchant_nif = "B0000001Z".into();
     let e = errs(r.fiscalizer.seal(&foreign, "c7").unwrap_err());
-    assert!(e.has_at("credit_note.reference", ErrorCode::OriginalNotFound), "{e}");
+    assert!(
+        e.has_at("credit_note.reference", ErrorCode::OriginalNotFound),
+        "{e}"
+    );
     // A credit note cannot be the original.
     let e = errs(
         r.fiscalizer
-            .seal(&credit(&c1.invoice.elements.authentication_code, "RAM", soap("0.1", "1160"), "116"), "c8")
+            .seal(
+                &credit(
+                    &c1.invoice.elements.authentication_code,
+                    "RAM",
+                    soap("0.1", "1160"),
+                    "116",
+                ),
+                "c8",
+            )
             .unwrap_err(),
     );
-    assert!(e.has_at("credit_note.reference", ErrorCode::OriginalIsCreditNote), "{e}");
+    assert!(
+        e.has_at("credit_note.reference", ErrorCode::OriginalIsCreditNote),
+        "{e}"
+    );
     // RRR needs no original.
     let rrr = json!([{"code": "REM", "kind": "SER", "name": "Remise fidélité", "unit_price": "500", "quantity": "1", "tax_group": "B"}]);
-    r.fiscalizer.seal(&credit("RRR", "RRR", rrr, "500"), "c9").unwrap();
+    r.fiscalizer
+        .seal(&credit("RRR", "RRR", rrr, "500"), "c9")
+        .unwrap();
     // Failed credit notes consumed nothing.
     assert_eq!(chain_ok(&r, "kin-01"), 4);
 }
@@ -245,10 +390,20 @@ fn a_failing_signer_appends_nothing_and_the_chain_continues_after_recovery() {
     r.fiscalizer.seal(&sale("kin-01"), "s1").unwrap();
     signer.set_down(true);
     for i in 0..3 {
-        let err = r.fiscalizer.seal(&sale("kin-01"), &format!("down{i}")).unwrap_err();
-        assert!(matches!(err, SealError::SignerUnavailable(_)) && err.is_retryable(), "{err:?}");
+        let err = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &format!("down{i}"))
+            .unwrap_err();
+        assert!(
+            matches!(err, SealError::SignerUnavailable(_)) && err.is_retryable(),
+            "{err:?}"
+        );
     }
-    assert_eq!(r.fiscalizer.store().head("kin-01").unwrap().seq, 1, "nothing appended, no number consumed");
+    assert_eq!(
+        r.fiscalizer.store().head("kin-01").unwrap().seq,
+        1,
+        "nothing appended, no number consumed"
+    );
     signer.set_down(false);
     let s = r.fiscalizer.seal(&sale("kin-01"), "down0").unwrap();
     assert_eq!(s.invoice.elements.fiscal_number, "2/2 FV");
@@ -261,10 +416,16 @@ fn a_clock_stepping_backwards_never_produces_an_earlier_timestamp() {
     let a = r.fiscalizer.seal(&sale("kin-01"), "t1").unwrap();
     r.clock.advance(-60_000); // one minute back: within the 5-minute tolerance
     let b = r.fiscalizer.seal(&sale("kin-01"), "t2").unwrap();
-    assert_eq!(b.invoice.elements.timestamp, a.invoice.elements.timestamp, "time held");
+    assert_eq!(
+        b.invoice.elements.timestamp, a.invoice.elements.timestamp,
+        "time held"
+    );
     r.clock.advance(-10 * 60_000); // far behind: refused
     let err = r.fiscalizer.seal(&sale("kin-01"), "t3").unwrap_err();
-    assert!(matches!(err, SealError::ClockBehind { .. }) && err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(err, SealError::ClockBehind { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
     assert_eq!(r.fiscalizer.store().head("kin-01").unwrap().seq, 2);
     r.clock.set(T0 + 120_000);
     let c = r.fiscalizer.seal(&sale("kin-01"), "t3").unwrap();
@@ -311,11 +472,16 @@ fn forged_or_altered_seals_are_rejected() {
     let bad = payload.replace(&s.invoice.signature.to_hex(), &other_sig);
     assert!(SealedInvoice::verify(bad.as_bytes(), keys).is_err());
     // A made-up authentication code.
-    let bad = payload.replace(&s.invoice.elements.authentication_code, "AAAAAAAAAAAAAAAAAAAAAAAA");
+    let bad = payload.replace(
+        &s.invoice.elements.authentication_code,
+        "AAAAAAAAAAAAAAAAAAAAAAAA",
+    );
     assert!(SealedInvoice::verify(bad.as_bytes(), keys).is_err());
     // Signed by another key (a forger's own key, same key id claimed).
     let forger = SoftwareSigner::generate().unwrap();
-    let forged_sig = bonopay_signer::Signer::sign(&forger, &s.invoice.tuple.digest()).unwrap().signature;
+    let forged_sig = bonopay_signer::Signer::sign(&forger, &s.invoice.tuple.digest())
+        .unwrap()
+        .signature;
     let bad = payload.replace(&s.invoice.signature.to_hex(), &forged_sig.to_hex());
     assert!(SealedInvoice::verify(bad.as_bytes(), keys).is_err());
     // The verification QR with an altered tuple.
@@ -323,14 +489,20 @@ fn forged_or_altered_seals_are_rejected() {
     assert!(verify_qr(qr, keys).is_ok());
     let mut tampered = s.invoice.tuple.clone();
     tampered.total = "1.00".into();
-    let fake = bonopay_signer::SignOutput { signature: s.invoice.signature, device_counter: None };
+    let fake = bonopay_signer::SignOutput {
+        signature: s.invoice.signature,
+        device_counter: None,
+    };
     let fake_qr = {
         // Rebuild a BPV1 payload around the altered tuple with the real signature.
         let forged = bonopay_signer::SealedInvoice::read_own(&s.invoice.payload).unwrap();
         assert_eq!(forged.tuple, s.invoice.tuple);
         let json = serde_json::json!({"signature": fake.signature.to_hex(), "tuple": tampered});
         use base64::Engine as _;
-        format!("BPV1:{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string()))
+        format!(
+            "BPV1:{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+        )
     };
     assert!(verify_qr(&fake_qr, keys).is_err());
     // Unknown key.
@@ -346,7 +518,9 @@ fn forged_or_altered_seals_are_rejected() {
 fn a_tampered_ledger_payload_fails_the_signature_aware_verifier() {
     let r = rig();
     for i in 0..3 {
-        r.fiscalizer.seal(&sale("kin-01"), &format!("v{i}")).unwrap();
+        r.fiscalizer
+            .seal(&sale("kin-01"), &format!("v{i}"))
+            .unwrap();
     }
     // An attacker rebuilds a consistent chain with an altered invoice in it:
     // hashes link, but the signature does not verify.
@@ -357,7 +531,10 @@ fn a_tampered_ledger_payload_fails_the_signature_aware_verifier() {
     for (i, e) in entries.drain(..).enumerate() {
         let mut payload = e.payload.clone();
         if i == 1 {
-            payload = String::from_utf8(payload).unwrap().replacen("\"3.000\"", "\"9.000\"", 1).into_bytes();
+            payload = String::from_utf8(payload)
+                .unwrap()
+                .replacen("\"3.000\"", "\"9.000\"", 1)
+                .into_bytes();
         }
         let ne = head.prepare(&e.meta()).unwrap().seal(payload);
         head = head.advance(&ne);
@@ -365,9 +542,13 @@ fn a_tampered_ledger_payload_fails_the_signature_aware_verifier() {
     }
     let chain_only = bonopay_ledger::verify_chain("kin-01", rebuilt.clone(), &ChainOnly);
     assert!(chain_only.is_valid(), "the hash chain alone cannot tell");
-    let signed = bonopay_ledger::verify_chain("kin-01", rebuilt, &SignatureCheck::new(r.keys.clone()));
+    let signed =
+        bonopay_ledger::verify_chain("kin-01", rebuilt, &SignatureCheck::new(r.keys.clone()));
     assert!(
-        matches!(signed.error, Some(bonopay_ledger::ChainError::CheckFailed { position: 2, .. })),
+        matches!(
+            signed.error,
+            Some(bonopay_ledger::ChainError::CheckFailed { position: 2, .. })
+        ),
         "{:?}",
         signed.error
     );
@@ -375,21 +556,39 @@ fn a_tampered_ledger_payload_fails_the_signature_aware_verifier() {
 
 #[test]
 fn many_threads_on_many_outlets() {
-    let store = Arc::new(SqliteStore::open(tempfile::tempdir().unwrap().keep().join("l.db")).unwrap());
-    let r = Arc::new(rig_with(store, Arc::new(SoftwareSigner::generate().unwrap())));
+    let store =
+        Arc::new(SqliteStore::open(tempfile::tempdir().unwrap().keep().join("l.db")).unwrap());
+    let r = Arc::new(rig_with(
+        store,
+        Arc::new(SoftwareSigner::generate().unwrap()),
+    ));
     let handles: Vec<_> = (0..8)
         .map(|t| {
             let r = Arc::clone(&r);
             thread::spawn(move || {
                 let outlet = format!("o{}", t % 3);
                 (0..15)
-                    .map(|i| r.fiscalizer.seal(&sale(&outlet), &format!("t{t}-{i}")).unwrap().invoice.elements.authentication_code)
+                    .map(|i| {
+                        r.fiscalizer
+                            .seal(&sale(&outlet), &format!("t{t}-{i}"))
+                            .unwrap()
+                            .invoice
+                            .elements
+                            .authentication_code
+                    })
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let codes: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    assert_eq!(codes.iter().collect::<BTreeSet<_>>().len(), 120, "every seal has its own code");
+    let codes: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(
+        codes.iter().collect::<BTreeSet<_>>().len(),
+        120,
+        "every seal has its own code"
+    );
     let total: u64 = (0..3).map(|o| chain_ok(&r, &format!("o{o}"))).sum();
     assert_eq!(total, 120);
 }
@@ -400,7 +599,27 @@ fn a_simulated_def_signs_and_its_counter_is_mirrored_in_the_ledger() {
     let r = rig_with(Arc::new(MemoryStore::new()), def.clone());
     let a = r.fiscalizer.seal(&sale("kin-01"), "d1").unwrap();
     let b = r.fiscalizer.seal(&sale("kin-01"), "d2").unwrap();
-    assert_eq!((a.invoice.device_counter, b.invoice.device_counter), (Some(1), Some(2)));
+    assert_eq!(
+        (a.invoice.device_counter, b.invoice.device_counter),
+        (Some(1), Some(2))
+    );
     assert_eq!(def.counter(), 2);
     chain_ok(&r, "kin-01");
+}
+
+#[test]
+fn auth_code_matches_an_independent_computation() {
+    // Python: base64.b32encode(sha256(b"bonopay/v1/auth-code\0" + bytes(range(1, 65))))[:24]
+    let mut raw = [0u8; 64];
+    for (i, b) in raw.iter_mut().enumerate() {
+        *b = i as u8 + 1;
+    }
+    assert_eq!(
+        bonopay_signer::auth_code_of(&bonopay_signer::Signature(raw)),
+        "XM6RL6FR3KF7OGR5Z3LERWMB"
+    );
+    assert_eq!(
+        bonopay_signer::format_auth_code("XM6RL6FR3KF7OGR5Z3LERWMB"),
+        "XM6R-L6FR-3KF7-OGR5-Z3LE-RWMB"
+    );
 }

@@ -66,28 +66,28 @@ fn ser_rate<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> 
 /// One tax group's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupLine {
+    /// Taxable base (includes specific tax, which raises the VAT base).
+    #[serde(serialize_with = "ser_money")]
+    pub base: Decimal,
     /// The group.
     pub group: TaxGroup,
     /// Rate in percent (0 for groups without invoiced VAT).
     #[serde(serialize_with = "ser_rate")]
     pub rate: Decimal,
-    /// How the group relates to VAT.
-    pub treatment: Treatment,
-    /// Taxable base (includes specific tax, which raises the VAT base).
+    /// True when base + nearest-rounded tax missed the total by a cent and
+    /// the tax took the remainder (the DGI "round the tax up" rule).
+    pub rounding_adjusted: bool,
+    /// Specific tax recorded on the group's items.
     #[serde(serialize_with = "ser_money")]
-    pub base: Decimal,
+    pub specific_tax: Decimal,
     /// VAT.
     #[serde(serialize_with = "ser_money")]
     pub tax: Decimal,
     /// Group total; always `base + tax`.
     #[serde(serialize_with = "ser_money")]
     pub total: Decimal,
-    /// Specific tax recorded on the group's items.
-    #[serde(serialize_with = "ser_money")]
-    pub specific_tax: Decimal,
-    /// True when base + nearest-rounded tax missed the total by a cent and
-    /// the tax took the remainder (the DGI "round the tax up" rule).
-    pub rounding_adjusted: bool,
+    /// How the group relates to VAT.
+    pub treatment: Treatment,
 }
 
 /// Invoice totals. `ttc = ht + vat + specific_tax + levies`.
@@ -96,28 +96,28 @@ pub struct Totals {
     /// Excluding VAT, specific tax and levies.
     #[serde(serialize_with = "ser_money")]
     pub ht: Decimal,
-    /// VAT, group N included.
-    #[serde(serialize_with = "ser_money")]
-    pub vat: Decimal,
-    /// Specific tax.
-    #[serde(serialize_with = "ser_money")]
-    pub specific_tax: Decimal,
     /// Group L levies.
     #[serde(serialize_with = "ser_money")]
     pub levies: Decimal,
+    /// Specific tax.
+    #[serde(serialize_with = "ser_money")]
+    pub specific_tax: Decimal,
     /// Including everything.
     #[serde(serialize_with = "ser_money")]
     pub ttc: Decimal,
+    /// VAT, group N included.
+    #[serde(serialize_with = "ser_money")]
+    pub vat: Decimal,
 }
 
 /// Amount paid per method, in the invoice currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PaymentTotal {
-    /// Method.
-    pub method: PaymentMethod,
     /// Sum of the payments with that method.
     #[serde(serialize_with = "ser_money")]
     pub amount: Decimal,
+    /// Method.
+    pub method: PaymentMethod,
 }
 
 /// The two totals the DGI e-MCF computes and compares, in CDF.
@@ -146,26 +146,30 @@ pub struct Converted {
 }
 
 /// Everything the tax engine computes for an invoice.
+///
+/// Every result struct declares its fields in alphabetical order and holds
+/// only strings, booleans, arrays and objects, so `serde_json` output is
+/// already the RFC 8785 form that sealed invoices embed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[must_use]
 pub struct TaxResult {
-    /// The rate table version used.
-    pub rate_table: String,
-    /// Price mode of the invoice.
-    pub price_mode: PriceMode,
-    /// The invoice currency; `groups` and `totals` are in it.
-    pub currency: Currency,
-    /// One line per group present, in group order A–N.
-    pub groups: Vec<GroupLine>,
-    /// Invoice totals.
-    pub totals: Totals,
-    /// Totals per payment method, in method order.
-    pub payments: Vec<PaymentTotal>,
     /// For foreign-currency invoices: the same in CDF.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cdf: Option<Converted>,
+    /// The invoice currency; `groups` and `totals` are in it.
+    pub currency: Currency,
     /// The DGI `total` and `vtotal`, in CDF.
     pub dgi: DgiTotals,
+    /// One line per group present, in group order A–N.
+    pub groups: Vec<GroupLine>,
+    /// Totals per payment method, in method order.
+    pub payments: Vec<PaymentTotal>,
+    /// Price mode of the invoice.
+    pub price_mode: PriceMode,
+    /// The rate table version used.
+    pub rate_table: String,
+    /// Invoice totals.
+    pub totals: Totals,
 }
 
 /// Rounds half away from zero to 2 places and always carries scale 2, so

@@ -242,3 +242,21 @@ fn no_float_types_in_money_code() {
         }
     }
 }
+
+#[test]
+fn serialized_results_are_already_canonical() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/tax.json");
+    let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut n = 0;
+    for case in cases {
+        let mut rates = std::collections::BTreeMap::new();
+        rates.insert(bonopay_core::Currency::Usd, Decimal::new(2850, 0));
+        let req = parse_invoice(&case["invoice"].to_string()).unwrap();
+        if let Ok(r) = compute(&req, &RateTable::dgi_2025(), &FixedReferenceRates(rates)) {
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(text, bonopay_core::jcs(&text).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n > 10);
+}

@@ -5,3 +5,4 @@ hands them to [`cli::run`]; every command lives in its own module under\n\
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod datadir;

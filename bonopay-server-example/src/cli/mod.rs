@@ -12,10 +12,14 @@ use bonopay_core::ValidationErrors;
 use clap::{Parser, Subcommand};
 
 pub mod canonicalize;
+pub mod ledger;
+pub mod seal;
 pub mod totals;
 
 /// Exit code for every failure: refused input, unreadable input, bad option.
 pub const EXIT_FAILURE: u8 = 2;
+/// Exit code of a verification that ran and found the data invalid.
+pub const EXIT_INVALID: u8 = 1;
 
 /// Bono Pay fiscalization tools.
 #[derive(Debug, Parser)]
@@ -35,6 +39,30 @@ pub enum Command {
     /// Read an invoice request (JSON) on stdin, run the full check (parse,
     /// validate, compute taxes) and print the computed totals as JSON.
     Totals(totals::Args),
+    /// Fiscalize the invoice (JSON) on stdin with the embedded defaults: a
+    /// SQLite ledger and a software key in the data directory, created on
+    /// first use. Prints the five security elements as JSON.
+    Seal(seal::Args),
+    /// Ledger tools.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `bonopay ledger …`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Verify every outlet's chain: hashes, counters, signatures. Exit 0
+    /// when valid, 1 when not (the report names the first broken entry).
+    Verify(ledger::Args),
+}
+
+impl Command {
+    fn reads_stdin(&self) -> bool {
+        matches!(
+            self,
+            Command::Canonicalize(_) | Command::Totals(_) | Command::Seal(_)
+        )
+    }
 }
 
 /// Why a command did not produce its output.
@@ -44,6 +72,9 @@ pub enum Failure {
     Invalid(ValidationErrors),
     /// Anything else (unreadable input, bad option, unreadable file).
     Message(String),
+    /// A verification ran and found the data invalid: the report to print
+    /// on stdout, exit code 1.
+    Broken(String),
 }
 
 impl From<ValidationErrors> for Failure {
@@ -61,6 +92,8 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
     match command {
         Command::Canonicalize(args) => canonicalize::run(args, stdin),
         Command::Totals(args) => totals::run(args, stdin),
+        Command::Seal(args) => seal::run(args, stdin),
+        Command::Ledger(LedgerCommand::Verify(args)) => ledger::run(args),
     }
 }
 
@@ -96,7 +129,12 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let result = read_stdin().and_then(|input| run(&cli.command, &input));
+    let input = if cli.command.reads_stdin() {
+        read_stdin()
+    } else {
+        Ok(String::new())
+    };
+    let result = input.and_then(|input| run(&cli.command, &input));
     match result {
         Ok(text) => match emit(std::io::stdout().lock(), &text) {
             Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +149,10 @@ pub fn main() -> ExitCode {
         Err(Failure::Invalid(errors)) => {
             let _ = emit(std::io::stderr().lock(), &format!("{}\n", errors.to_json()));
             ExitCode::from(EXIT_FAILURE)
+        }
+        Err(Failure::Broken(report)) => {
+            let _ = emit(std::io::stdout().lock(), &report);
+            ExitCode::from(EXIT_INVALID)
         }
         Err(Failure::Message(msg)) => {
             let _ = emit(

@@ -1,0 +1,74 @@
+//! `bonopay seal`: fiscalize one invoice on the embedded defaults.
+
+use std::path::PathBuf;
+
+use bonopay_signer::{SealError, Signer};
+use serde_json::json;
+
+use super::Failure;
+use crate::datadir::DataDir;
+
+/// Options of `bonopay seal`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data directory (created on first use). Defaults to `$BONOPAY_DATA_DIR`
+    /// or `./bonopay-data`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Idempotency key. Defaults to the SHA-256 of the canonical invoice, so
+    /// sealing the same invoice twice returns the first seal.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Seals the invoice in `stdin` and returns the result as JSON.
+///
+/// # Errors
+/// [`Failure::Invalid`] for a refused invoice; [`Failure::Message`] for
+/// anything else (storage, signer, data directory).
+pub fn run(args: &Args, stdin: &str) -> Result<String, Failure> {
+    let req = bonopay_core::parse_invoice(stdin)?;
+    let dir = DataDir::open_or_init(&DataDir::resolve(args.data_dir.as_deref()))
+        .map_err(Failure::Message)?;
+    if dir.created {
+        eprintln!(
+            "bonopay: created data directory {} (ledger, signing key {}, config)",
+            dir.path.display(),
+            dir.signer.public_key().key_id()
+        );
+    }
+    let key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| req.canonical_sha256());
+    let fiscalizer = dir.fiscalizer().map_err(Failure::Message)?;
+    let sealed = fiscalizer.seal(&req, &key).map_err(|e| match e {
+        SealError::Invalid(v) => Failure::Invalid(v),
+        other => Failure::Message(format!(
+            "{other}{}",
+            if other.is_retryable() {
+                " (retryable)"
+            } else {
+                ""
+            }
+        )),
+    })?;
+    let body = sealed
+        .invoice
+        .body_value()
+        .map_err(|e| Failure::Message(e.to_string()))?;
+    let out = json!({
+        "replayed": sealed.replayed,
+        "outlet": sealed.invoice.tuple.outlet,
+        "seq": sealed.seq,
+        "security_elements": sealed.invoice.elements,
+        "totals": body["tax"]["totals"],
+        "dgi": body["tax"]["dgi"],
+        "key_id": sealed.invoice.tuple.key_id,
+        "prev_hash": sealed.prev_hash,
+        "entry_hash": sealed.entry_hash,
+    });
+    serde_json::to_string_pretty(&out)
+        .map(|s| s + "\n")
+        .map_err(|e| Failure::Message(e.to_string()))
+}

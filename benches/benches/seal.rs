@@ -172,14 +172,20 @@ fn seal_sqlite(c: &mut Criterion) {
         });
     }
 
-    // Group commit: 8 outlets sealing concurrently share commits.
-    let threads = 8;
-    let per_thread = 250;
-    g.throughput(Throughput::Elements(threads as u64 * per_thread));
-    for (name, s) in [("aws_lc", Some(aws)), ("p256", Some(sw)), ("softhsm2", hsm)] {
+    // Group commit: outlets sealing concurrently share commits. 8 threads
+    // on 8 outlets, and 64 on 64 (a busy server's worth of requests).
+    for (threads, per_thread, name, s) in [
+        (8usize, 250u64, "aws_lc", Some(aws.clone())),
+        (8, 250, "p256", Some(sw.clone())),
+        (8, 250, "softhsm2", hsm.clone()),
+        (64, 32, "aws_lc", Some(aws)),
+        (64, 32, "p256", Some(sw)),
+        (64, 32, "softhsm2", hsm),
+    ] {
         let Some(s) = s else { continue };
+        g.throughput(Throughput::Elements(threads as u64 * per_thread));
         let store: Arc<dyn LedgerStore> = Arc::new(GroupCommit::new(
-            SqliteStore::open(dir.path().join(format!("group-{name}.db"))).unwrap(),
+            SqliteStore::open(dir.path().join(format!("group-{threads}-{name}.db"))).unwrap(),
             64,
         ));
         let f = Arc::new(Fiscalizer::new(
@@ -188,7 +194,7 @@ fn seal_sqlite(c: &mut Criterion) {
             FiscalizerConfig::new("NID-BENCH"),
         ));
         let mut round = 0;
-        g.bench_function(format!("group_commit_8_outlets/{name}"), |b| {
+        g.bench_function(format!("group_commit_{threads}_outlets/{name}"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

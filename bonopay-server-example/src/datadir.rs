@@ -3,12 +3,50 @@
 //!
 //! ```text
 //! <data dir>/
-//!   config.json          NID, time zone, … (created with defaults)
+//!   config.json          NID, time zone, signer, merchants, … (created with defaults)
 //!   ledger.db            the SQLite ledger (WAL, synchronous=FULL)
+//!   auth.db              API keys (hashed) and outlets, for `bonopay serve`
 //!   keys/seal-p256.pem   the software signing key (PKCS#8, mode 0600)
 //!   keys/seal-p256.pub.pem  its public key, for auditors
 //! ```
+//!
+//! # `config.json`
+//!
+//! Every member but `nid` and `time_zone` is optional:
+//!
+//! ```json
+//! {
+//!   "nid": "BONOPAY-DEV-0001",
+//!   "isf": "ISF-0001",
+//!   "time_zone": "Africa/Kinshasa",
+//!   "listen": "127.0.0.1:8080",
+//!   "database": {"ledger": "ledger.db", "auth": "auth.db"},
+//!   "signer": {"type": "software", "key_file": "keys/seal-p256.pem"},
+//!   "limits": {"body_bytes": 1048576, "request_timeout_secs": 30},
+//!   "merchants": [
+//!     {"nif": "A1309334L", "name": "…", "address": "…", "contact": "…",
+//!      "outlets": [{"id": "kin-gombe-01", "time_zone": "Africa/Kinshasa"}]}
+//!   ]
+//! }
+//! ```
+//!
+//! A PKCS#11 signer instead: `{"type": "pkcs11", "module":
+//! "/usr/lib/softhsm/libsofthsm2.so", "token_label": "bonopay", "key_label":
+//! "seal", "pin_env": "BONOPAY_PKCS11_PIN"}` (or `"pin_file": PATH`).
+//! Relative paths are relative to the data directory. Without `merchants`
+//! the development merchant `A1309334L` with outlet `kin-gombe-01` (the
+//! one in `examples/invoice.json`) is configured.
+//!
+//! # Environment
+//!
+//! Environment variables override the file: `BONOPAY_NID`, `BONOPAY_ISF`,
+//! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
+//! `BONOPAY_AUTH_DB`, and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
+//! `BONOPAY_PKCS11_TOKEN`, `BONOPAY_PKCS11_KEY` (setting the module selects
+//! PKCS#11) with the PIN in `BONOPAY_PKCS11_PIN` (or the variable `pin_env`
+//! names). `BONOPAY_DATA_DIR` chooses the directory itself.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +56,144 @@ use serde::{Deserialize, Serialize};
 
 /// Default location when neither `--data-dir` nor `BONOPAY_DATA_DIR` is set.
 pub const DEFAULT_DIR: &str = "bonopay-data";
+/// Default listen address of `bonopay serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The development merchant configured when `merchants` is absent.
+pub const DEV_MERCHANT_NIF: &str = "A1309334L";
+/// Its outlet.
+pub const DEV_OUTLET: &str = "kin-gombe-01";
+
+/// Database files (SQLite), relative to the data directory unless absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The ledger.
+    #[serde(default = "DatabaseConfig::default_ledger")]
+    pub ledger: PathBuf,
+    /// API keys and outlets.
+    #[serde(default = "DatabaseConfig::default_auth")]
+    pub auth: PathBuf,
+}
+
+impl DatabaseConfig {
+    fn default_ledger() -> PathBuf {
+        PathBuf::from("ledger.db")
+    }
+    fn default_auth() -> PathBuf {
+        PathBuf::from("auth.db")
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            ledger: Self::default_ledger(),
+            auth: Self::default_auth(),
+        }
+    }
+}
+
+/// The signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SignerConfig {
+    /// A software P-256 key file (created on first use).
+    Software {
+        /// PKCS#8 PEM file.
+        #[serde(default = "SignerConfig::default_key_file")]
+        key_file: PathBuf,
+    },
+    /// A key on a PKCS#11 token (HSM, smart card, SoftHSM2).
+    Pkcs11 {
+        /// The module (shared library).
+        module: PathBuf,
+        /// Token label.
+        token_label: String,
+        /// `CKA_LABEL` of the key pair.
+        key_label: String,
+        /// Environment variable holding the user PIN (default `BONOPAY_PKCS11_PIN`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_env: Option<String>,
+        /// File whose first line is the PIN (instead of `pin_env`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_file: Option<PathBuf>,
+    },
+}
+
+impl SignerConfig {
+    fn default_key_file() -> PathBuf {
+        PathBuf::from("keys/seal-p256.pem")
+    }
+}
+
+impl Default for SignerConfig {
+    fn default() -> Self {
+        SignerConfig::Software {
+            key_file: Self::default_key_file(),
+        }
+    }
+}
+
+/// An outlet of a configured merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutletConfig {
+    /// Outlet id, as in invoices' `outlet_id`.
+    pub id: String,
+    /// Its IANA time zone (default: the top-level `time_zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// A merchant served by this instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantConfig {
+    /// NIF.
+    pub nif: String,
+    /// Company name, printed on receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address of sale, printed on receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Contact, printed on receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Its outlets (more can be registered through the API).
+    #[serde(default)]
+    pub outlets: Vec<OutletConfig>,
+}
+
+/// Request limits of `bonopay serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body, bytes.
+    #[serde(default = "LimitsConfig::default_body")]
+    pub body_bytes: usize,
+    /// Longest request, seconds.
+    #[serde(default = "LimitsConfig::default_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+impl LimitsConfig {
+    fn default_body() -> usize {
+        1024 * 1024
+    }
+    fn default_timeout() -> u64 {
+        30
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            body_bytes: Self::default_body(),
+            request_timeout_secs: Self::default_timeout(),
+        }
+    }
+}
 
 /// `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +206,21 @@ pub struct Config {
     pub isf: Option<String>,
     /// IANA time zone of outlets (Africa/Kinshasa or Africa/Lubumbashi).
     pub time_zone: String,
+    /// Listen address of `bonopay serve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Database files.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// The signer.
+    #[serde(default)]
+    pub signer: SignerConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Merchants and their outlets.
+    #[serde(default = "Config::dev_merchants")]
+    pub merchants: Vec<MerchantConfig>,
 }
 
 impl Default for Config {
@@ -38,7 +229,97 @@ impl Default for Config {
             nid: "BONOPAY-DEV-0001".into(),
             isf: None,
             time_zone: "Africa/Kinshasa".into(),
+            listen: None,
+            database: DatabaseConfig::default(),
+            signer: SignerConfig::default(),
+            limits: LimitsConfig::default(),
+            merchants: Self::dev_merchants(),
         }
+    }
+}
+
+impl Config {
+    /// The development merchant of `examples/invoice.json`.
+    #[must_use]
+    pub fn dev_merchants() -> Vec<MerchantConfig> {
+        vec![MerchantConfig {
+            nif: DEV_MERCHANT_NIF.into(),
+            name: Some("Marchand de démonstration (développement)".into()),
+            address: Some("Kinshasa, Gombe".into()),
+            contact: None,
+            outlets: vec![OutletConfig {
+                id: DEV_OUTLET.into(),
+                time_zone: None,
+            }],
+        }]
+    }
+
+    /// Applies the environment overrides (see the module docs); `var`
+    /// reads one variable (`std::env::var` in the binary).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = var("BONOPAY_NID") {
+            self.nid = v;
+        }
+        if let Some(v) = var("BONOPAY_ISF") {
+            self.isf = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_TIME_ZONE") {
+            self.time_zone = v;
+        }
+        if let Some(v) = var("BONOPAY_LISTEN") {
+            self.listen = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_LEDGER_DB") {
+            self.database.ledger = PathBuf::from(v);
+        }
+        if let Some(v) = var("BONOPAY_AUTH_DB") {
+            self.database.auth = PathBuf::from(v);
+        }
+        if let Some(module) = var("BONOPAY_PKCS11_MODULE") {
+            let (token, key, pin_env, pin_file) = match &self.signer {
+                SignerConfig::Pkcs11 {
+                    token_label,
+                    key_label,
+                    pin_env,
+                    pin_file,
+                    ..
+                } => (
+                    token_label.clone(),
+                    key_label.clone(),
+                    pin_env.clone(),
+                    pin_file.clone(),
+                ),
+                SignerConfig::Software { .. } => {
+                    ("bonopay".to_owned(), "seal".to_owned(), None, None)
+                }
+            };
+            self.signer = SignerConfig::Pkcs11 {
+                module: PathBuf::from(module),
+                token_label: token,
+                key_label: key,
+                pin_env,
+                pin_file,
+            };
+        }
+        if let SignerConfig::Pkcs11 {
+            token_label,
+            key_label,
+            ..
+        } = &mut self.signer
+        {
+            if let Some(v) = var("BONOPAY_PKCS11_TOKEN") {
+                *token_label = v;
+            }
+            if let Some(v) = var("BONOPAY_PKCS11_KEY") {
+                *key_label = v;
+            }
+        }
+    }
+
+    /// The listen address: the file's (or environment's), else the default.
+    #[must_use]
+    pub fn listen_addr(&self) -> &str {
+        self.listen.as_deref().unwrap_or(DEFAULT_LISTEN)
     }
 }
 
@@ -47,12 +328,12 @@ impl Default for Config {
 pub struct DataDir {
     /// Its path.
     pub path: PathBuf,
-    /// The configuration.
+    /// The configuration (file, then environment).
     pub config: Config,
     /// The ledger.
     pub store: Arc<SqliteStore>,
     /// The signer.
-    pub signer: Arc<SoftwareSigner>,
+    pub signer: Arc<dyn Signer>,
     /// Whether this call created the directory.
     pub created: bool,
 }
@@ -67,17 +348,23 @@ impl DataDir {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
     }
 
+    /// `p` relative to the data directory, unless absolute.
+    #[must_use]
+    pub fn file(&self, p: &Path) -> PathBuf {
+        self.path.join(p)
+    }
+
     /// Opens `path`, creating the directory, configuration, ledger and key
-    /// on first use.
+    /// on first use. The configuration is `config.json` with the
+    /// environment overrides applied.
     ///
     /// # Errors
     /// A message naming what could not be read or created.
     pub fn open_or_init(path: &Path) -> Result<Self, String> {
-        let created = !path.join("ledger.db").exists();
         std::fs::create_dir_all(path.join("keys"))
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let config_path = path.join("config.json");
-        let config = if config_path.exists() {
+        let mut config = if config_path.exists() {
             let text = std::fs::read_to_string(&config_path)
                 .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?
@@ -88,23 +375,16 @@ impl DataDir {
                 .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
             c
         };
-        let key_path = path.join("keys/seal-p256.pem");
-        let signer = if key_path.exists() {
-            SoftwareSigner::load(&key_path).map_err(|e| e.to_string())?
-        } else {
-            let s = SoftwareSigner::generate().map_err(|e| e.to_string())?;
-            s.save(&key_path).map_err(|e| e.to_string())?;
-            let pub_path = path.join("keys/seal-p256.pub.pem");
-            std::fs::write(&pub_path, s.public_key().to_pem())
-                .map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
-            s
-        };
-        let store = SqliteStore::open(path.join("ledger.db")).map_err(|e| e.to_string())?;
+        config.apply_env(|k| std::env::var(k).ok());
+        let ledger_path = path.join(&config.database.ledger);
+        let created = !ledger_path.exists();
+        let signer = open_signer(path, &config.signer)?;
+        let store = SqliteStore::open(&ledger_path).map_err(|e| e.to_string())?;
         Ok(Self {
             path: path.to_path_buf(),
             config,
             store: Arc::new(store),
-            signer: Arc::new(signer),
+            signer,
             created,
         })
     }
@@ -112,20 +392,125 @@ impl DataDir {
     /// A fiscalizer over this directory's ledger and key.
     ///
     /// # Errors
-    /// A message if the configured time zone is unknown.
+    /// A message if a configured time zone is unknown.
     pub fn fiscalizer(&self) -> Result<Fiscalizer, String> {
+        let tz = |name: &str| {
+            name.parse()
+                .map_err(|_| format!("unknown time zone `{name}` in config.json"))
+        };
         let mut fc = FiscalizerConfig::new(&self.config.nid);
         fc.isf = self.config.isf.clone();
-        fc.default_time_zone = self.config.time_zone.parse().map_err(|_| {
-            format!(
-                "unknown time zone `{}` in config.json",
-                self.config.time_zone
-            )
-        })?;
+        fc.default_time_zone = tz(&self.config.time_zone)?;
+        let mut zones = HashMap::new();
+        for m in &self.config.merchants {
+            for o in &m.outlets {
+                if let Some(z) = &o.time_zone {
+                    zones.insert(o.id.clone(), tz(z)?);
+                }
+            }
+        }
+        fc.outlet_time_zones = zones;
         Ok(Fiscalizer::new(
             Arc::clone(&self.store) as Arc<dyn LedgerStore>,
-            Arc::clone(&self.signer) as Arc<dyn Signer>,
+            Arc::clone(&self.signer),
             fc,
         ))
+    }
+}
+
+/// Opens the configured signer, creating the software key on first use.
+fn open_signer(dir: &Path, config: &SignerConfig) -> Result<Arc<dyn Signer>, String> {
+    match config {
+        SignerConfig::Software { key_file } => {
+            let key_path = dir.join(key_file);
+            if key_path.exists() {
+                let s = SoftwareSigner::load(&key_path).map_err(|e| e.to_string())?;
+                return Ok(Arc::new(s));
+            }
+            let s = SoftwareSigner::generate().map_err(|e| e.to_string())?;
+            if let Some(parent) = key_path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            s.save(&key_path).map_err(|e| e.to_string())?;
+            let pub_path = key_path.with_extension("pub.pem");
+            std::fs::write(&pub_path, s.public_key().to_pem())
+                .map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
+            Ok(Arc::new(s))
+        }
+        SignerConfig::Pkcs11 {
+            module,
+            token_label,
+            key_label,
+            pin_env,
+            pin_file,
+        } => {
+            use bonopay_signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer};
+            let pin = match (pin_file, pin_env) {
+                (Some(f), _) => PinSource::File(dir.join(f)),
+                (None, Some(v)) => PinSource::Env(v.clone()),
+                (None, None) => PinSource::Env("BONOPAY_PKCS11_PIN".into()),
+            };
+            let cfg = Pkcs11Config {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                key_label: key_label.clone(),
+                pin,
+                sessions: 4,
+            };
+            let s = Pkcs11Signer::open(&cfg).map_err(|e| format!("PKCS#11 signer: {e}"))?;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn an_old_config_file_still_reads_with_the_dev_merchant() {
+        let c: Config =
+            serde_json::from_str(r#"{"nid": "N1", "time_zone": "Africa/Lubumbashi"}"#).unwrap();
+        assert_eq!(c.merchants, Config::dev_merchants());
+        assert_eq!(c.signer, SignerConfig::default());
+        assert_eq!(c.listen_addr(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let mut c = Config::default();
+        let env: HashMap<&str, &str> = [
+            ("BONOPAY_NID", "NID-9"),
+            ("BONOPAY_LISTEN", "0.0.0.0:9000"),
+            ("BONOPAY_PKCS11_MODULE", "/lib/x.so"),
+            ("BONOPAY_PKCS11_TOKEN", "tok"),
+        ]
+        .into_iter()
+        .collect();
+        c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()));
+        assert_eq!(c.nid, "NID-9");
+        assert_eq!(c.listen_addr(), "0.0.0.0:9000");
+        assert_eq!(
+            c.signer,
+            SignerConfig::Pkcs11 {
+                module: "/lib/x.so".into(),
+                token_label: "tok".into(),
+                key_label: "seal".into(),
+                pin_env: None,
+                pin_file: None,
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_members_are_refused() {
+        assert!(
+            serde_json::from_str::<Config>(
+                r#"{"nid": "N1", "time_zone": "Africa/Kinshasa", "lisen": "x"}"#
+            )
+            .is_err()
+        );
     }
 }

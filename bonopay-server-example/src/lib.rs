@@ -6,3 +6,4 @@ hands them to [`cli::run`]; every command lives in its own module under\n\
 
 pub mod cli;
 pub mod datadir;
+pub mod server;

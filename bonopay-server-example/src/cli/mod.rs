@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 pub mod canonicalize;
 pub mod ledger;
 pub mod seal;
+pub mod serve;
 pub mod totals;
 
 /// Exit code for every failure: refused input, unreadable input, bad option.
@@ -43,6 +44,10 @@ pub enum Command {
     /// SQLite ledger and a software key in the data directory, created on
     /// first use. Prints the five security elements as JSON.
     Seal(seal::Args),
+    /// Run the reference HTTP server (JSON API under /v1) on the embedded
+    /// defaults: creates the data directory and an owner API key on first
+    /// run and prints them, then listens on 127.0.0.1:8080.
+    Serve(serve::Args),
     /// Ledger tools.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -94,6 +99,7 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Totals(args) => totals::run(args, stdin),
         Command::Seal(args) => seal::run(args, stdin),
         Command::Ledger(LedgerCommand::Verify(args)) => ledger::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -1,0 +1,178 @@
+//! `bonopay serve`: the reference HTTP server on the embedded defaults.
+//!
+//! On start it opens (or creates) the data directory and prints its path,
+//! registers the configured merchants' outlets, creates an owner API key for
+//! every configured merchant that has no key yet and prints it (once: only
+//! its hash is kept), then listens and prints `listening on http://ADDR`.
+//! It stops on Ctrl-C or SIGTERM, finishing the requests in flight.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Failure;
+use crate::datadir::DataDir;
+use crate::server::auth::{
+    ApiKey, ApiKeyStore, AuthError, Outlet, Role, SqliteKeyStore, hash_token, new_key_id, new_token,
+};
+use crate::server::{AppState, Limits, MerchantProfile, router};
+
+/// Options of `bonopay serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data directory (created on first use). Defaults to `$BONOPAY_DATA_DIR`
+    /// or `./bonopay-data`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the address is
+    /// printed). Overrides `$BONOPAY_LISTEN` and `listen` in config.json;
+    /// default 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Registers the configured outlets and creates the bootstrap owner keys.
+/// Returns `(merchant, token)` for each key created.
+///
+/// # Errors
+/// A message if an outlet is registered to another merchant, or the store fails.
+pub fn bootstrap(
+    keys: &dyn ApiKeyStore,
+    merchants: &[crate::datadir::MerchantConfig],
+) -> Result<Vec<(String, String)>, String> {
+    let mut created = Vec::new();
+    for m in merchants {
+        for o in &m.outlets {
+            match keys.outlet(&o.id).map_err(|e| e.to_string())? {
+                Some(existing) if existing.merchant_nif != m.nif => {
+                    return Err(format!(
+                        "outlet {} of merchant {} in config.json is registered to another merchant",
+                        o.id, m.nif
+                    ));
+                }
+                Some(_) => {}
+                None => match keys.insert_outlet(&Outlet {
+                    id: o.id.clone(),
+                    merchant_nif: m.nif.clone(),
+                    created_at: now(),
+                }) {
+                    Ok(()) | Err(AuthError::OutletTaken(_)) => {}
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        }
+        if keys
+            .list_keys(&m.nif)
+            .map_err(|e| e.to_string())?
+            .is_empty()
+        {
+            let token = new_token().map_err(|e| e.to_string())?;
+            let key = ApiKey {
+                id: new_key_id().map_err(|e| e.to_string())?,
+                merchant_nif: m.nif.clone(),
+                role: Role::Owner,
+                outlets: None,
+                label: Some("bootstrap owner key".into()),
+                created_at: now(),
+                revoked: false,
+            };
+            keys.insert_key(&key, &hash_token(&token))
+                .map_err(|e| e.to_string())?;
+            created.push((m.nif.clone(), token));
+        }
+    }
+    Ok(created)
+}
+
+/// Runs the server until it is stopped.
+///
+/// # Errors
+/// [`Failure::Message`] when the data directory, key store or listen
+/// address cannot be opened.
+pub fn run(args: &Args) -> Result<String, Failure> {
+    let path = DataDir::resolve(args.data_dir.as_deref());
+    let dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
+    say(&format!(
+        "bonopay: data directory {} ({}), signing key {}",
+        dir.path.display(),
+        if dir.created { "created" } else { "existing" },
+        dir.signer.key_id()
+    ));
+    let keys = SqliteKeyStore::open(&dir.file(&dir.config.database.auth))
+        .map_err(|e| Failure::Message(e.to_string()))?;
+    for (merchant, token) in bootstrap(&keys, &dir.config.merchants).map_err(Failure::Message)? {
+        say(&format!(
+            "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"
+        ));
+    }
+    let fiscalizer = dir.fiscalizer().map_err(Failure::Message)?;
+    let limits = Limits {
+        body_bytes: dir.config.limits.body_bytes,
+        request_timeout: Duration::from_secs(dir.config.limits.request_timeout_secs),
+    };
+    let mut state = AppState::new(Arc::new(fiscalizer), Arc::new(keys)).with_limits(limits);
+    for m in &dir.config.merchants {
+        state = state.with_merchant(
+            &m.nif,
+            MerchantProfile {
+                name: m.name.clone(),
+                address: m.address.clone(),
+                contact: m.contact.clone(),
+            },
+        );
+    }
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| dir.config.listen_addr().to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Message(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| Failure::Message(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::Message(e.to_string()))?;
+        say(&format!("bonopay: listening on http://{addr}"));
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown())
+            .await
+            .map_err(|e| Failure::Message(format!("server: {e}")))
+    })?;
+    Ok(String::new())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

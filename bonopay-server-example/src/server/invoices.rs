@@ -1,0 +1,624 @@
+//! `/v1/invoices`: fiscalize, read, look up, list, receipts.
+//!
+//! An invoice's id is `{outlet}:{seq}`, its position in the outlet's ledger
+//! chain (outlet ids never contain `:`), so it is stable and needs no
+//! second index.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, extract::State};
+use bonopay_ledger::{Entry, LedgerError, LedgerStore};
+use bonopay_signer::{KeyLookup, SealError, Sealed, SealedInvoice, index};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::ApiKey;
+use super::error::{ApiError, ErrorBody};
+use super::{ApiPath, ApiQuery, Principal, RawBody, Shared, authorize_outlet, blocking, receipt};
+
+/// Header naming the client's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header set on an idempotent replay.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The five security elements (plus the display form of the code and the
+/// offline verification payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityElementsDto {
+    /// 1. Fiscal number `FC/TC TYPE`, e.g. `64/64 FV` ("DEF Compteurs").
+    pub fiscal_number: String,
+    /// 2. Fiscal authority id: the NID of the signing device ("DEF NID").
+    pub fiscal_authority_id: String,
+    /// 3. Authentication code, 24 characters ("CODE DEF/DGI").
+    pub authentication_code: String,
+    /// The same as printed, 6 groups of 4.
+    pub authentication_code_display: String,
+    /// 4. Trusted timestamp, RFC 3339 with the outlet's offset ("DEF Heure").
+    pub timestamp: String,
+    /// 5. DGI QR payload `RDCDEF01;{NID};{CODE};{NIF};{YYYYMMDDHHMMSS}`.
+    pub qr: String,
+    /// Bono Pay offline verification payload (`BPV1:`…).
+    pub verification_qr: String,
+}
+
+/// Where the invoice sits in its outlet's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerPosition {
+    /// Position in the outlet's chain, from 1.
+    pub seq: u64,
+    /// Hex of the previous entry's hash (signed in the seal).
+    pub prev_hash: String,
+    /// Hex of this entry's hash.
+    pub entry_hash: String,
+}
+
+/// A sealed invoice as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SealedInvoiceDto {
+    /// Stable id, `{outlet}:{seq}`.
+    pub id: String,
+    /// Seller NIF.
+    pub merchant_nif: String,
+    /// Outlet id.
+    pub outlet: String,
+    /// Invoice type (FV FT FA EV ET EA).
+    pub invoice_type: String,
+    /// The five security elements.
+    pub security_elements: SecurityElementsDto,
+    /// The tax result: `groups` (totals per DGI group), `totals`,
+    /// `payments`, `cdf` (USD invoices) and `dgi` (`total`, `vtotal`), as in
+    /// docs/format.md §3.
+    #[schema(value_type = Object)]
+    pub tax: Value,
+    /// Ledger position and hashes.
+    pub ledger: LedgerPosition,
+    /// Id of the key that signed it.
+    pub key_id: String,
+}
+
+/// One line of an outlet's invoice list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceSummary {
+    /// `{outlet}:{seq}`.
+    pub id: String,
+    /// Position in the chain.
+    pub seq: u64,
+    /// Invoice type.
+    pub invoice_type: String,
+    /// Fiscal number.
+    pub fiscal_number: String,
+    /// Authentication code.
+    pub authentication_code: String,
+    /// Trusted timestamp.
+    pub timestamp: String,
+    /// DGI total (CDF).
+    pub total: String,
+}
+
+/// A page of an outlet's invoices, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvoicePage {
+    /// The invoices.
+    pub items: Vec<InvoiceSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn dto(sealed: &Sealed) -> Result<SealedInvoiceDto, ApiError> {
+    let inv = &sealed.invoice;
+    let mut body = inv
+        .body_value()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let invoice_type = body["request"]["invoice_type"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let e = &inv.elements;
+    Ok(SealedInvoiceDto {
+        id: format!("{}:{}", inv.tuple.outlet, sealed.seq),
+        merchant_nif: inv.tuple.merchant_nif.clone(),
+        outlet: inv.tuple.outlet.clone(),
+        invoice_type,
+        security_elements: SecurityElementsDto {
+            fiscal_number: e.fiscal_number.clone(),
+            fiscal_authority_id: e.fiscal_authority_id.clone(),
+            authentication_code: e.authentication_code.clone(),
+            authentication_code_display: e.authentication_code_display.clone(),
+            timestamp: e.timestamp.clone(),
+            qr: e.qr.clone(),
+            verification_qr: e.verification_qr.clone(),
+        },
+        tax: body["tax"].take(),
+        ledger: LedgerPosition {
+            seq: sealed.seq,
+            prev_hash: sealed.prev_hash.clone(),
+            entry_hash: sealed.entry_hash.clone(),
+        },
+        key_id: inv.tuple.key_id.clone(),
+    })
+}
+
+fn storage(e: LedgerError) -> ApiError {
+    if e.is_retryable() {
+        ApiError::Unavailable {
+            code: "storage_unavailable",
+            message: "the ledger is unavailable; retry later".into(),
+        }
+    } else {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// Reads and verifies (signature included, with every trusted key) the
+/// sealed invoice in `entry`.
+pub(crate) fn sealed_of(entry: &Entry, keys: &dyn KeyLookup) -> Result<Sealed, ApiError> {
+    let invoice = SealedInvoice::verify(&entry.payload, keys).map_err(|e| {
+        ApiError::Internal(format!(
+            "stored invoice {}:{} does not verify: {e}",
+            entry.outlet, entry.seq
+        ))
+    })?;
+    Ok(Sealed {
+        invoice,
+        seq: entry.seq,
+        entry_hash: hex::encode(entry.entry_hash),
+        prev_hash: hex::encode(entry.prev_hash),
+        replayed: false,
+    })
+}
+
+/// Loads `outlet`/`seq` if it is a sealed invoice of `merchant`.
+fn load(
+    store: &dyn LedgerStore,
+    keys: &dyn KeyLookup,
+    merchant: &str,
+    outlet: &str,
+    seq: u64,
+) -> Result<Option<Sealed>, ApiError> {
+    let Some(entry) = store.entry(outlet, seq).map_err(storage)? else {
+        return Ok(None);
+    };
+    if !entry.kind.is_numbered() {
+        return Ok(None);
+    }
+    let sealed = sealed_of(&entry, keys)?;
+    // Defence in depth: the outlet check already implies this.
+    Ok((sealed.invoice.tuple.merchant_nif == merchant).then_some(sealed))
+}
+
+fn parse_id(id: &str) -> Result<(String, u64), ApiError> {
+    let (outlet, seq) = id.rsplit_once(':').ok_or(ApiError::NotFound)?;
+    let seq = seq.parse::<u64>().map_err(|_| ApiError::NotFound)?;
+    Ok((outlet.to_owned(), seq))
+}
+
+/// Loads invoice `id` for `who` (404 unless it is theirs; 403 if their key
+/// is not bound to its outlet).
+async fn load_for(state: &Shared, who: &ApiKey, id: &str) -> Result<Sealed, ApiError> {
+    let (outlet, seq) = parse_id(id)?;
+    authorize_outlet(state, who, &outlet).await?;
+    let st = Arc::clone(state);
+    let merchant = who.merchant_nif.clone();
+    blocking(move || {
+        load(
+            st.fiscalizer.store().as_ref(),
+            &st.trusted_keys,
+            &merchant,
+            &outlet,
+            seq,
+        )?
+        .ok_or(ApiError::NotFound)
+    })
+    .await
+}
+
+fn seal_error(state: &Shared, e: SealError) -> ApiError {
+    match e {
+        SealError::Invalid(v) => v.into(),
+        SealError::IdempotencyConflict { key } => ApiError::Conflict {
+            code: "idempotency_conflict",
+            message: format!("Idempotency-Key `{key}` was already used for a different invoice"),
+        },
+        SealError::SignerUnavailable(err) => {
+            state.metrics.signer_error();
+            eprintln!("bonopay serve: signer unavailable: {err}");
+            ApiError::Unavailable {
+                code: "signer_unavailable",
+                message: "the signing device is unavailable; nothing was sealed and no number \
+                          was used; retry later with the same Idempotency-Key"
+                    .into(),
+            }
+        }
+        SealError::ClockBehind { .. } => ApiError::Unavailable {
+            code: "clock_behind",
+            message: "the trusted clock is behind this outlet's last invoice; retry later".into(),
+        },
+        SealError::Storage(err) => storage(err),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Fiscalizes an invoice request (docs/format.md §1).
+///
+/// The caller's key must be allowed to fiscalize (owner, cashier,
+/// integration) and be bound to the invoice's outlet (403 otherwise). An
+/// invoice whose `merchant_nif` is not the key's merchant, or whose outlet
+/// is not registered to it, is answered 404, exactly as for an outlet that
+/// does not exist, so nothing about other merchants is revealed.
+#[utoipa::path(
+    post,
+    path = "/v1/invoices",
+    tag = "invoices",
+    request_body(content = Object, description = "An invoice request, `bonopay/invoice/v1` (docs/format.md §1)", content_type = "application/json"),
+    params(("Idempotency-Key" = String, Header, description = "Client key, 1 to 200 printable characters, scoped to the merchant")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Sealed", body = SealedInvoiceDto),
+        (status = 200, description = "Idempotent replay: the original seal, same body", body = SealedInvoiceDto),
+        (status = 400, description = "Missing or malformed Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "Role may not fiscalize, or key not bound to the outlet", body = ErrorBody),
+        (status = 404, description = "Merchant or outlet not this key's", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key already used for a different invoice", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Every validation error: path, code, message", body = ErrorBody),
+        (status = 503, description = "Signer or storage unavailable: retry (Retry-After)", body = ErrorBody),
+    )
+)]
+pub async fn create_invoice(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    if !who.role.can_fiscalize() {
+        return Err(ApiError::Forbidden(format!(
+            "a {} key cannot fiscalize",
+            who.role
+        )));
+    }
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header is required",
+            )
+        })?
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 200 && !k.chars().any(char::is_control))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "the Idempotency-Key must be 1 to 200 printable ASCII characters",
+            )
+        })?
+        .to_owned();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid("", "invalid_json", "the body is not UTF-8"))?
+        .to_owned();
+    let req = blocking(move || bonopay_core::parse_invoice(&text).map_err(ApiError::from)).await?;
+    if req.merchant_nif != who.merchant_nif {
+        return Err(ApiError::NotFound);
+    }
+    authorize_outlet(&state, &who, &req.outlet_id).await?;
+    let st = Arc::clone(&state);
+    let (result, elapsed) = blocking(move || {
+        let start = Instant::now();
+        let r = st.fiscalizer.seal(&req, &key);
+        Ok((r, start.elapsed()))
+    })
+    .await?;
+    let sealed = result.map_err(|e| seal_error(&state, e))?;
+    let body = dto(&sealed)?;
+    if sealed.replayed {
+        state.metrics.replayed();
+        let mut resp = (StatusCode::OK, Json(body)).into_response();
+        resp.headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        Ok(resp)
+    } else {
+        state.metrics.sealed(elapsed);
+        let location = HeaderValue::from_str(&format!("/v1/invoices/{}", body.id)).ok();
+        let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+        if let Some(l) = location {
+            resp.headers_mut().insert(header::LOCATION, l);
+        }
+        Ok(resp)
+    }
+}
+
+/// One sealed invoice, by id `{outlet}:{seq}`.
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/{id}",
+    tag = "invoices",
+    params(("id" = String, Path, description = "`{outlet}:{seq}`")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = SealedInvoiceDto),
+        (status = 403, description = "Key not bound to the outlet", body = ErrorBody),
+        (status = 404, description = "No such invoice for this merchant", body = ErrorBody),
+    )
+)]
+pub async fn get_invoice(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SealedInvoiceDto>, ApiError> {
+    let sealed = load_for(&state, &who, &id).await?;
+    Ok(Json(dto(&sealed)?))
+}
+
+/// Lookup parameters: either `auth_code`, or `outlet` + `fiscal_year` +
+/// `fiscal_number`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LookupQuery {
+    /// Authentication code (24 characters, or 6 dash-separated groups of 4).
+    pub auth_code: Option<String>,
+    /// Outlet, with `fiscal_year` and `fiscal_number`.
+    pub outlet: Option<String>,
+    /// Fiscal year of the number.
+    pub fiscal_year: Option<i32>,
+    /// `FC/TC TYPE` (e.g. `3/5 FV`) or the total counter TC alone (`5`).
+    pub fiscal_number: Option<String>,
+}
+
+/// The total counter (TC) of `FC/TC TYPE`, or of a bare number.
+fn total_counter(number: &str) -> Option<u64> {
+    let n = number.trim();
+    let tc = match n.split_once('/') {
+        Some((_, rest)) => rest.split_whitespace().next()?,
+        None => n,
+    };
+    tc.parse().ok()
+}
+
+/// Finds a sealed invoice by authentication code, or by fiscal number
+/// within an outlet and fiscal year.
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/lookup",
+    tag = "invoices",
+    params(LookupQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = SealedInvoiceDto),
+        (status = 400, description = "Neither lookup given", body = ErrorBody),
+        (status = 404, description = "No such invoice for this merchant", body = ErrorBody),
+    )
+)]
+pub async fn lookup_invoice(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiQuery(q): ApiQuery<LookupQuery>,
+) -> Result<Json<SealedInvoiceDto>, ApiError> {
+    let st = Arc::clone(&state);
+    let (outlet, seq) = if let Some(code) = &q.auth_code {
+        let code = bonopay_core::normalize_reference(code).ok_or(ApiError::NotFound)?;
+        let hit = blocking(move || {
+            st.fiscalizer
+                .store()
+                .find_index(index::AUTH_CODE, &code)
+                .map_err(storage)
+        })
+        .await?;
+        hit.into_iter().next().ok_or(ApiError::NotFound)?
+    } else if let (Some(outlet), Some(year), Some(number)) =
+        (&q.outlet, q.fiscal_year, &q.fiscal_number)
+    {
+        let total = total_counter(number).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", "fiscal_number is `FC/TC TYPE` or `TC`")
+        })?;
+        authorize_outlet(&state, &who, outlet).await?;
+        let o = outlet.clone();
+        let entry = blocking(move || {
+            st.fiscalizer
+                .store()
+                .entry_by_fiscal_number(&o, year, total)
+                .map_err(storage)
+        })
+        .await?
+        .ok_or(ApiError::NotFound)?;
+        (entry.outlet, entry.seq)
+    } else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "give auth_code, or outlet, fiscal_year and fiscal_number",
+        ));
+    };
+    let sealed = load_for(&state, &who, &format!("{outlet}:{seq}")).await?;
+    Ok(Json(dto(&sealed)?))
+}
+
+/// Pagination of an outlet's invoices.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page (absent for the first page).
+    pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Largest page.
+pub const MAX_PAGE: u32 = 200;
+
+/// An outlet's invoices, oldest first, with cursor pagination.
+#[utoipa::path(
+    get,
+    path = "/v1/outlets/{outlet}/invoices",
+    tag = "invoices",
+    params(("outlet" = String, Path, description = "Outlet id"), PageQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = InvoicePage),
+        (status = 400, description = "Bad cursor or limit", body = ErrorBody),
+        (status = 403, description = "Key not bound to the outlet", body = ErrorBody),
+        (status = 404, description = "Outlet not this merchant's", body = ErrorBody),
+    )
+)]
+pub async fn list_outlet_invoices(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<InvoicePage>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let after = match &q.cursor {
+        None => 0,
+        Some(c) => c
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+    };
+    authorize_outlet(&state, &who, &outlet).await?;
+    let st = Arc::clone(&state);
+    let merchant = who.merchant_nif.clone();
+    let page = blocking(move || {
+        let store = st.fiscalizer.store();
+        let head = store.head(&outlet).map_err(storage)?;
+        let from = after.saturating_add(1);
+        let to = head.seq.min(after.saturating_add(u64::from(limit)));
+        let entries = if from > to {
+            Vec::new()
+        } else {
+            store.range(&outlet, from, to).map_err(storage)?
+        };
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in entries.iter().filter(|e| e.kind.is_numbered()) {
+            let s = sealed_of(entry, &st.trusted_keys)?;
+            if s.invoice.tuple.merchant_nif != merchant {
+                continue;
+            }
+            let body = s
+                .invoice
+                .body_value()
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let el = &s.invoice.elements;
+            items.push(InvoiceSummary {
+                id: format!("{outlet}:{}", s.seq),
+                seq: s.seq,
+                invoice_type: body["request"]["invoice_type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                fiscal_number: el.fiscal_number.clone(),
+                authentication_code: el.authentication_code.clone(),
+                timestamp: el.timestamp.clone(),
+                total: s.invoice.tuple.total.clone(),
+            });
+        }
+        let next_cursor = (to < head.seq && from <= to).then(|| to.to_string());
+        Ok(InvoicePage { items, next_cursor })
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+/// Receipt options.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReceiptQuery {
+    /// Paper width in mm: 58 (32 columns) or 80 (48 columns, default).
+    pub width: Option<u32>,
+}
+
+/// The receipt for a thermal printer, as UTF-8 text with every mandatory
+/// mention (seller, operator, client, items, group totals, the five
+/// security elements, and the mentions of credit notes, exports and
+/// advances).
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/{id}/receipt.txt",
+    tag = "receipts",
+    params(("id" = String, Path, description = "`{outlet}:{seq}`"), ReceiptQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "text/plain receipt", content_type = "text/plain", body = String),
+        (status = 400, description = "Width not 58 or 80", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn receipt_txt(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReceiptQuery>,
+) -> Result<Response, ApiError> {
+    let columns = match q.width.unwrap_or(80) {
+        58 => receipt::COLUMNS_58MM,
+        80 => receipt::COLUMNS_80MM,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "width is 58 or 80 (mm)",
+            ));
+        }
+    };
+    let sealed = load_for(&state, &who, &id).await?;
+    let profile = state
+        .merchants
+        .get(&sealed.invoice.tuple.merchant_nif)
+        .cloned()
+        .unwrap_or_default();
+    let text =
+        receipt::render_text(&sealed.invoice, &profile, columns).map_err(ApiError::Internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// The DGI QR code of the invoice, as SVG (error-correction level M).
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/{id}/receipt.svg",
+    tag = "receipts",
+    params(("id" = String, Path, description = "`{outlet}:{seq}`")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "SVG image", content_type = "image/svg+xml", body = String),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn receipt_svg(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let sealed = load_for(&state, &who, &id).await?;
+    let svg = bonopay_signer::qr_svg(&sealed.invoice.elements.qr)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn total_counter_reads_both_forms() {
+        assert_eq!(total_counter("3/5 FV"), Some(5));
+        assert_eq!(total_counter("5"), Some(5));
+        assert_eq!(total_counter("x"), None);
+        assert_eq!(total_counter("3/ FV"), None);
+    }
+
+    #[test]
+    fn ids_split_at_the_last_colon() {
+        assert_eq!(parse_id("kin-01:7").unwrap(), ("kin-01".to_owned(), 7));
+        assert!(parse_id("kin-01").is_err());
+        assert!(parse_id("kin-01:x").is_err());
+    }
+}

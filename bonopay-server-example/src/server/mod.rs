@@ -1,0 +1,360 @@
+//! The reference HTTP server: a JSON API over the sealing pipeline.
+//!
+//! [`router`] builds the whole `axum::Router` from an [`AppState`], so an
+//! embedding application (or a test, with `tower::ServiceExt::oneshot`)
+//! drives it without a socket; `bonopay serve` ([`crate::cli::serve`]) binds
+//! it to a TCP listener. The fiscal core is synchronous: every call into the
+//! [`Fiscalizer`], the ledger or the key store runs on tokio's blocking pool
+//! (`spawn_blocking`), never on the async workers.
+//!
+//! Layers, outermost first: error-body normalization, panic catcher (a
+//! panic is a generic 500), request timeout (408), body-size limit (413,
+//! enforced when a handler reads the body).
+
+pub mod auth;
+pub mod error;
+pub mod invoices;
+pub mod manage;
+pub mod metrics;
+pub mod ops;
+pub mod receipt;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::map_response;
+use bonopay_signer::{Fiscalizer, PublicKey};
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::auth::{ApiKey, ApiKeyStore, hash_token};
+use self::error::ApiError;
+use self::metrics::Metrics;
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes (413 above).
+    pub body_bytes: usize,
+    /// Longest a request may take before it is answered 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 1 MiB bodies, 30 s per request.
+    fn default() -> Self {
+        Self {
+            body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a receipt prints about a merchant besides its NIF.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantProfile {
+    /// Company name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address of sale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Contact (phone, e-mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    fiscalizer: Arc<Fiscalizer>,
+    keys: Arc<dyn ApiKeyStore>,
+    trusted_keys: Vec<PublicKey>,
+    merchants: HashMap<String, MerchantProfile>,
+    metrics: Metrics,
+    limits: Limits,
+}
+
+impl AppState {
+    /// A state over a fiscalizer and a key store, with default limits and
+    /// the fiscalizer's signing key as the only trusted key.
+    #[must_use]
+    pub fn new(fiscalizer: Arc<Fiscalizer>, keys: Arc<dyn ApiKeyStore>) -> Self {
+        let trusted_keys = vec![fiscalizer.signer().public_key().clone()];
+        Self {
+            fiscalizer,
+            keys,
+            trusted_keys,
+            merchants: HashMap::new(),
+            metrics: Metrics::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the request limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Also trusts `key` when reading stored invoices and verifying QR
+    /// codes (keys the outlets signed with before a rotation).
+    #[must_use]
+    pub fn trust_key(mut self, key: PublicKey) -> Self {
+        if !self.trusted_keys.iter().any(|k| k.key_id() == key.key_id()) {
+            self.trusted_keys.push(key);
+        }
+        self
+    }
+
+    /// Sets what receipts print about a merchant.
+    #[must_use]
+    pub fn with_merchant(mut self, nif: &str, profile: MerchantProfile) -> Self {
+        self.merchants.insert(nif.to_owned(), profile);
+        self
+    }
+
+    /// The key store.
+    #[must_use]
+    pub fn keys(&self) -> &Arc<dyn ApiKeyStore> {
+        &self.keys
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// Shared state as the handlers see it.
+pub type Shared = Arc<AppState>;
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// The authenticated caller: the API key named by `Authorization: Bearer`.
+/// Looked up on every request (no cache), so revocation is immediate.
+#[derive(Debug, Clone)]
+pub struct Principal(pub ApiKey);
+
+impl FromRequestParts<Shared> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let hash = hash_token(token);
+        let keys = Arc::clone(&state.keys);
+        let key = blocking(move || {
+            keys.key_by_hash(&hash)
+                .map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await?;
+        match key {
+            Some(k) if !k.revoked => Ok(Principal(k)),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// `axum::extract::Path` whose rejection is our error body (400).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// `axum::extract::Query` whose rejection is our error body (400).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// The raw body, within the size limit (413 above it).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::bad_request("unreadable_body", e.body_text())
+                }
+            })
+    }
+}
+
+/// A JSON body (any content type), within the size limit; malformed JSON
+/// is a 422 with code `invalid_json`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::invalid("", "invalid_json", e.to_string()))
+    }
+}
+
+/// Checks that `outlet` is registered to the caller's merchant (else 404,
+/// whoever it belongs to) and that the key is bound to it (else 403).
+async fn authorize_outlet(state: &Shared, who: &ApiKey, outlet: &str) -> Result<(), ApiError> {
+    let keys = Arc::clone(&state.keys);
+    let id = outlet.to_owned();
+    let found = blocking(move || {
+        keys.outlet(&id)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await?;
+    match found {
+        Some(o) if o.merchant_nif == who.merchant_nif => {
+            if who.covers(outlet) {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "this key is not bound to outlet {outlet}"
+                )))
+            }
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Bono Pay reference server",
+        description = "Fiscalization API for the DR Congo facture normalisée. \
+Every error has the body {\"error\": {\"code\", \"message\", \"details\"?}}.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(invoices::create_invoice))
+        .routes(routes!(invoices::lookup_invoice))
+        .routes(routes!(invoices::get_invoice))
+        .routes(routes!(invoices::receipt_txt))
+        .routes(routes!(invoices::receipt_svg))
+        .routes(routes!(invoices::list_outlet_invoices))
+        .routes(routes!(manage::create_key, manage::list_keys))
+        .routes(routes!(manage::revoke_key))
+        .routes(routes!(manage::create_outlet, manage::list_outlets))
+        .routes(routes!(ops::verify))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts()
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+/// The whole application: the `/v1` API, `/healthz`, `/metrics`,
+/// `/openapi.json`, with the request limits of `state`.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    let (routes, doc) = api();
+    let doc = Arc::new(doc);
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&doc);
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(Arc::new(state))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(map_response(error::normalize_errors))
+}

@@ -1,0 +1,1155 @@
+//! The HTTP API, driven in process through the router (`oneshot`, no
+//! socket), over real components: a SQLite ledger, a SQLite key store and
+//! a software P-256 key wrapped in the fault-injecting `FaultySigner`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use bonopay_ledger::{LedgerStore, SqliteStore};
+use bonopay_server_example::cli::serve::bootstrap;
+use bonopay_server_example::datadir::{MerchantConfig, OutletConfig};
+use bonopay_server_example::server::auth::SqliteKeyStore;
+use bonopay_server_example::server::{AppState, Limits, MerchantProfile, router};
+use bonopay_signer::{
+    FaultySigner, Fiscalizer, FiscalizerConfig, PublicKey, SignOutput, Signer, SignerError,
+    SoftwareSigner,
+};
+use common::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct App {
+    router: Router,
+    signer: Arc<FaultySigner<SoftwareSigner>>,
+    owner_a: String,
+    owner_b: String,
+    _dir: tempfile::TempDir,
+}
+
+fn merchants() -> Vec<MerchantConfig> {
+    let m = |nif: &str, outlets: &[&str]| MerchantConfig {
+        nif: nif.into(),
+        name: Some(format!("Merchant {nif}")),
+        address: Some("Avenue du Commerce 1, Kinshasa".into()),
+        contact: None,
+        outlets: outlets
+            .iter()
+            .map(|o| OutletConfig {
+                id: (*o).into(),
+                time_zone: None,
+            })
+            .collect(),
+    };
+    vec![m(NIF_A, &[OUTLET_A, OUTLET_A2]), m(NIF_B, &[OUTLET_B])]
+}
+
+fn app_with(
+    limits: Limits,
+    isf: Option<&str>,
+    wrap: fn(Arc<dyn Signer>) -> Arc<dyn Signer>,
+) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LedgerStore> =
+        Arc::new(SqliteStore::open(dir.path().join("ledger.db")).unwrap());
+    let signer = Arc::new(FaultySigner::new(SoftwareSigner::generate().unwrap()));
+    let mut config = FiscalizerConfig::new("NID-TEST-01");
+    config.isf = isf.map(str::to_owned);
+    let fiscalizer = Fiscalizer::new(store, wrap(Arc::clone(&signer) as Arc<dyn Signer>), config);
+    let keys = SqliteKeyStore::open(&dir.path().join("auth.db")).unwrap();
+    let tokens = bootstrap(&keys, &merchants()).unwrap();
+    assert_eq!(tokens.len(), 2);
+    // A second bootstrap creates no new key.
+    assert!(bootstrap(&keys, &merchants()).unwrap().is_empty());
+    let mut state = AppState::new(Arc::new(fiscalizer), Arc::new(keys)).with_limits(limits);
+    for m in merchants() {
+        state = state.with_merchant(
+            &m.nif,
+            MerchantProfile {
+                name: m.name,
+                address: m.address,
+                contact: None,
+            },
+        );
+    }
+    App {
+        router: router(state),
+        signer,
+        owner_a: tokens[0].1.clone(),
+        owner_b: tokens[1].1.clone(),
+        _dir: dir,
+    }
+}
+
+fn app() -> App {
+    app_with(Limits::default(), None, |s| s)
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+async fn call(
+    app: &App,
+    method: Method,
+    uri: &str,
+    key: Option<&str>,
+    idem: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Resp {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(i) = idem {
+        req = req.header("idempotency-key", i);
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(app: &App, uri: &str, key: &str) -> Resp {
+    call(app, Method::GET, uri, Some(key), None, None).await
+}
+
+async fn post_invoice(app: &App, key: &str, idem: &str, invoice: &Value) -> Resp {
+    call(
+        app,
+        Method::POST,
+        "/v1/invoices",
+        Some(key),
+        Some(idem),
+        Some(serde_json::to_vec(invoice).unwrap()),
+    )
+    .await
+}
+
+async fn post_json(app: &App, uri: &str, key: &str, body: Value) -> Resp {
+    call(
+        app,
+        Method::POST,
+        uri,
+        Some(key),
+        None,
+        Some(serde_json::to_vec(&body).unwrap()),
+    )
+    .await
+}
+
+/// Creates a key and returns (id, token).
+async fn create_key(app: &App, owner: &str, body: Value) -> (String, String) {
+    let r = post_json(app, "/v1/keys", owner, body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let v = r.json();
+    (
+        v["key"]["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn public_key(app: &App) -> PublicKey {
+    app.signer.public_key().clone()
+}
+
+#[tokio::test]
+async fn fiscalize_replay_and_conflict() {
+    let app = app();
+    let inv = example();
+    let first = post_invoice(&app, &app.owner_a, "order-1", &inv).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    let v = first.json();
+    assert_eq!(v["id"], "kin-gombe-01:1");
+    assert_eq!(first.headers["location"], "/v1/invoices/kin-gombe-01:1");
+    let el = &v["security_elements"];
+    assert_eq!(el["fiscal_number"], "1/1 FV");
+    assert_eq!(el["fiscal_authority_id"], "NID-TEST-01");
+    let code = el["authentication_code"].as_str().unwrap();
+    assert_eq!(code.len(), 24);
+    assert!(el["timestamp"].as_str().unwrap().ends_with("+01:00"));
+    let qr = el["qr"].as_str().unwrap();
+    assert!(qr.starts_with(&format!("RDCDEF01;NID-TEST-01;{code};A1309334L;")));
+    // The verification payload verifies under the server's key, and names
+    // the same code and totals.
+    let verified =
+        bonopay_signer::verify_qr(el["verification_qr"].as_str().unwrap(), &public_key(&app))
+            .unwrap();
+    assert_eq!(verified.authentication_code, code);
+    assert_eq!(verified.tuple.total, "70280.00");
+    // Totals per group and ledger hashes.
+    let groups: Vec<&str> = v["tax"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["A", "B", "C"]);
+    assert_eq!(v["tax"]["dgi"]["total"], "70280.00");
+    assert_eq!(v["ledger"]["seq"], 1);
+    assert_eq!(v["ledger"]["entry_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(v["ledger"]["prev_hash"], verified.tuple.prev_hash);
+
+    // Replay: 200, byte-identical body, flagged.
+    let again = post_invoice(&app, &app.owner_a, "order-1", &inv).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
+    // Same key, other content: 409, nothing sealed.
+    let mut other = inv.clone();
+    other["cashier"]["name"] = "Someone Else".into();
+    let conflict = post_invoice(&app, &app.owner_a, "order-1", &other).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert_eq!(conflict.code(), "idempotency_conflict");
+
+    // A new key seals the next number.
+    let second = post_invoice(&app, &app.owner_a, "order-2", &other).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(
+        second.json()["security_elements"]["fiscal_number"],
+        "2/2 FV"
+    );
+    assert_eq!(
+        second.json()["ledger"]["prev_hash"],
+        v["ledger"]["entry_hash"]
+    );
+}
+
+#[tokio::test]
+async fn missing_key_or_header_and_bad_bodies() {
+    let app = app();
+    let inv = serde_json::to_vec(&example()).unwrap();
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        None,
+        Some("k"),
+        Some(inv.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "unauthorized");
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        Some("bp_live_nope"),
+        Some("k"),
+        Some(inv.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        Some(&app.owner_a),
+        None,
+        Some(inv.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "missing_idempotency_key");
+    let long = "x".repeat(201);
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        Some(&app.owner_a),
+        Some(&long),
+        Some(inv),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_idempotency_key");
+
+    // Every validation error, with path and code.
+    let mut bad = example();
+    bad["items"][1]["quantity"] = "1.2345".into();
+    bad["items"][2]["tax_group"] = "Z".into();
+    bad["cashier"].as_object_mut().unwrap().remove("name");
+    let r = post_invoice(&app, &app.owner_a, "bad-1", &bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "validation_failed");
+    let details: Vec<(String, String)> = v["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert!(!d["message"].as_str().unwrap().is_empty());
+            (
+                d["path"].as_str().unwrap().to_owned(),
+                d["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("items[1].quantity", "too_many_decimals"),
+        ("items[2].tax_group", "invalid_value"),
+        ("cashier.name", "missing_field"),
+    ] {
+        assert!(
+            details.iter().any(|(p, c)| p == want.0 && c == want.1),
+            "{want:?} not in {details:?}"
+        );
+    }
+
+    // Payments that do not add up: a computation error, also 422.
+    let mut unpaid = example();
+    unpaid["payments"][0]["amount"] = "1".into();
+    let r = post_invoice(&app, &app.owner_a, "bad-2", &unpaid).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["code"], "payments_mismatch");
+
+    // Not JSON; nested deeper than the parser allows; not UTF-8.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        Some(&app.owner_a),
+        Some("bad-3"),
+        Some(b"{nope".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["code"], "invalid_json");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        Some(&app.owner_a),
+        Some("bad-4"),
+        Some(deep.into_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["code"], "too_deep");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/invoices",
+        Some(&app.owner_a),
+        Some("bad-5"),
+        Some(vec![0xff, 0xfe]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Nothing was sealed by any of these.
+    let r = get(&app, "/v1/outlets/kin-gombe-01/invoices", &app.owner_a).await;
+    assert_eq!(r.json()["items"], json!([]));
+}
+
+#[tokio::test]
+async fn another_merchants_data_is_not_found() {
+    let app = app();
+    let sealed = post_invoice(&app, &app.owner_a, "a-1", &example())
+        .await
+        .json();
+    let id = sealed["id"].as_str().unwrap();
+    let code = sealed["security_elements"]["authentication_code"]
+        .as_str()
+        .unwrap();
+    let b = &app.owner_b;
+
+    // What "does not exist" looks like, for comparison.
+    let missing = get(&app, "/v1/invoices/kin-gombe-01:999", &app.owner_a).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    for uri in [
+        format!("/v1/invoices/{id}"),
+        format!("/v1/invoices/{id}/receipt.txt"),
+        format!("/v1/invoices/{id}/receipt.svg"),
+        format!("/v1/invoices/lookup?auth_code={code}"),
+        "/v1/invoices/lookup?outlet=kin-gombe-01&fiscal_year=2026&fiscal_number=1".to_owned(),
+        "/v1/outlets/kin-gombe-01/invoices".to_owned(),
+    ] {
+        let r = get(&app, &uri, b).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}: {}", r.text());
+        assert_eq!(r.body, missing.body, "{uri}: same answer as for nothing");
+    }
+
+    // Writes: B sealing for A's NIF, or on A's outlet under its own NIF.
+    let r = post_invoice(&app, b, "b-1", &example()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = post_invoice(&app, b, "b-2", &invoice_for(NIF_B, OUTLET_A)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // An outlet nobody registered is answered the same way.
+    let r = post_invoice(&app, b, "b-3", &invoice_for(NIF_B, "nowhere-9")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // B's own outlet works, and numbering is B's own.
+    let r = post_invoice(&app, b, "b-4", &invoice_for(NIF_B, OUTLET_B)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["security_elements"]["fiscal_number"], "1/1 FV");
+
+    // B cannot revoke A's keys (not even see them), nor bind A's outlets.
+    let keys_a = get(&app, "/v1/keys", &app.owner_a).await.json();
+    let key_a = keys_a[0]["id"].as_str().unwrap();
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/keys/{key_a}"),
+        Some(b),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let keys_b = get(&app, "/v1/keys", b).await.json();
+    assert!(
+        keys_b
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["merchant_nif"] == NIF_B)
+    );
+    let r = post_json(
+        &app,
+        "/v1/keys",
+        b,
+        json!({"role": "cashier", "outlets": [OUTLET_A]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["path"], "outlets[0]");
+    assert_eq!(r.json()["error"]["details"][0]["code"], "unknown_outlet");
+    // A's key still works.
+    assert_eq!(
+        get(&app, &format!("/v1/invoices/{id}"), &app.owner_a)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn roles_and_outlet_bindings() {
+    let app = app();
+    let (_, cashier) = create_key(
+        &app,
+        &app.owner_a,
+        json!({"role": "cashier", "outlets": [OUTLET_A], "label": "till 1"}),
+    )
+    .await;
+    let (_, auditor) = create_key(&app, &app.owner_a, json!({"role": "auditor"})).await;
+    let (_, integration) = create_key(
+        &app,
+        &app.owner_a,
+        json!({"role": "integration", "outlets": [OUTLET_A2]}),
+    )
+    .await;
+
+    // Cashier: its outlet yes, the merchant's other outlet no (403).
+    let r = post_invoice(&app, &cashier, "c-1", &example()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = post_invoice(&app, &cashier, "c-2", &invoice_for(NIF_A, OUTLET_A2)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "forbidden");
+    // Integration: only its outlet.
+    let r = post_invoice(&app, &integration, "i-1", &invoice_for(NIF_A, OUTLET_A2)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = post_invoice(&app, &integration, "i-2", &example()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // and it cannot read the other outlet's invoices either.
+    assert_eq!(
+        get(&app, &format!("/v1/invoices/{id}"), &integration)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Auditor: reads everything of the merchant, fiscalizes nothing.
+    let r = post_invoice(&app, &auditor, "a-1", &example()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&app, &format!("/v1/invoices/{id}"), &auditor)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&app, "/v1/outlets/kin-limete-02/invoices", &auditor)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Only the owner manages.
+    for k in [&cashier, &auditor, &integration] {
+        assert_eq!(get(&app, "/v1/keys", k).await.status, StatusCode::FORBIDDEN);
+        let r = post_json(&app, "/v1/outlets", k, json!({"id": "new-1"})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = post_json(&app, "/v1/keys", k, json!({"role": "owner"})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+
+    // Key requests are validated.
+    let r = post_json(&app, "/v1/keys", &app.owner_a, json!({"role": "cashier"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["code"], "missing_field");
+    let r = post_json(
+        &app,
+        "/v1/keys",
+        &app.owner_a,
+        json!({"role": "owner", "outlets": [OUTLET_A]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post_json(&app, "/v1/keys", &app.owner_a, json!({"role": "root"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["code"], "invalid_json");
+    // Listing never shows a token.
+    let list = get(&app, "/v1/keys", &app.owner_a).await;
+    assert_eq!(list.json().as_array().unwrap().len(), 4);
+    assert!(!list.text().contains(&cashier));
+    assert!(!list.text().contains("bp_live_"));
+}
+
+#[tokio::test]
+async fn outlets_are_managed_by_the_owner() {
+    let app = app();
+    let r = post_json(
+        &app,
+        "/v1/outlets",
+        &app.owner_a,
+        json!({"id": "kin-ngaliema-03"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["merchant_nif"], NIF_A);
+    let r = post_json(
+        &app,
+        "/v1/outlets",
+        &app.owner_a,
+        json!({"id": "kin-ngaliema-03"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "outlet_taken");
+    // Outlet ids are global (the ledger numbers per outlet id).
+    let r = post_json(
+        &app,
+        "/v1/outlets",
+        &app.owner_b,
+        json!({"id": "kin-ngaliema-03"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = post_json(&app, "/v1/outlets", &app.owner_a, json!({"id": "bad id:1"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["path"], "id");
+    let ids: Vec<String> = get(&app, "/v1/outlets", &app.owner_a)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [OUTLET_A, OUTLET_A2, "kin-ngaliema-03"]);
+    // The new outlet takes invoices at once, numbered from 1.
+    let r = post_invoice(
+        &app,
+        &app.owner_a,
+        "n-1",
+        &invoice_for(NIF_A, "kin-ngaliema-03"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["security_elements"]["fiscal_number"], "1/1 FV");
+    let b_outlets = get(&app, "/v1/outlets", &app.owner_b).await.json();
+    assert_eq!(b_outlets.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_at_once() {
+    let app = app();
+    let (id, cashier) = create_key(
+        &app,
+        &app.owner_a,
+        json!({"role": "cashier", "outlets": [OUTLET_A]}),
+    )
+    .await;
+    assert_eq!(
+        post_invoice(&app, &cashier, "r-1", &example()).await.status,
+        StatusCode::CREATED
+    );
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/keys/{id}"),
+        Some(&app.owner_a),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["revoked"], true);
+    let r = post_invoice(&app, &cashier, "r-2", &example()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&app, "/v1/invoices/kin-gombe-01:1", &cashier)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Revoking an unknown key is a 404.
+    let r = call(
+        &app,
+        Method::DELETE,
+        "/v1/keys/key_0000",
+        Some(&app.owner_a),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn reading_looking_up_and_paginating() {
+    let app = app();
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let r = post_invoice(&app, &app.owner_a, &format!("p-{i}"), &example()).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        codes.push(
+            r.json()["security_elements"]["authentication_code"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // By id, by code (both printed forms), by fiscal number.
+    let by_id = get(&app, "/v1/invoices/kin-gombe-01:3", &app.owner_a).await;
+    assert_eq!(by_id.status, StatusCode::OK);
+    assert_eq!(
+        by_id.json()["security_elements"]["authentication_code"],
+        codes[2].as_str()
+    );
+    let display = bonopay_signer::format_auth_code(&codes[2]);
+    for q in [codes[2].clone(), display] {
+        let r = get(
+            &app,
+            &format!("/v1/invoices/lookup?auth_code={q}"),
+            &app.owner_a,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, by_id.body);
+    }
+    let year = by_id.json()["security_elements"]["timestamp"]
+        .as_str()
+        .unwrap()[..4]
+        .to_owned();
+    for n in ["3", "3/3%20FV"] {
+        let r = get(
+            &app,
+            &format!(
+                "/v1/invoices/lookup?outlet=kin-gombe-01&fiscal_year={year}&fiscal_number={n}"
+            ),
+            &app.owner_a,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.body, by_id.body);
+    }
+    assert_eq!(
+        get(&app, "/v1/invoices/lookup", &app.owner_a).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(
+            &app,
+            "/v1/invoices/lookup?auth_code=AAAAAAAAAAAAAAAAAAAAAAAA",
+            &app.owner_a
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/v1/invoices/kin-gombe-01:6", &app.owner_a)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/v1/invoices/garbage", &app.owner_a).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Pages of 2: 1-2, 3-4, 5, in order, each with its cursor.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/v1/outlets/kin-gombe-01/invoices?limit=2&cursor={c}"),
+            None => "/v1/outlets/kin-gombe-01/invoices?limit=2".to_owned(),
+        };
+        let page = get(&app, &uri, &app.owner_a).await.json();
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            seen.push((
+                item["seq"].as_u64().unwrap(),
+                item["authentication_code"].as_str().unwrap().to_owned(),
+            ));
+            assert_eq!(item["total"], "70280.00");
+        }
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<(u64, String)> = (1..=5).zip(codes.iter().cloned()).collect();
+    assert_eq!(seen, expected);
+    for bad in ["limit=0", "limit=201", "cursor=x"] {
+        let r = get(
+            &app,
+            &format!("/v1/outlets/kin-gombe-01/invoices?{bad}"),
+            &app.owner_a,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(r.code(), "invalid_query");
+    }
+}
+
+fn credit_note_of(code: &str) -> Value {
+    let mut v = example();
+    v["invoice_type"] = "FA".into();
+    v["credit_note"] = json!({"reference": code, "nature": "COR"});
+    v["items"] = json!([{"code": "PAIN", "kind": "BIE", "name": "Pain", "unit_price": "500", "quantity": "2", "tax_group": "A"}]);
+    v["payments"] = json!([{"method": "ESPECES", "amount": "1000"}]);
+    v
+}
+
+#[tokio::test]
+async fn text_receipts_carry_the_mandatory_mentions() {
+    let app = app_with(Limits::default(), Some("ISF-TEST-7"), |s| s);
+    let sale = post_invoice(&app, &app.owner_a, "s-1", &example())
+        .await
+        .json();
+    let el = &sale["security_elements"];
+    for (width, columns) in [(58, 32), (80, 48)] {
+        let r = get(
+            &app,
+            &format!("/v1/invoices/kin-gombe-01:1/receipt.txt?width={width}"),
+            &app.owner_a,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = r.text();
+        for line in text.lines() {
+            assert!(line.chars().count() <= columns, "{width} mm: `{line}`");
+        }
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let wants = [
+            "NIF : A1309334L".to_owned(),
+            "ISF : ISF-TEST-7".to_owned(),
+            "Merchant A1309334L".to_owned(),
+            "Mbuyi Kalala".to_owned(),
+            "Kin Trading SARL".to_owned(),
+            "NIF client : A0901234B".to_owned(),
+            "Savon de Marseille".to_owned(),
+            "Riz 25 kg".to_owned(),
+            "3.000 x 1160.00 3480.00 B".to_owned(),
+            "B 16.00% base 3000.00 TVA 480.00 total 3480.00".to_owned(),
+            "TOTAL TTC (CDF) 70280.00".to_owned(),
+            "TOTAL TVA 5280.00".to_owned(),
+            "CODE DEF/DGI :".to_owned(),
+            el["authentication_code_display"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            format!("DEF NID : {}", el["fiscal_authority_id"].as_str().unwrap()),
+            "DEF Compteurs : 1/1 FV".to_owned(),
+            "DEF Heure :".to_owned(),
+            "FACTURE DE VENTE".to_owned(),
+        ];
+        for want in &wants {
+            assert!(
+                flat.contains(want.as_str()),
+                "{width} mm receipt lacks `{want}`:\n{text}"
+            );
+        }
+        // The QR payload is printed whole (possibly wrapped).
+        assert!(text.replace('\n', "").contains(el["qr"].as_str().unwrap()));
+        assert!(!flat.contains("FACTURE D'AVOIR") && !flat.contains("EXPORTATION"));
+    }
+    let r = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:1/receipt.txt?width=72",
+        &app.owner_a,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // A credit note: FACTURE D'AVOIR, its nature and the original's code.
+    let code = el["authentication_code"].as_str().unwrap();
+    let r = post_invoice(&app, &app.owner_a, "s-2", &credit_note_of(code)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let credit = get(
+        &app,
+        &format!(
+            "/v1/invoices/{}/receipt.txt",
+            r.json()["id"].as_str().unwrap()
+        ),
+        &app.owner_a,
+    )
+    .await
+    .text();
+    assert!(credit.contains("FACTURE D'AVOIR"), "{credit}");
+    assert!(credit.contains("COR - Correction"), "{credit}");
+    assert!(
+        credit.contains(el["authentication_code_display"].as_str().unwrap()),
+        "{credit}"
+    );
+    assert!(
+        credit.contains("DEF Compteurs :") && credit.contains("1/2 FA"),
+        "{credit}"
+    );
+
+    // An export sale and an advance.
+    let mut export = example();
+    export["invoice_type"] = "EV".into();
+    let r = post_invoice(&app, &app.owner_a, "s-3", &export).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let text = get(
+        &app,
+        &format!(
+            "/v1/invoices/{}/receipt.txt",
+            r.json()["id"].as_str().unwrap()
+        ),
+        &app.owner_a,
+    )
+    .await
+    .text();
+    assert!(text.contains("EXPORTATION"), "{text}");
+    let mut advance = example();
+    advance["invoice_type"] = "FT".into();
+    let r = post_invoice(&app, &app.owner_a, "s-4", &advance).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let text = get(
+        &app,
+        &format!(
+            "/v1/invoices/{}/receipt.txt",
+            r.json()["id"].as_str().unwrap()
+        ),
+        &app.owner_a,
+    )
+    .await
+    .text();
+    assert!(text.contains("FACTURE D'ACOMPTE"), "{text}");
+
+    // The QR as SVG.
+    let r = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:1/receipt.svg",
+        &app.owner_a,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-type"], "image/svg+xml");
+    assert!(r.text().contains("<svg"));
+}
+
+#[tokio::test]
+async fn public_qr_verification() {
+    let app = app();
+    let sealed = post_invoice(&app, &app.owner_a, "v-1", &example())
+        .await
+        .json();
+    let el = &sealed["security_elements"];
+    let verify = |qr: String| {
+        let app = &app;
+        async move {
+            let uri = format!("/v1/verify?qr={}", encode(&qr));
+            // No API key: the endpoint is public.
+            call(app, Method::GET, &uri, None, None, None).await
+        }
+    };
+    let bpv1 = el["verification_qr"].as_str().unwrap().to_owned();
+    let r = verify(bpv1.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["format"], "bpv1");
+    assert_eq!(v["registered"], true);
+    assert_eq!(v["authentication_code"], el["authentication_code"]);
+    assert_eq!(v["fiscal_number"], "1/1 FV");
+    assert_eq!(v["total"], "70280.00");
+
+    // A forged tuple (total changed) no longer verifies.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let json_text = String::from_utf8(b64.decode(&bpv1[5..]).unwrap()).unwrap();
+    let forged = format!(
+        "BPV1:{}",
+        b64.encode(json_text.replace("70280.00", "70.00"))
+    );
+    let v = verify(forged).await.json();
+    assert_eq!(v["valid"], false);
+    assert!(!v["reason"].as_str().unwrap().is_empty());
+
+    // The DGI QR: valid when it is exactly what was sealed.
+    let dgi = el["qr"].as_str().unwrap().to_owned();
+    let v = verify(dgi.clone()).await.json();
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["format"], "dgi");
+    let mut other_time = dgi.clone();
+    other_time.replace_range(
+        dgi.len() - 2..,
+        if dgi.ends_with("00") { "01" } else { "00" },
+    );
+    let v = verify(other_time).await.json();
+    assert_eq!(v["valid"], false);
+    let v = verify("RDCDEF01;NID;AAAAAAAAAAAAAAAAAAAAAAAA;A1309334L;20260101120000".into())
+        .await
+        .json();
+    assert_eq!(v["valid"], false);
+    let v = verify("hello".into()).await.json();
+    assert_eq!(v["valid"], false);
+    let r = call(&app, Method::GET, "/v1/verify", None, None, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_query");
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signer_that_is_down_is_a_retryable_503_and_costs_no_number() {
+    let app = app();
+    app.signer.set_down(true);
+    let r = post_invoice(&app, &app.owner_a, "d-1", &example()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "signer_unavailable");
+    assert_eq!(r.headers["retry-after"], "5");
+    assert!(
+        !r.text().contains("injected"),
+        "no internals leak: {}",
+        r.text()
+    );
+    app.signer.set_down(false);
+    let r = post_invoice(&app, &app.owner_a, "d-1", &example()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["security_elements"]["fiscal_number"], "1/1 FV");
+    assert_eq!(r.json()["ledger"]["seq"], 1);
+}
+
+#[tokio::test]
+async fn metrics_count_seals_replays_and_signer_errors() {
+    let app = app();
+    let text = |r: Resp| r.text();
+    let before = text(call(&app, Method::GET, "/metrics", None, None, None).await);
+    assert!(
+        before.contains("bonopay_invoices_sealed_total 0"),
+        "{before}"
+    );
+    post_invoice(&app, &app.owner_a, "m-1", &example()).await;
+    post_invoice(&app, &app.owner_a, "m-1", &example()).await;
+    post_invoice(&app, &app.owner_a, "m-2", &example()).await;
+    app.signer.set_down(true);
+    post_invoice(&app, &app.owner_a, "m-3", &example()).await;
+    let r = call(&app, Method::GET, "/metrics", None, None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let m = r.text();
+    assert!(
+        m.contains("# TYPE bonopay_invoices_sealed_total counter"),
+        "{m}"
+    );
+    assert!(m.contains("bonopay_invoices_sealed_total 2"), "{m}");
+    assert!(m.contains("bonopay_invoices_replayed_total 1"), "{m}");
+    assert!(m.contains("bonopay_signer_errors_total 1"), "{m}");
+    assert!(
+        m.contains("# TYPE bonopay_seal_duration_seconds histogram"),
+        "{m}"
+    );
+    assert!(m.contains("bonopay_seal_duration_seconds_count 2"), "{m}");
+    assert!(
+        m.contains("bonopay_seal_duration_seconds_bucket{le=\"+Inf\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_health_and_unknown_routes() {
+    let app = app();
+    let r = call(&app, Method::GET, "/openapi.json", None, None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths["/v1/invoices"]["post"].is_object());
+    let responses = paths["/v1/invoices"]["post"]["responses"]
+        .as_object()
+        .unwrap();
+    for status in ["200", "201", "409", "422", "503"] {
+        assert!(responses.contains_key(status), "{status}");
+    }
+    for p in [
+        "/v1/invoices/{id}",
+        "/v1/invoices/lookup",
+        "/v1/outlets/{outlet}/invoices",
+        "/v1/invoices/{id}/receipt.txt",
+        "/v1/verify",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/outlets",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from /openapi.json");
+    }
+    assert!(doc["components"]["schemas"]["SealedInvoiceDto"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // The document is the one the library builds.
+    assert_eq!(
+        doc,
+        serde_json::to_value(bonopay_server_example::server::openapi()).unwrap()
+    );
+
+    let r = call(&app, Method::GET, "/healthz", None, None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"], "ok");
+    let r = call(&app, Method::GET, "/nope", None, None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "not_found");
+    let r = call(&app, Method::PUT, "/healthz", None, None, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.code(), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let app = app();
+    let mut big = example();
+    big["comments"]["C"] = "x".repeat(1024 * 1024).into();
+    let r = post_invoice(&app, &app.owner_a, "big-1", &big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.code(), "payload_too_large");
+    let r = post_json(
+        &app,
+        "/v1/outlets",
+        &app.owner_a,
+        json!({"id": "x".repeat(2 << 20)}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let small = app_with(
+        Limits {
+            body_bytes: 512,
+            ..Limits::default()
+        },
+        None,
+        |s| s,
+    );
+    let r = post_invoice(&small, &small.owner_a, "big-2", &example()).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// A signer that takes its time (fault injection over the real signer).
+#[derive(Debug)]
+struct SlowSigner(Arc<dyn Signer>);
+
+impl Signer for SlowSigner {
+    fn key_id(&self) -> &str {
+        self.0.key_id()
+    }
+    fn public_key(&self) -> &PublicKey {
+        self.0.public_key()
+    }
+    fn sign(&self, digest: &[u8; 32]) -> Result<SignOutput, SignerError> {
+        std::thread::sleep(Duration::from_millis(1000));
+        self.0.sign(digest)
+    }
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_408_and_a_retry_replays() {
+    let app = app_with(
+        Limits {
+            request_timeout: Duration::from_millis(250),
+            ..Limits::default()
+        },
+        None,
+        |s| Arc::new(SlowSigner(s)),
+    );
+    let r = post_invoice(&app, &app.owner_a, "t-1", &example()).await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(r.code(), "timeout");
+    assert!(r.headers.contains_key("retry-after"));
+    // The seal itself finished on the blocking pool; the retry with the
+    // same key gets it, and nothing was sealed twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = post_invoice(&app, &app.owner_a, "t-1", &example()).await;
+    // (A replay does not sign, so it answers within the timeout.)
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["security_elements"]["fiscal_number"], "1/1 FV");
+}

@@ -34,3 +34,86 @@ pub fn invoice_for(nif: &str, outlet: &str) -> Value {
     v["outlet_id"] = outlet.into();
     v
 }
+
+/// A running `bonopay serve` child process, killed (and reaped) on drop.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Owner keys printed at start, as (merchant NIF, token).
+    pub owner_keys: Vec<(String, String)>,
+    /// Every line printed before "listening on".
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    /// Starts `bonopay serve --data-dir DIR --listen 127.0.0.1:0` and waits
+    /// for it to print its address. Port 0 lets the kernel pick a free port
+    /// with no race; the server prints the one it got.
+    pub fn start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bonopay"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("BONOPAY_LISTEN")
+            .env_remove("BONOPAY_DATA_DIR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        let mut owner_keys = Vec::new();
+        let base = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("bonopay serve exited before listening; printed {banner:?}");
+            };
+            if let Some(addr) = line.strip_prefix("bonopay: listening on ") {
+                break addr.trim().to_owned();
+            }
+            if let Some(rest) = line.strip_prefix("bonopay: owner API key for merchant ") {
+                let nif = rest.split_whitespace().next().unwrap().to_owned();
+                let token = rest.split_whitespace().last().unwrap().to_owned();
+                owner_keys.push((nif, token));
+            }
+            banner.push(line);
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base,
+            owner_keys,
+            banner,
+        }
+    }
+
+    /// The owner key printed for `nif`.
+    pub fn owner(&self, nif: &str) -> String {
+        self.owner_keys
+            .iter()
+            .find(|(n, _)| n == nif)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| panic!("no owner key printed for {nif}: {:?}", self.banner))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -87,32 +87,5 @@ impl<S: LedgerStore> LedgerStore for GroupCommit<S> {
         self.inner.append_batch(entries)
     }
 
-    fn entry(&self, outlet: &str, seq: u64) -> Result<Option<Entry>, LedgerError> {
-        self.inner.entry(outlet, seq)
-    }
-
-    fn entry_by_fiscal_number(
-        &self,
-        outlet: &str,
-        year: i32,
-        total: u64,
-    ) -> Result<Option<Entry>, LedgerError> {
-        self.inner.entry_by_fiscal_number(outlet, year, total)
-    }
-
-    fn range(&self, outlet: &str, from: u64, to: u64) -> Result<Vec<Entry>, LedgerError> {
-        self.inner.range(outlet, from, to)
-    }
-
-    fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a> {
-        self.inner.iter_from(outlet, from_seq)
-    }
-
-    fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
-        self.inner.find_index(name, value)
-    }
-
-    fn outlets(&self) -> Result<Vec<String>, LedgerError> {
-        self.inner.outlets()
-    }
+    crate::store::forward_reads!();
 }

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::entry::{Entry, Head};
 use crate::error::LedgerError;
-use crate::store::{EntryIter, LedgerStore, check_append};
+use crate::store::{EntryIter, LedgerStore, check_append, paged_iter};
 
 #[derive(Debug, Default)]
 struct Outlet {
@@ -149,31 +149,9 @@ impl LedgerStore for MemoryStore {
 
     fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a> {
         let outlet = outlet.to_owned();
-        let mut next = from_seq.max(1);
-        let mut page: std::vec::IntoIter<Entry> = Vec::new().into_iter();
-        let mut done = false;
-        Box::new(std::iter::from_fn(move || {
-            loop {
-                if let Some(e) = page.next() {
-                    return Some(Ok(e));
-                }
-                if done {
-                    return None;
-                }
-                let end = next.saturating_add(PAGE as u64 - 1);
-                match self.range(&outlet, next, end) {
-                    Ok(v) => {
-                        done = v.len() < PAGE;
-                        next = end.saturating_add(1);
-                        page = v.into_iter();
-                    }
-                    Err(e) => {
-                        done = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-        }))
+        paged_iter(from_seq, PAGE, move |next| {
+            self.range(&outlet, next, next.saturating_add(PAGE as u64 - 1))
+        })
     }
 
     fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {

@@ -15,7 +15,7 @@ use rusqlite::{
 
 use crate::entry::{Counters, Entry, EntryKind, FiscalNumber, Head, INVOICE_TYPES};
 use crate::error::LedgerError;
-use crate::store::{EntryIter, LedgerStore, check_append};
+use crate::store::{EntryIter, LedgerStore, check_append, paged_iter};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 /// Never edit a shipped migration: add a new one.
@@ -569,46 +569,21 @@ impl LedgerStore for SqliteStore {
 
     fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a> {
         let outlet = outlet.to_owned();
-        let mut next = from_seq.max(1);
-        let mut page: std::vec::IntoIter<Entry> = Vec::new().into_iter();
-        let mut done = false;
-        Box::new(std::iter::from_fn(move || {
-            loop {
-                if let Some(e) = page.next() {
-                    next = e.seq.saturating_add(1);
-                    return Some(Ok(e));
-                }
-                if done {
-                    return None;
-                }
-                // Keyset pagination on seq: constant memory, and no statement
-                // borrowed across calls. It follows rows, not positions, so a
-                // deleted row shows up as a gap the verifier reports.
-                let result = (|| -> Result<Vec<Entry>, LedgerError> {
-                    let conn = self.reader()?;
-                    let mut stmt = conn
-                        .prepare_cached(&format!(
-                            "SELECT {ENTRY_COLUMNS} FROM entries WHERE outlet = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
-                        ))
-                        .map_err(unavailable)?;
-                    let rows = stmt
-                        .query_map(params![outlet, to_i64(next)?, PAGE], raw_row)
-                        .map_err(unavailable)?;
-                    rows.map(|r| r.map_err(unavailable).and_then(entry_from))
-                        .collect()
-                })();
-                match result {
-                    Ok(v) => {
-                        done = (v.len() as i64) < PAGE;
-                        page = v.into_iter();
-                    }
-                    Err(e) => {
-                        done = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-        }))
+        // Keyset pagination on seq. It follows rows, not positions, so a
+        // deleted row shows up as a gap the verifier reports.
+        paged_iter(from_seq, PAGE as usize, move |next| {
+            let conn = self.reader()?;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE outlet = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![outlet, to_i64(next)?, PAGE], raw_row)
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable).and_then(entry_from))
+                .collect()
+        })
     }
 
     fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {

@@ -91,6 +91,77 @@ pub trait LedgerStore: Debug + Send + Sync {
     fn outlets(&self) -> Result<Vec<String>, LedgerError>;
 }
 
+/// Streams entries page by page: `fetch(next_seq)` returns the next page
+/// (entries with seq ≥ `next_seq`, in order, at most `page` of them). Memory
+/// stays bounded by one page however long the chain is, and no borrow of the
+/// backend is held between pages.
+pub fn paged_iter<'a>(
+    from_seq: u64,
+    page: usize,
+    mut fetch: impl FnMut(u64) -> Result<Vec<Entry>, LedgerError> + Send + 'a,
+) -> EntryIter<'a> {
+    let mut next = from_seq.max(1);
+    let mut buf: std::vec::IntoIter<Entry> = Vec::new().into_iter();
+    let mut done = false;
+    Box::new(std::iter::from_fn(move || {
+        loop {
+            if let Some(e) = buf.next() {
+                next = e.seq.saturating_add(1);
+                return Some(Ok(e));
+            }
+            if done {
+                return None;
+            }
+            match fetch(next) {
+                Ok(v) => {
+                    done = v.len() < page;
+                    buf = v.into_iter();
+                }
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }))
+}
+
+/// Forwards the read methods of [`LedgerStore`] to `self.inner`, for
+/// decorators that only change writes.
+macro_rules! forward_reads {
+    () => {
+        fn entry(&self, outlet: &str, seq: u64) -> Result<Option<Entry>, LedgerError> {
+            self.inner.entry(outlet, seq)
+        }
+
+        fn entry_by_fiscal_number(
+            &self,
+            outlet: &str,
+            year: i32,
+            total: u64,
+        ) -> Result<Option<Entry>, LedgerError> {
+            self.inner.entry_by_fiscal_number(outlet, year, total)
+        }
+
+        fn range(&self, outlet: &str, from: u64, to: u64) -> Result<Vec<Entry>, LedgerError> {
+            self.inner.range(outlet, from, to)
+        }
+
+        fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a> {
+            self.inner.iter_from(outlet, from_seq)
+        }
+
+        fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+            self.inner.find_index(name, value)
+        }
+
+        fn outlets(&self) -> Result<Vec<String>, LedgerError> {
+            self.inner.outlets()
+        }
+    };
+}
+pub(crate) use forward_reads;
+
 /// Checks `entry` against `head` exactly as a store must before writing it,
 /// and returns the new head. Backends call this inside their transaction.
 ///

@@ -340,69 +340,32 @@ impl SealedInvoice {
             ));
         }
         let body = body_value;
-        let expect = |name: &str, got: String, want: &str| {
-            if got == want {
-                Ok(())
-            } else {
-                Err(VerifyError::Mismatch(format!(
-                    "body `{name}` is {got} but the signed tuple says {want}"
-                )))
+        let seq = tuple.seq.to_string();
+        let signed: [(&str, &str); 11] = [
+            ("/schema", SEALED_SCHEMA),
+            ("/counters", &tuple.counters),
+            ("/key_id", &tuple.key_id),
+            ("/merchant_nif", &tuple.merchant_nif),
+            ("/nid", &tuple.nid),
+            ("/outlet", &tuple.outlet),
+            ("/prev_hash", &tuple.prev_hash),
+            ("/seq", &seq),
+            ("/timestamp", &tuple.timestamp),
+            ("/tax/dgi/total", &tuple.total),
+            ("/tax/dgi/vtotal", &tuple.vtotal),
+        ];
+        for (pointer, want) in signed {
+            let got = match body.pointer(pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => return Err(VerifyError::Mismatch(format!("body has no `{pointer}`"))),
+            };
+            if got != want {
+                return Err(VerifyError::Mismatch(format!(
+                    "body `{pointer}` is {got} but the signed tuple says {want}"
+                )));
             }
-        };
-        expect(
-            "schema",
-            str_field(body, "schema")?.to_owned(),
-            SEALED_SCHEMA,
-        )?;
-        expect(
-            "counters",
-            str_field(body, "counters")?.to_owned(),
-            &tuple.counters,
-        )?;
-        expect(
-            "key_id",
-            str_field(body, "key_id")?.to_owned(),
-            &tuple.key_id,
-        )?;
-        expect(
-            "merchant_nif",
-            str_field(body, "merchant_nif")?.to_owned(),
-            &tuple.merchant_nif,
-        )?;
-        expect("nid", str_field(body, "nid")?.to_owned(), &tuple.nid)?;
-        expect(
-            "outlet",
-            str_field(body, "outlet")?.to_owned(),
-            &tuple.outlet,
-        )?;
-        expect(
-            "prev_hash",
-            str_field(body, "prev_hash")?.to_owned(),
-            &tuple.prev_hash,
-        )?;
-        expect(
-            "seq",
-            field(body, "seq")?.to_string(),
-            &tuple.seq.to_string(),
-        )?;
-        expect(
-            "timestamp",
-            str_field(body, "timestamp")?.to_owned(),
-            &tuple.timestamp,
-        )?;
-        let dgi = body
-            .pointer("/tax/dgi")
-            .ok_or_else(|| VerifyError::Mismatch("body has no tax.dgi".into()))?;
-        expect(
-            "tax.dgi.total",
-            dgi["total"].as_str().unwrap_or("").to_owned(),
-            &tuple.total,
-        )?;
-        expect(
-            "tax.dgi.vtotal",
-            dgi["vtotal"].as_str().unwrap_or("").to_owned(),
-            &tuple.vtotal,
-        )?;
+        }
 
         // 2. The signature, under the key the tuple names.
         let out = SignOutput {

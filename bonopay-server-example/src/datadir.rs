@@ -23,6 +23,7 @@
 //!   "database": {"ledger": "ledger.db", "auth": "auth.db"},
 //!   "signer": {"type": "software", "key_file": "keys/seal-p256.pem"},
 //!   "limits": {"body_bytes": 1048576, "request_timeout_secs": 30},
+//!   "reference_rates": {"USD": "2850.50"},
 //!   "merchants": [
 //!     {"nif": "A1309334L", "name": "…", "address": "…", "contact": "…",
 //!      "outlets": [{"id": "kin-gombe-01", "time_zone": "Africa/Kinshasa"}]}
@@ -46,12 +47,14 @@
 //! PKCS#11) with the PIN in `BONOPAY_PKCS11_PIN` (or the variable `pin_env`
 //! names). `BONOPAY_DATA_DIR` chooses the directory itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bonopay_core::{Currency, ExchangeRate};
 use bonopay_ledger::{LedgerStore, SqliteStore};
-use bonopay_signer::{Fiscalizer, FiscalizerConfig, Signer, SoftwareSigner};
+use bonopay_signer::{Fiscalizer, FiscalizerConfig, PublicKey, Signer, SoftwareSigner};
+use bonopay_tax::FixedReferenceRates;
 use serde::{Deserialize, Serialize};
 
 /// Default location when neither `--data-dir` nor `BONOPAY_DATA_DIR` is set.
@@ -221,6 +224,11 @@ pub struct Config {
     /// Merchants and their outlets.
     #[serde(default = "Config::dev_merchants")]
     pub merchants: Vec<MerchantConfig>,
+    /// Reference exchange rates (CDF per unit, e.g. `{"USD": "2850.50"}`)
+    /// that a foreign-currency invoice's own rate must be within 1 % of.
+    /// Without one, such invoices are refused (`reference_rate_unavailable`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reference_rates: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -234,6 +242,7 @@ impl Default for Config {
             signer: SignerConfig::default(),
             limits: LimitsConfig::default(),
             merchants: Self::dev_merchants(),
+            reference_rates: BTreeMap::new(),
         }
     }
 }
@@ -410,11 +419,49 @@ impl DataDir {
             }
         }
         fc.outlet_time_zones = zones;
+        let mut rates = FixedReferenceRates::default();
+        for (code, rate) in &self.config.reference_rates {
+            let currency = Currency::from_code(code)
+                .filter(|c| *c != Currency::Cdf)
+                .ok_or_else(|| format!("reference_rates: `{code}` is not a foreign currency"))?;
+            let rate = ExchangeRate::parse(rate)
+                .map_err(|_| format!("reference_rates.{code}: `{rate}` is not a decimal rate"))?;
+            rates.0.insert(currency, rate.value());
+        }
+        fc.reference_rates = Arc::new(rates);
         Ok(Fiscalizer::new(
             Arc::clone(&self.store) as Arc<dyn LedgerStore>,
             Arc::clone(&self.signer),
             fc,
         ))
+    }
+}
+
+impl DataDir {
+    /// Every public key whose signatures this directory's ledger may hold:
+    /// the signer's, and each `keys/*.pub.pem` (keys used before a
+    /// rotation; each signer's public key is saved there).
+    ///
+    /// # Errors
+    /// A message naming an unreadable key file.
+    pub fn trusted_keys(&self) -> Result<Vec<PublicKey>, String> {
+        let mut keys = vec![self.signer.public_key().clone()];
+        let dir = self.path.join("keys");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".pub.pem"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let key = PublicKey::from_pem(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+            if !keys.iter().any(|k| k.key_id() == key.key_id()) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -459,6 +506,28 @@ fn open_signer(dir: &Path, config: &SignerConfig) -> Result<Arc<dyn Signer>, Str
                 sessions: 4,
             };
             let s = Pkcs11Signer::open(&cfg).map_err(|e| format!("PKCS#11 signer: {e}"))?;
+            // Keep its public key with the others, so its signatures stay
+            // verifiable after a later change of signer.
+            let safe = |t: &str| -> String {
+                t.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect()
+            };
+            let pub_path = dir.join("keys").join(format!(
+                "pkcs11-{}-{}.pub.pem",
+                safe(token_label),
+                safe(key_label)
+            ));
+            if !pub_path.exists() {
+                std::fs::write(&pub_path, s.public_key().to_pem())
+                    .map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
+            }
             Ok(Arc::new(s))
         }
     }
@@ -502,6 +571,50 @@ mod tests {
                 pin_file: None,
             }
         );
+    }
+
+    #[test]
+    fn reference_rates_are_checked_when_the_fiscalizer_is_built() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |rates: &str| {
+            std::fs::write(
+                dir.join("config.json"),
+                format!(
+                    r#"{{"nid": "N1", "time_zone": "Africa/Kinshasa", "reference_rates": {rates}}}"#
+                ),
+            )
+            .unwrap();
+        };
+        write(r#"{"USD": "2850.50"}"#);
+        assert!(DataDir::open_or_init(&dir).unwrap().fiscalizer().is_ok());
+        for bad in [r#"{"CDF": "1"}"#, r#"{"EUR": "1"}"#, r#"{"USD": "1e3"}"#] {
+            write(bad);
+            let err = DataDir::open_or_init(&dir)
+                .unwrap()
+                .fiscalizer()
+                .unwrap_err();
+            assert!(err.contains("reference_rates"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn trusted_keys_include_every_saved_public_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open_or_init(tmp.path()).unwrap();
+        assert_eq!(d.trusted_keys().unwrap().len(), 1);
+        let other = SoftwareSigner::generate().unwrap();
+        std::fs::write(
+            tmp.path().join("keys/old.pub.pem"),
+            other.public_key().to_pem(),
+        )
+        .unwrap();
+        let keys = d.trusted_keys().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.iter().any(|k| k.key_id() == other.key_id()));
+        std::fs::write(tmp.path().join("keys/bad.pub.pem"), "nope").unwrap();
+        assert!(d.trusted_keys().is_err());
     }
 
     #[test]

@@ -60,6 +60,10 @@ fn app_with(
     let signer = Arc::new(FaultySigner::new(SoftwareSigner::generate().unwrap()));
     let mut config = FiscalizerConfig::new("NID-TEST-01");
     config.isf = isf.map(str::to_owned);
+    let usd = bonopay_core::ExchangeRate::parse("2850").unwrap().value();
+    config.reference_rates = Arc::new(bonopay_tax::FixedReferenceRates(
+        [(bonopay_core::Currency::Usd, usd)].into_iter().collect(),
+    ));
     let fiscalizer = Fiscalizer::new(store, wrap(Arc::clone(&signer) as Arc<dyn Signer>), config);
     let keys = SqliteKeyStore::open(&dir.path().join("auth.db")).unwrap();
     let tokens = bootstrap(&keys, &merchants()).unwrap();
@@ -890,6 +894,34 @@ async fn text_receipts_carry_the_mandatory_mentions() {
     .await
     .text();
     assert!(text.contains("FACTURE D'ACOMPTE"), "{text}");
+
+    // A USD invoice: the rate and the CDF totals are printed too.
+    let mut usd = example();
+    usd["currency"] = "USD".into();
+    usd["exchange_rate"] = json!({"rate": "2850.00", "date": "2026-11-27"});
+    usd["items"] = json!([{"code": "PC-1", "kind": "BIE", "name": "Ordinateur", "unit_price": "500", "quantity": "1", "tax_group": "B"}]);
+    usd["payments"] = json!([{"method": "VIREMENT", "amount": "500"}]);
+    let r = post_invoice(&app, &app.owner_a, "s-5", &usd).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["tax"]["dgi"]["total"], "1425000.00");
+    let text = get(
+        &app,
+        &format!(
+            "/v1/invoices/{}/receipt.txt",
+            r.json()["id"].as_str().unwrap()
+        ),
+        &app.owner_a,
+    )
+    .await
+    .text();
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "TOTAL TTC (USD) 500.00",
+        "1 USD = 2850.000000 CDF (2026-11-27)",
+        "TOTAL TTC (CDF) 1425000.00",
+    ] {
+        assert!(flat.contains(want), "lacks `{want}`:\n{text}");
+    }
 
     // The QR as SVG.
     let r = get(

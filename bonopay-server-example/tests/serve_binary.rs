@@ -131,8 +131,9 @@ async fn serve_fiscalizes_replays_and_isolates_merchants_over_loopback() {
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-/// The signer is a key on a SoftHSM2 token (configured through the
-/// environment only); removing the token while the server runs turns
+/// A data directory moves from its software key to a key on a SoftHSM2
+/// token (configured through the environment only): old invoices still
+/// read and verify. Then removing the token while the server runs turns
 /// sealing into a retryable 503 that consumes no number.
 #[tokio::test]
 async fn serve_with_a_pkcs11_token_that_is_removed_answers_503() {
@@ -192,33 +193,58 @@ async fn serve_with_a_pkcs11_token_that_is_removed_answers_503() {
     ]);
     std::fs::remove_file(&pem).unwrap();
 
+    // First on the default software key: one invoice.
     let data = tmp.path().join("data");
-    let server = Server::start(
-        &data,
-        &[
-            ("SOFTHSM2_CONF", conf.to_str().unwrap()),
-            ("BONOPAY_PKCS11_MODULE", SOFTHSM_MODULE),
-            ("BONOPAY_PKCS11_TOKEN", "bono-srv"),
-            ("BONOPAY_PKCS11_KEY", "seal"),
-            ("BONOPAY_PKCS11_PIN", "4321"),
-        ],
-    );
+    let client = reqwest::Client::new();
+    let software = Server::start(&data, &[]);
+    let owner = software.owner(NIF_A);
+    let (status, body) = post(&client, &software, &owner, "sw-1", &example()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let old_key = serde_json::from_str::<Value>(&body).unwrap()["key_id"].clone();
+    drop(software);
+
+    // Then the same directory with the token's key (a key rotation).
+    let env = [
+        ("SOFTHSM2_CONF", conf.to_str().unwrap()),
+        ("BONOPAY_PKCS11_MODULE", SOFTHSM_MODULE),
+        ("BONOPAY_PKCS11_TOKEN", "bono-srv"),
+        ("BONOPAY_PKCS11_KEY", "seal"),
+        ("BONOPAY_PKCS11_PIN", "4321"),
+    ];
+    let server = Server::start(&data, &env);
     use bonopay_signer::Signer as _;
     assert!(
         server.banner[0].contains(key.key_id()),
         "the server signs with the token's key: {:?}",
         server.banner
     );
-    assert!(
-        !data.join("keys/seal-p256.pem").exists(),
-        "no software key is created"
-    );
-    let owner = server.owner(NIF_A);
-    let client = reqwest::Client::new();
     let (status, body) = post(&client, &server, &owner, "hsm-1", &example()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["key_id"], key.key_id());
+    assert_eq!(v["security_elements"]["fiscal_number"], "2/2 FV");
+    // The invoice signed before the rotation still reads and verifies.
+    let (status, body) = get(&client, &server, &owner, "/v1/invoices/kin-gombe-01:1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["key_id"],
+        old_key
+    );
+    // And the whole chain verifies, both keys' signatures included.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bonopay"))
+        .args(["ledger", "verify", "--data-dir"])
+        .arg(&data)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outlets"][0]["entries_verified"], 2);
 
     // Pull the token out.
     for entry in std::fs::read_dir(&tokens).unwrap() {
@@ -250,7 +276,7 @@ async fn serve_with_a_pkcs11_token_that_is_removed_answers_503() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        2
     );
     let (_, metrics) = get(&client, &server, &owner, "/metrics").await;
     assert!(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use bonopay_ledger::{LedgerStore, verify_store};
-use bonopay_signer::{SignatureCheck, Signer};
+use bonopay_signer::SignatureCheck;
 use serde_json::json;
 
 use super::Failure;
@@ -33,7 +33,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         return Err(Failure::Message(format!("no ledger in {}", path.display())));
     }
     let dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
-    let check = SignatureCheck::new(vec![dir.signer.public_key().clone()]);
+    let check = SignatureCheck::new(dir.trusted_keys().map_err(Failure::Message)?);
     let outlets = match &args.outlet {
         Some(o) => vec![o.clone()],
         None => dir

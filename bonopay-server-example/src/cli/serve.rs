@@ -122,6 +122,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         request_timeout: Duration::from_secs(dir.config.limits.request_timeout_secs),
     };
     let mut state = AppState::new(Arc::new(fiscalizer), Arc::new(keys)).with_limits(limits);
+    for key in dir.trusted_keys().map_err(Failure::Message)? {
+        state = state.trust_key(key);
+    }
     for m in &dir.config.merchants {
         state = state.with_merchant(
             &m.nif,

@@ -1185,3 +1185,78 @@ async fn a_request_over_the_timeout_is_408_and_a_retry_replays() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["security_elements"]["fiscal_number"], "1/1 FV");
 }
+
+async fn post_on(router: Router, key: String, idem: String, body: Vec<u8>) -> (StatusCode, Bytes) {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/invoices")
+        .header("authorization", format!("Bearer {key}"))
+        .header("idempotency-key", idem)
+        .body(Body::from(body))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status();
+    (
+        status,
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_seal_once_per_key_and_number_without_gaps() {
+    let app = app();
+    let body = serde_json::to_vec(&example()).unwrap();
+    // Eight concurrent submissions of one key: one seal, seven replays.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(post_on(
+                app.router.clone(),
+                app.owner_a.clone(),
+                "same".into(),
+                body.clone(),
+            ))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let created = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let replayed = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(
+        (created, replayed),
+        (1, 7),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(
+        results.iter().all(|(_, b)| *b == results[0].1),
+        "every answer is the one seal"
+    );
+
+    // Eight concurrent different keys: eight seals numbered 2..=9.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(post_on(
+                app.router.clone(),
+                app.owner_a.clone(),
+                format!("k-{i}"),
+                body.clone(),
+            ))
+        })
+        .collect();
+    let mut totals = Vec::new();
+    for t in tasks {
+        let (status, b) = t.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        totals.push(v["ledger"]["seq"].as_u64().unwrap());
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, (2..=9).collect::<Vec<u64>>());
+}

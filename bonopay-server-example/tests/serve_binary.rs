@@ -105,7 +105,8 @@ async fn serve_fiscalizes_replays_and_isolates_merchants_over_loopback() {
 
     // Restart on the same directory: no new key is printed, the old ones
     // work, and the idempotency key still replays the original seal.
-    drop(server);
+    // SIGTERM: a graceful stop, exit code 0.
+    assert!(server.terminate().success());
     let server = Server::start(&data, &[]);
     assert!(server.owner_keys.is_empty(), "{:?}", server.banner);
     assert!(server.banner[0].contains("(existing)"));

@@ -59,24 +59,46 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .env_remove("BONOPAY_LISTEN")
             .env_remove("BONOPAY_DATA_DIR")
-            .stdin(std::process::Stdio::null())
+            // A pipe that stays open: `serve` must not wait for stdin.
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
+        // Watchdog: a server that never listens (say, one waiting on
+        // stdin) is killed after a minute, which fails the start below.
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let ready = std::sync::Arc::clone(&ready);
+            let pid = child.id().to_string();
+            std::thread::spawn(move || {
+                for _ in 0..600 {
+                    if ready.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid])
+                    .status();
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let mut lines = std::io::BufReader::new(stdout).lines();
         let mut banner = Vec::new();
         let mut owner_keys = Vec::new();
         let base = loop {
             let Some(Ok(line)) = lines.next() else {
+                // Stand the watchdog down before the pid can be reused.
+                ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("bonopay serve exited before listening; printed {banner:?}");
+                panic!("bonopay serve exited (or was killed) before listening; printed {banner:?}");
             };
             if let Some(addr) = line.strip_prefix("bonopay: listening on ") {
+                ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 break addr.trim().to_owned();
             }
             if let Some(rest) = line.strip_prefix("bonopay: owner API key for merchant ") {
@@ -105,9 +127,26 @@ impl Server {
             .unwrap_or_else(|| panic!("no owner key printed for {nif}: {:?}", self.banner))
     }
 
-    /// The child's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Sends SIGTERM and waits for the exit status (graceful shutdown).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

@@ -107,6 +107,20 @@ async fn serve_fiscalizes_replays_and_isolates_merchants_over_loopback() {
     // work, and the idempotency key still replays the original seal.
     // SIGTERM: a graceful stop, exit code 0.
     assert!(server.terminate().success());
+    // The printed tokens are nowhere in the data directory (hashes only).
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            for token in [&a, &b] {
+                assert!(
+                    !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                    "{} holds a token",
+                    path.display()
+                );
+            }
+        }
+    }
     let server = Server::start(&data, &[]);
     assert!(server.owner_keys.is_empty(), "{:?}", server.banner);
     assert!(server.banner[0].contains("(existing)"));

@@ -6,10 +6,13 @@
 //! (`None` means every outlet of the merchant). Keys are looked up on every
 //! request, with no cache, so a revocation takes effect at once.
 //!
-//! Storage sits behind the synchronous, object-safe [`ApiKeyStore`] trait;
-//! [`SqliteKeyStore`] (`auth.db` in the data directory) is the one backend
-//! today, and a PostgreSQL one can implement the same trait.
+//! Storage sits behind the synchronous, object-safe [`ApiKeyStore`] trait:
+//! [`SqliteKeyStore`] (`auth.db` in the data directory) and
+//! [`MemoryKeyStore`] (the reference implementation) pass the same
+//! conformance suite ([`conformance`], feature `conformance`), which a
+//! PostgreSQL backend would run too.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -162,8 +165,9 @@ pub trait ApiKeyStore: fmt::Debug + Send + Sync {
     /// [`AuthError::Storage`].
     fn list_keys(&self, merchant_nif: &str) -> Result<Vec<ApiKey>, AuthError>;
 
-    /// Revokes key `id` of `merchant_nif`; `false` if the merchant has no
-    /// such key. Takes effect for the next lookup.
+    /// Revokes key `id` of `merchant_nif`: `true` if the merchant has that
+    /// key (revoked now or before), `false` if not. Takes effect for the
+    /// next lookup.
     ///
     /// # Errors
     /// [`AuthError::Storage`].
@@ -423,6 +427,269 @@ impl ApiKeyStore for SqliteKeyStore {
             })?
             .collect()
         })
+    }
+}
+
+/// [`ApiKeyStore`] in memory: the reference implementation (tests,
+/// embedding examples). Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    keys: Vec<(ApiKey, [u8; 32])>,
+    outlets: BTreeMap<String, (usize, Outlet)>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, AuthError> {
+        self.inner
+            .lock()
+            .map_err(|_| AuthError::Storage("lock poisoned".into()))
+    }
+}
+
+impl ApiKeyStore for MemoryKeyStore {
+    fn insert_key(&self, key: &ApiKey, hash: &[u8; 32]) -> Result<(), AuthError> {
+        let mut g = self.lock()?;
+        if g.keys.iter().any(|(k, h)| k.id == key.id || h == hash) {
+            return Err(AuthError::Storage("duplicate key id or token".into()));
+        }
+        g.keys.push((key.clone(), *hash));
+        Ok(())
+    }
+
+    fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKey>, AuthError> {
+        Ok(self
+            .lock()?
+            .keys
+            .iter()
+            .find(|(_, h)| h == hash)
+            .map(|(k, _)| k.clone()))
+    }
+
+    fn list_keys(&self, merchant_nif: &str) -> Result<Vec<ApiKey>, AuthError> {
+        Ok(self
+            .lock()?
+            .keys
+            .iter()
+            .filter(|(k, _)| k.merchant_nif == merchant_nif)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    fn revoke_key(&self, merchant_nif: &str, id: &str) -> Result<bool, AuthError> {
+        let mut g = self.lock()?;
+        match g
+            .keys
+            .iter_mut()
+            .find(|(k, _)| k.id == id && k.merchant_nif == merchant_nif)
+        {
+            Some((k, _)) => {
+                k.revoked = true;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn insert_outlet(&self, outlet: &Outlet) -> Result<(), AuthError> {
+        let mut g = self.lock()?;
+        if g.outlets.contains_key(&outlet.id) {
+            return Err(AuthError::OutletTaken(outlet.id.clone()));
+        }
+        let n = g.outlets.len();
+        g.outlets.insert(outlet.id.clone(), (n, outlet.clone()));
+        Ok(())
+    }
+
+    fn outlet(&self, id: &str) -> Result<Option<Outlet>, AuthError> {
+        Ok(self.lock()?.outlets.get(id).map(|(_, o)| o.clone()))
+    }
+
+    fn list_outlets(&self, merchant_nif: &str) -> Result<Vec<Outlet>, AuthError> {
+        let g = self.lock()?;
+        let mut list: Vec<&(usize, Outlet)> = g
+            .outlets
+            .values()
+            .filter(|(_, o)| o.merchant_nif == merchant_nif)
+            .collect();
+        list.sort_by_key(|(n, _)| *n);
+        Ok(list.into_iter().map(|(_, o)| o.clone()).collect())
+    }
+}
+
+/// The conformance suite every [`ApiKeyStore`] backend must pass.
+///
+/// ```
+/// use bonopay_server_example::server::auth::{MemoryKeyStore, conformance};
+/// conformance::run_all(&|| Box::new(MemoryKeyStore::new()));
+/// ```
+///
+/// Failures panic with a message naming the broken promise.
+#[cfg(feature = "conformance")]
+pub mod conformance {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Builds a fresh, empty store.
+    pub type Factory<'a> = &'a dyn Fn() -> Box<dyn ApiKeyStore>;
+
+    fn key(id: &str, merchant: &str, role: Role, outlets: Option<&[&str]>) -> ApiKey {
+        ApiKey {
+            id: id.into(),
+            merchant_nif: merchant.into(),
+            role,
+            outlets: outlets.map(|o| o.iter().map(|s| (*s).to_owned()).collect()),
+            label: Some(format!("label of {id}")),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            revoked: false,
+        }
+    }
+
+    fn outlet(id: &str, merchant: &str) -> Outlet {
+        Outlet {
+            id: id.into(),
+            merchant_nif: merchant.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// Runs every check, each on a fresh store.
+    pub fn run_all(factory: Factory<'_>) {
+        keys_round_trip(factory);
+        keys_are_scoped_to_their_merchant(factory);
+        revocation(factory);
+        duplicates_are_refused(factory);
+        outlets(factory);
+        one_outlet_id_one_merchant_under_concurrency(factory);
+    }
+
+    /// A key reads back exactly as stored, under its token's hash only.
+    pub fn keys_round_trip(factory: Factory<'_>) {
+        let s = factory();
+        let all = key("k1", "A1", Role::Auditor, None);
+        let bound = key("k2", "A1", Role::Cashier, Some(&["o2", "o1"]));
+        s.insert_key(&all, &hash_token("t1")).unwrap();
+        s.insert_key(&bound, &hash_token("t2")).unwrap();
+        assert_eq!(s.key_by_hash(&hash_token("t1")).unwrap(), Some(all.clone()));
+        assert_eq!(
+            s.key_by_hash(&hash_token("t2")).unwrap(),
+            Some(bound.clone()),
+            "outlets keep their order"
+        );
+        assert_eq!(s.key_by_hash(&hash_token("t3")).unwrap(), None);
+        assert_eq!(s.list_keys("A1").unwrap(), vec![all, bound], "oldest first");
+    }
+
+    /// Listing and revoking never cross merchants.
+    pub fn keys_are_scoped_to_their_merchant(factory: Factory<'_>) {
+        let s = factory();
+        s.insert_key(&key("ka", "A1", Role::Owner, None), &hash_token("ta"))
+            .unwrap();
+        s.insert_key(&key("kb", "B2", Role::Owner, None), &hash_token("tb"))
+            .unwrap();
+        assert_eq!(s.list_keys("A1").unwrap().len(), 1);
+        assert_eq!(s.list_keys("B2").unwrap()[0].id, "kb");
+        assert!(s.list_keys("C3").unwrap().is_empty());
+        assert!(
+            !s.revoke_key("B2", "ka").unwrap(),
+            "B2 cannot revoke A1's key"
+        );
+        assert!(!s.key_by_hash(&hash_token("ta")).unwrap().unwrap().revoked);
+    }
+
+    /// A revocation shows on the very next lookup, and stays.
+    pub fn revocation(factory: Factory<'_>) {
+        let s = factory();
+        s.insert_key(
+            &key("k1", "A1", Role::Cashier, Some(&["o1"])),
+            &hash_token("t1"),
+        )
+        .unwrap();
+        assert!(s.revoke_key("A1", "k1").unwrap());
+        assert!(s.key_by_hash(&hash_token("t1")).unwrap().unwrap().revoked);
+        assert!(
+            s.revoke_key("A1", "k1").unwrap(),
+            "revoking a revoked key still finds it"
+        );
+        assert!(!s.revoke_key("A1", "nope").unwrap());
+        assert!(s.list_keys("A1").unwrap()[0].revoked);
+    }
+
+    /// Two keys never share an id or a token hash.
+    pub fn duplicates_are_refused(factory: Factory<'_>) {
+        let s = factory();
+        s.insert_key(&key("k1", "A1", Role::Owner, None), &hash_token("t1"))
+            .unwrap();
+        assert!(
+            s.insert_key(&key("k1", "A1", Role::Owner, None), &hash_token("t2"))
+                .is_err()
+        );
+        assert!(
+            s.insert_key(&key("k2", "B2", Role::Owner, None), &hash_token("t1"))
+                .is_err()
+        );
+        assert_eq!(s.list_keys("A1").unwrap().len(), 1);
+        assert!(s.list_keys("B2").unwrap().is_empty());
+    }
+
+    /// Outlets: registered once, listed per merchant in order.
+    pub fn outlets(factory: Factory<'_>) {
+        let s = factory();
+        s.insert_outlet(&outlet("o2", "A1")).unwrap();
+        s.insert_outlet(&outlet("o1", "A1")).unwrap();
+        s.insert_outlet(&outlet("b1", "B2")).unwrap();
+        assert!(matches!(
+            s.insert_outlet(&outlet("o1", "A1")),
+            Err(AuthError::OutletTaken(id)) if id == "o1"
+        ));
+        assert!(matches!(
+            s.insert_outlet(&outlet("o1", "B2")),
+            Err(AuthError::OutletTaken(_))
+        ));
+        assert_eq!(s.outlet("o1").unwrap(), Some(outlet("o1", "A1")));
+        assert_eq!(s.outlet("zz").unwrap(), None);
+        let ids: Vec<String> = s
+            .list_outlets("A1")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(ids, ["o2", "o1"], "oldest first");
+        assert_eq!(s.list_outlets("B2").unwrap().len(), 1);
+    }
+
+    /// Racing registrations of one outlet id: exactly one wins.
+    pub fn one_outlet_id_one_merchant_under_concurrency(factory: Factory<'_>) {
+        let s: Arc<dyn ApiKeyStore> = Arc::from(factory());
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    s.insert_outlet(&outlet("race", &format!("M{i}"))).is_ok()
+                })
+            })
+            .collect();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|w| *w)
+            .count();
+        assert_eq!(wins, 1);
+        let owner = s.outlet("race").unwrap().unwrap().merchant_nif;
+        assert_eq!(s.list_outlets(&owner).unwrap().len(), 1);
     }
 }
 

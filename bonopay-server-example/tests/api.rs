@@ -379,6 +379,24 @@ async fn missing_key_or_header_and_bad_bodies() {
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // Deep JSON on a management endpoint: refused, not a crash.
+    let deep_key = format!(
+        "{{\"role\": {}1{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/keys",
+        Some(&app.owner_a),
+        None,
+        Some(deep_key.into_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["details"][0]["code"], "invalid_json");
+
     // Nothing was sealed by any of these.
     let r = get(&app, "/v1/outlets/kin-gombe-01/invoices", &app.owner_a).await;
     assert_eq!(r.json()["items"], json!([]));

@@ -9,7 +9,7 @@
 //! Storage sits behind the synchronous, object-safe [`ApiKeyStore`] trait:
 //! [`SqliteKeyStore`] (`auth.db` in the data directory) and
 //! [`MemoryKeyStore`] (the reference implementation) pass the same
-//! conformance suite ([`conformance`], feature `conformance`), which a
+//! conformance suite (module `conformance`, feature `conformance`), which a
 //! PostgreSQL backend would run too.
 
 use std::collections::BTreeMap;

@@ -419,6 +419,9 @@ impl DataDir {
             }
         }
         fc.outlet_time_zones = zones;
+        // Invoices sealed under earlier keys stay readable (replays, credit
+        // notes against them) after a key rotation.
+        fc.trusted_keys = self.trusted_keys()?;
         let mut rates = FixedReferenceRates::default();
         for (code, rate) in &self.config.reference_rates {
             let currency = Currency::from_code(code)

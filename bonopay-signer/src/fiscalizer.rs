@@ -149,6 +149,10 @@ pub struct FiscalizerConfig {
     pub reference_rates: Arc<dyn ReferenceRates + Send + Sync>,
     /// Appends retried after a head conflict (another process appended).
     pub max_conflict_retries: u32,
+    /// Public keys of earlier signing keys (after a rotation), trusted when
+    /// stored invoices are read back (idempotent replays, credit-note
+    /// originals). The current signer's key is always trusted.
+    pub trusted_keys: Vec<crate::PublicKey>,
 }
 
 impl fmt::Debug for FiscalizerConfig {
@@ -177,6 +181,7 @@ impl FiscalizerConfig {
             rate_table: RateTable::dgi_2025(),
             reference_rates: Arc::new(NoReferenceRates),
             max_conflict_retries: 16,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -297,8 +302,10 @@ impl Fiscalizer {
     }
 
     fn sealed_from_entry(&self, entry: &Entry, replayed: bool) -> Result<Sealed, SealError> {
-        let invoice = SealedInvoice::verify(&entry.payload, self.signer.public_key())
-            .map_err(SealError::Corrupt)?;
+        let mut keys = Vec::with_capacity(self.config.trusted_keys.len() + 1);
+        keys.push(self.signer.public_key().clone());
+        keys.extend(self.config.trusted_keys.iter().cloned());
+        let invoice = SealedInvoice::verify(&entry.payload, &keys).map_err(SealError::Corrupt)?;
         Ok(Sealed {
             invoice,
             seq: entry.seq,

@@ -289,8 +289,8 @@ impl Signer for Pkcs11Signer {
 }
 
 /// Token provisioning: initialize a token in a free slot and generate a
-/// non-extractable P-256 key pair inside it. Used by `bonopay keys` and the
-/// tests (against SoftHSM2).
+/// non-extractable P-256 key pair inside it. Used by the tests (against
+/// SoftHSM2) and available to operators' tooling.
 pub mod provision {
     use super::*;
 

@@ -623,3 +623,57 @@ fn auth_code_matches_an_independent_computation() {
         "XM6R-L6FR-3KF7-OGR5-Z3LE-RWMB"
     );
 }
+
+#[test]
+fn after_a_key_rotation_old_invoices_replay_and_can_be_credited() {
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    let old = SoftwareSigner::generate().unwrap();
+    let old_pub = old.public_key().clone();
+    let r1 = rig_with(store.clone(), Arc::new(old));
+    let orig = r1.fiscalizer.seal(&sale("kin-01"), "before").unwrap();
+    // Rotate: a new key signs from now on.
+    let new: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate().unwrap());
+    let mut config = FiscalizerConfig::new("NID-BONO-0001");
+    let strict = Fiscalizer::with_clock(
+        store.clone(),
+        new.clone(),
+        Arc::new(ManualClock::new(T0 + 1000)),
+        config.clone(),
+    );
+    assert!(
+        matches!(
+            strict.seal(&sale("kin-01"), "before"),
+            Err(SealError::Corrupt(_))
+        ),
+        "without the old key it cannot read the old seal"
+    );
+    config.trusted_keys = vec![old_pub.clone()];
+    let f = Fiscalizer::with_clock(
+        store.clone(),
+        new.clone(),
+        Arc::new(ManualClock::new(T0 + 1000)),
+        config,
+    );
+    let replay = f.seal(&sale("kin-01"), "before").unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.invoice.elements, orig.invoice.elements);
+    let soap = json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1160", "quantity": "1", "tax_group": "B"}]);
+    let c = f
+        .seal(
+            &credit(
+                &orig.invoice.elements.authentication_code,
+                "RAM",
+                soap,
+                "1160",
+            ),
+            "credit",
+        )
+        .unwrap();
+    assert_eq!(c.invoice.elements.fiscal_number, "1/2 FA");
+    let report = verify_store(
+        &*store,
+        "kin-01",
+        &SignatureCheck::new(vec![old_pub, new.public_key().clone()]),
+    );
+    assert!(report.is_valid(), "{:?}", report.error);
+}

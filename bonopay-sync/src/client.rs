@@ -180,10 +180,11 @@ impl Transport for HttpTransport {
         match status.as_u16() {
             200 | 201 => Ok(Submitted::Sealed(text)),
             408 | 425 | 429 => Err(Retryable(format!("{status}: {text}"))),
-            // 401/403: the key is wrong or revoked. Retrying with the same key
-            // cannot help the draft, but neither is the draft at fault: keep it
-            // queued for an operator to fix the key.
-            401 | 403 => Err(Retryable(format!("{status}: {text}"))),
+            // 401/403: the key is wrong or revoked; 404: the server does not
+            // know this merchant or outlet for this key (not yet registered).
+            // The draft is not at fault: keep it queued for an operator to fix
+            // the configuration, instead of rejecting a sale for good.
+            401 | 403 | 404 => Err(Retryable(format!("{status}: {text}"))),
             400..=499 => Ok(Submitted::Rejected(text)),
             _ => Err(Retryable(format!("{status}: {text}"))),
         }

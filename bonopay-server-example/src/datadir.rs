@@ -432,8 +432,11 @@ impl DataDir {
             rates.0.insert(currency, rate.value());
         }
         fc.reference_rates = Arc::new(rates);
+        // Concurrent seals on different outlets share one commit (one
+        // fsync); none is acknowledged before its batch is durable.
+        let store = bonopay_ledger::GroupCommit::new(Arc::clone(&self.store), 64);
         Ok(Fiscalizer::new(
-            Arc::clone(&self.store) as Arc<dyn LedgerStore>,
+            Arc::new(store) as Arc<dyn LedgerStore>,
             Arc::clone(&self.signer),
             fc,
         ))

@@ -422,6 +422,8 @@ async fn another_merchants_data_is_not_found() {
         format!("/v1/invoices/{id}"),
         format!("/v1/invoices/{id}/receipt.txt"),
         format!("/v1/invoices/{id}/receipt.svg"),
+        format!("/v1/invoices/{id}/receipt.pdf"),
+        format!("/v1/invoices/{id}/receipt.pdf?format=80mm"),
         format!("/v1/invoices/lookup?auth_code={code}"),
         "/v1/invoices/lookup?outlet=kin-gombe-01&fiscal_year=2026&fiscal_number=1".to_owned(),
         "/v1/outlets/kin-gombe-01/invoices".to_owned(),
@@ -951,6 +953,380 @@ async fn text_receipts_carry_the_mandatory_mentions() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "image/svg+xml");
     assert!(r.text().contains("<svg"));
+}
+
+/// A small reader of the PDFs the server writes (uncompressed content
+/// streams): the text shown (`(…) Tj` and `<…> Tj`, decoded from
+/// WinAnsi), the page sizes and the filled rectangles.
+mod pdf {
+    /// WinAnsi (Windows-1252) byte to char, for the bytes the renderer uses.
+    fn win_ansi(b: u8) -> char {
+        match b {
+            0x80 => '€',
+            0x85 => '…',
+            0x8C => 'Œ',
+            0x92 => '’',
+            0x96 => '–',
+            0x97 => '—',
+            0x9C => 'œ',
+            _ => char::from(b),
+        }
+    }
+
+    /// Every string operand of `Tj`, decoded, in order.
+    pub fn shown_text(pdf: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < pdf.len() {
+            let (bytes, end) = match pdf[i] {
+                b'(' => {
+                    let mut depth = 1;
+                    let mut bytes = Vec::new();
+                    let mut j = i + 1;
+                    while j < pdf.len() && depth > 0 {
+                        match pdf[j] {
+                            b'\\' => {
+                                j += 1;
+                                match pdf[j] {
+                                    b'n' => bytes.push(b'\n'),
+                                    b'r' => bytes.push(b'\r'),
+                                    b't' => bytes.push(b'\t'),
+                                    b'0'..=b'7' => {
+                                        let mut v = 0u32;
+                                        let mut k = 0;
+                                        while k < 3 && (b'0'..=b'7').contains(&pdf[j]) {
+                                            v = v * 8 + u32::from(pdf[j] - b'0');
+                                            j += 1;
+                                            k += 1;
+                                        }
+                                        j -= 1;
+                                        bytes.push(v as u8);
+                                    }
+                                    c => bytes.push(c),
+                                }
+                            }
+                            b'(' => {
+                                depth += 1;
+                                bytes.push(b'(');
+                            }
+                            b')' => {
+                                depth -= 1;
+                                if depth > 0 {
+                                    bytes.push(b')');
+                                }
+                            }
+                            c => bytes.push(c),
+                        }
+                        j += 1;
+                    }
+                    (bytes, j)
+                }
+                b'<' if pdf.get(i + 1) != Some(&b'<') && i > 0 && pdf[i - 1] != b'<' => {
+                    let mut j = i + 1;
+                    let mut hex = Vec::new();
+                    while j < pdf.len() && pdf[j] != b'>' {
+                        if pdf[j].is_ascii_hexdigit() {
+                            hex.push(pdf[j]);
+                        }
+                        j += 1;
+                    }
+                    let bytes = hex
+                        .chunks(2)
+                        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+                        .collect();
+                    (bytes, j + 1)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let rest = &pdf[end.min(pdf.len())..];
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            if rest.starts_with(b"Tj") {
+                out.push(bytes.into_iter().map(win_ansi).collect());
+            }
+            i = end;
+        }
+        out
+    }
+
+    /// The `/MediaBox` of every page, as written.
+    pub fn media_boxes(pdf: &[u8]) -> Vec<Vec<f64>> {
+        let text = String::from_utf8_lossy(pdf);
+        text.split("/MediaBox [")
+            .skip(1)
+            .map(|rest| {
+                rest.split(']')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .map(|n| n.parse::<f64>().unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Every `x y w h re` of the file.
+    pub fn rects(pdf: &[u8]) -> Vec<[f64; 4]> {
+        let text = String::from_utf8_lossy(pdf);
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        tokens
+            .windows(5)
+            .filter(|w| w[4] == "re")
+            .filter_map(|w| {
+                let n: Vec<f64> = w[..4].iter().filter_map(|t| t.parse().ok()).collect();
+                (n.len() == 4).then(|| [n[0], n[1], n[2], n[3]])
+            })
+            .collect()
+    }
+
+    /// Structural checks: header, cross-reference table, trailer, `%%EOF`,
+    /// and the xref offsets pointing at `N 0 obj`.
+    pub fn check_structure(pdf: &[u8]) {
+        assert!(pdf.starts_with(b"%PDF-"), "header");
+        let text = String::from_utf8_lossy(pdf);
+        assert!(text.trim_end().ends_with("%%EOF"), "%%EOF at the end");
+        let startxref: usize = text
+            .rsplit("startxref")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            pdf[startxref..].starts_with(b"xref"),
+            "startxref points at xref"
+        );
+        let xref = std::str::from_utf8(&pdf[startxref..]).unwrap();
+        let mut lines = xref.lines().skip(1);
+        let header: Vec<usize> = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(header[0], 0);
+        for obj in 1..header[1] {
+            let entry = lines.nth(if obj == 1 { 1 } else { 0 }).unwrap();
+            let offset: usize = entry[..10].parse().unwrap();
+            assert!(
+                pdf[offset..].starts_with(format!("{obj} 0 obj").as_bytes()),
+                "xref entry of object {obj}"
+            );
+        }
+        assert!(text.contains("trailer") && text.contains("/Root 1 0 R"));
+    }
+}
+
+#[tokio::test]
+async fn pdf_receipts_carry_the_mentions_and_the_qr_code() {
+    let app = app_with(Limits::default(), Some("ISF-TEST-7"), |s| s);
+    let sale = post_invoice(&app, &app.owner_a, "p-1", &example())
+        .await
+        .json();
+    let el = &sale["security_elements"];
+    let txt = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:1/receipt.txt",
+        &app.owner_a,
+    )
+    .await
+    .text();
+    for (query, width, columns) in [
+        ("", 595.0, 80),
+        ("?format=a4", 595.0, 80),
+        ("?format=80mm", 226.77, 48),
+    ] {
+        let uri = format!("/v1/invoices/kin-gombe-01:1/receipt.pdf{query}");
+        let r = get(&app, &uri, &app.owner_a).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
+        assert_eq!(r.headers["content-type"], "application/pdf");
+        let bytes = r.body.to_vec();
+        pdf::check_structure(&bytes);
+
+        // Page size.
+        let boxes = pdf::media_boxes(&bytes);
+        assert!(!boxes.is_empty());
+        for b in &boxes {
+            assert_eq!(b[..3], [0.0, 0.0, width], "{uri}: {b:?}");
+            if width == 595.0 {
+                assert_eq!(b[3], 842.0, "A4 height");
+            } else {
+                assert!(b[3] > 200.0, "the roll is as long as the receipt");
+            }
+        }
+
+        // The mentions: the same lines as the text receipt at that width.
+        let shown = pdf::shown_text(&bytes);
+        let flat = shown.join("\n");
+        assert!(shown.iter().all(|l| l.chars().count() <= columns));
+        for want in [
+            "NIF : A1309334L",
+            "ISF : ISF-TEST-7",
+            "Merchant A1309334L",
+            "Opérateur : Mbuyi Kalala",
+            "Kin Trading SARL",
+            "NIF client : A0901234B",
+            "Savon de Marseille",
+            "Riz 25 kg",
+            "TOTAL TVA",
+            "5280.00",
+            "70280.00",
+            "FACTURE NORMALISEE",
+            "FACTURE DE VENTE",
+            "ELEMENTS DE SECURITE",
+            "CODE DEF/DGI :",
+            el["authentication_code_display"].as_str().unwrap(),
+            "DEF NID :",
+            el["fiscal_authority_id"].as_str().unwrap(),
+            "DEF Compteurs :",
+            "1/1 FV",
+            "DEF Heure :",
+        ] {
+            assert!(flat.contains(want), "{uri} lacks `{want}`:\n{flat}");
+        }
+        assert!(flat.replace('\n', "").contains(el["qr"].as_str().unwrap()));
+        if columns == 48 {
+            // At 48 columns the PDF prints exactly the 80 mm text receipt.
+            let txt_lines: Vec<&str> = txt.lines().filter(|l| !l.is_empty()).collect();
+            let pdf_lines: Vec<&str> = shown.iter().map(String::as_str).collect();
+            assert_eq!(pdf_lines, txt_lines);
+        }
+
+        // The QR code: the filled modules are exactly those of the payload
+        // at level M.
+        let rects = pdf::rects(&bytes);
+        assert!(!rects.is_empty(), "{uri}: no QR drawn");
+        let module = rects.iter().map(|r| r[3]).fold(f64::MAX, f64::min);
+        let left = rects.iter().map(|r| r[0]).fold(f64::MAX, f64::min);
+        let top = rects.iter().map(|r| r[1] + r[3]).fold(f64::MIN, f64::max);
+        let code = qrcode::QrCode::with_error_correction_level(
+            el["qr"].as_str().unwrap(),
+            qrcode::EcLevel::M,
+        )
+        .unwrap();
+        let n = code.width();
+        let mut drawn = vec![false; n * n];
+        for r in &rects {
+            assert_eq!(r[3], module);
+            let row = ((top - (r[1] + r[3])) / module).round() as usize;
+            let col = ((r[0] - left) / module).round() as usize;
+            let cells = (r[2] / module).round() as usize;
+            for c in col..col + cells {
+                assert!(!drawn[row * n + c], "overlap");
+                drawn[row * n + c] = true;
+            }
+        }
+        let want: Vec<bool> = code
+            .to_colors()
+            .into_iter()
+            .map(|c| c == qrcode::Color::Dark)
+            .collect();
+        assert_eq!(drawn, want, "{uri}: QR modules");
+
+        // Deterministic: the same invoice gives the same bytes.
+        let again = get(&app, &uri, &app.owner_a).await;
+        assert_eq!(again.body, r.body, "{uri}: not deterministic");
+    }
+    let a4 = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:1/receipt.pdf",
+        &app.owner_a,
+    )
+    .await;
+    let roll = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:1/receipt.pdf?format=80mm",
+        &app.owner_a,
+    )
+    .await;
+    assert_ne!(a4.body, roll.body);
+
+    // A bad format; a missing invoice.
+    let r = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:1/receipt.pdf?format=letter",
+        &app.owner_a,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_query");
+    let r = get(
+        &app,
+        "/v1/invoices/kin-gombe-01:99/receipt.pdf",
+        &app.owner_a,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "not_found");
+
+    // A credit note prints its mentions too.
+    let code = el["authentication_code"].as_str().unwrap();
+    let r = post_invoice(&app, &app.owner_a, "p-2", &credit_note_of(code)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let pdf_bytes = get(
+        &app,
+        &format!("/v1/invoices/{id}/receipt.pdf"),
+        &app.owner_a,
+    )
+    .await
+    .body;
+    let flat = pdf::shown_text(&pdf_bytes).join("\n");
+    for want in [
+        "FACTURE D'AVOIR",
+        "COR - Correction",
+        "Réf. facture d'origine",
+        "1/2 FA",
+    ] {
+        assert!(flat.contains(want), "credit note lacks `{want}`:\n{flat}");
+    }
+
+    // Characters outside WinAnsi print as `?`; nothing fails.
+    let mut lingala = example();
+    lingala["client"]["name"] = "Mamá Ngɔ́mbɛ « Bɔlɔ́ngɔ »".into();
+    let r = post_invoice(&app, &app.owner_a, "p-3", &lingala).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    for f in ["a4", "80mm"] {
+        let r = get(
+            &app,
+            &format!("/v1/invoices/{id}/receipt.pdf?format={f}"),
+            &app.owner_a,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        pdf::check_structure(&r.body);
+        let flat = pdf::shown_text(&r.body).join("\n");
+        assert!(flat.contains("Mamá Ng??mb? « B?l??ng? »"), "{flat}");
+    }
+
+    // Optional: poppler renders it, when installed.
+    if std::process::Command::new("pdftoppm")
+        .arg("-v")
+        .output()
+        .is_ok()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [("a4", &a4.body), ("roll", &roll.body)] {
+            let path = dir.path().join(format!("{name}.pdf"));
+            std::fs::write(&path, bytes).unwrap();
+            let out = std::process::Command::new("pdftoppm")
+                .args(["-r", "50", "-png"])
+                .arg(&path)
+                .arg(dir.path().join(name))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "pdftoppm {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ pub mod manage;
 pub mod metrics;
 pub mod ops;
 pub mod receipt;
+pub mod receipt_pdf;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -318,6 +319,7 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(invoices::get_invoice))
         .routes(routes!(invoices::receipt_txt))
         .routes(routes!(invoices::receipt_svg))
+        .routes(routes!(invoices::receipt_pdf))
         .routes(routes!(invoices::list_outlet_invoices))
         .routes(routes!(manage::create_key, manage::list_keys))
         .routes(routes!(manage::revoke_key))

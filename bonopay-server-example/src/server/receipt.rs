@@ -61,6 +61,85 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// One element of a receipt, before layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Block {
+    /// Text, wrapped at spaces.
+    Line(String),
+    /// Centred text (headings, the seller), wrapped.
+    Center(String),
+    /// A label on the left and a value aligned right; on two lines when
+    /// they do not fit.
+    Pair(String, String),
+    /// A full-width rule made of this character.
+    Rule(char),
+}
+
+/// The receipt of a sealed invoice as a width-independent list of
+/// [`Block`]s: the one model behind `receipt.txt` (laid out at 32 or 48
+/// columns) and `receipt.pdf` (laid out in a monospaced base-14 font, with
+/// the QR code drawn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Receipt {
+    /// The blocks, top to bottom.
+    pub blocks: Vec<Block>,
+    /// The DGI QR payload (drawn as a QR code by graphic renderers).
+    pub qr: String,
+    /// The fiscal number (`FC/TC TYPE`), for titles and file names.
+    pub fiscal_number: String,
+    /// The authentication code as printed.
+    pub authentication_code_display: String,
+}
+
+impl Receipt {
+    /// Lays the receipt out at `width` columns (at least 20): one string
+    /// per line, without its newline.
+    #[must_use]
+    pub fn lines(&self, width: usize) -> Vec<String> {
+        self.styled_lines(width).into_iter().map(|l| l.0).collect()
+    }
+
+    /// [`Receipt::lines`], each with whether it is a heading (a centred
+    /// block), which graphic renderers print in bold.
+    #[must_use]
+    pub fn styled_lines(&self, width: usize) -> Vec<(String, bool)> {
+        let mut lines = Vec::new();
+        for b in &self.blocks {
+            let mut out = Out {
+                text: String::new(),
+                width: width.max(20),
+            };
+            match b {
+                Block::Line(t) => out.line(t),
+                Block::Center(t) => out.center(t),
+                Block::Pair(l, r) => out.lr(l, r),
+                Block::Rule(c) => out.rule(*c),
+            }
+            let heading = matches!(b, Block::Center(_));
+            lines.extend(out.text.lines().map(|l| (l.to_owned(), heading)));
+        }
+        lines
+    }
+
+    fn line(&mut self, s: &str) {
+        self.blocks.push(Block::Line(s.to_owned()));
+    }
+
+    fn center(&mut self, s: &str) {
+        self.blocks.push(Block::Center(s.to_owned()));
+    }
+
+    fn lr(&mut self, left: &str, right: &str) {
+        self.blocks
+            .push(Block::Pair(left.to_owned(), right.to_owned()));
+    }
+
+    fn rule(&mut self, c: char) {
+        self.blocks.push(Block::Rule(c));
+    }
+}
+
 struct Out {
     text: String,
     width: usize,
@@ -131,7 +210,7 @@ fn display_time(ts: &str) -> String {
     }
 }
 
-fn group_lines(out: &mut Out, groups: &Value, currency: &str) {
+fn group_lines(out: &mut Receipt, groups: &Value, currency: &str) {
     out.line(&format!("TAXES PAR GROUPE ({currency})"));
     for g in groups.as_array().into_iter().flatten() {
         out.lr(
@@ -153,15 +232,31 @@ pub fn render_text(
     merchant: &MerchantProfile,
     width: usize,
 ) -> Result<String, String> {
+    let mut text = String::new();
+    for l in build(sealed, merchant)?.lines(width) {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The receipt model of a sealed invoice: every mandatory mention.
+///
+/// # Errors
+/// A message if the stored request does not read back (never for a
+/// verified sealed invoice).
+pub fn build(sealed: &SealedInvoice, merchant: &MerchantProfile) -> Result<Receipt, String> {
     let body = sealed.body_value().map_err(|e| e.to_string())?;
     let request_text = serde_json::to_string(&body["request"]).map_err(|e| e.to_string())?;
     let req: InvoiceRequest =
         bonopay_core::parse_invoice(&request_text).map_err(|e| e.to_string())?;
     let tax = &body["tax"];
     let el = &sealed.elements;
-    let mut out = Out {
-        text: String::new(),
-        width: width.max(20),
+    let mut out = Receipt {
+        blocks: Vec::new(),
+        qr: el.qr.clone(),
+        fiscal_number: el.fiscal_number.clone(),
+        authentication_code_display: el.authentication_code_display.clone(),
     };
 
     // Seller.
@@ -279,7 +374,7 @@ pub fn render_text(
     out.line("QR :");
     out.line(&el.qr);
     out.rule('=');
-    Ok(out.text)
+    Ok(out)
 }
 
 #[cfg(test)]

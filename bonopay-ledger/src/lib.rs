@@ -8,6 +8,7 @@ mod error;
 mod faulty;
 mod group;
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 mod verify;
@@ -20,6 +21,7 @@ pub use error::LedgerError;
 pub use faulty::{Fault, FaultyStore};
 pub use group::GroupCommit;
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, MIGRATIONS, SqliteOptions, SqliteStore};
 pub use store::{EntryIter, LedgerStore, LedgerStoreExt, check_append};
 pub use verify::{ChainError, ChainOnly, ChainReport, EntryCheck, verify_chain, verify_store};

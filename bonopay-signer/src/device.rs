@@ -8,7 +8,9 @@
 //! the same behaviour, persisted to a file so its counter survives restarts.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "os-rng")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use p256::ecdsa::SigningKey;
@@ -42,7 +44,26 @@ impl fmt::Debug for SimulatedDef {
 }
 
 impl SimulatedDef {
+    /// An in-memory device with a given key (counter starts at 0, lost on
+    /// drop). Needs no RNG, so it is available everywhere.
+    ///
+    /// # Errors
+    /// [`SignerError::InvalidKey`].
+    pub fn from_pkcs8_pem(nid: &str, pem: &str) -> Result<Self, SignerError> {
+        let sw = SoftwareSigner::from_pkcs8_pem(pem)?;
+        let key =
+            SigningKey::from_pkcs8_pem(pem).map_err(|e| SignerError::InvalidKey(e.to_string()))?;
+        Ok(Self {
+            public: sw.public_key().clone(),
+            key,
+            nid: nid.to_owned(),
+            counter_file: None,
+            counter: Mutex::new(0),
+        })
+    }
+
     /// An in-memory device (counter starts at 0, lost on drop).
+    #[cfg(feature = "os-rng")]
     ///
     /// # Errors
     /// [`SignerError::InvalidKey`].
@@ -64,6 +85,7 @@ impl SimulatedDef {
     ///
     /// # Errors
     /// [`SignerError::InvalidKey`] on I/O or format problems.
+    #[cfg(feature = "os-rng")]
     pub fn open(nid: &str, key_file: &Path) -> Result<Self, SignerError> {
         if !key_file.exists() {
             SoftwareSigner::generate()?.save(key_file)?;

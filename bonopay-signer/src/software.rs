@@ -33,6 +33,7 @@ impl SoftwareSigner {
     ///
     /// # Errors
     /// [`SignerError::InvalidKey`] if the public key cannot be derived.
+    #[cfg(feature = "os-rng")]
     pub fn generate() -> Result<Self, SignerError> {
         Self::from_signing_key(SigningKey::random(&mut rand_core::OsRng))
     }

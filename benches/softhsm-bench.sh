@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the seal benches with a throwaway SoftHSM2 token (bono-bench / bono-seal).
+# Runs the seal benches with a throwaway SoftHSM2 token directory. The bench
+# creates the token (bono-bench) and a non-extractable P-256 key (bono-seal)
+# through PKCS#11 on first use; the PINs travel in the environment only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
@@ -12,16 +14,7 @@ log.level = ERROR
 slots.removable = false
 CONF
 export SOFTHSM2_CONF="$dir/softhsm2.conf"
+# Throwaway token: fixed PINs are fine here, and they stay off command lines.
 export BONOPAY_BENCH_PIN=1234
-softhsm2-util --init-token --free --label bono-bench --so-pin 12345678 --pin "$BONOPAY_BENCH_PIN" >/dev/null
-# Generate the key inside the token (non-extractable) with the bonopay CLI's
-# provisioning code path, exercised here through a tiny cargo example-free
-# route: pkcs11-tool if present, else the bench's own provisioning.
-if command -v pkcs11-tool >/dev/null; then
-  pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label bono-bench --login --pin "$BONOPAY_BENCH_PIN" \
-    --keypairgen --key-type EC:prime256v1 --label bono-seal >/dev/null
-else
-  echo "pkcs11-tool (package opensc) is needed to create the bench key" >&2
-  exit 1
-fi
+export BONOPAY_BENCH_SO_PIN=12345678
 cargo bench -p bonopay-benches --bench seal -- "$@"

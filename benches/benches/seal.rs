@@ -6,10 +6,12 @@
 //! - sealing end to end on SQLite: one fsync per invoice, and group commit
 //!   with 8 threads on 8 outlets (both cores busy).
 //!
-//! The SoftHSM2 benches need `SOFTHSM2_CONF` pointing at a configuration
-//! whose token `bono-bench` holds key `bono-seal` with user PIN in
-//! `BONOPAY_BENCH_PIN`; `benches/softhsm-bench.sh` sets that up and runs
-//! them. Without it they are skipped with a message.
+//! The SoftHSM2 benches need `SOFTHSM2_CONF` pointing at a SoftHSM2
+//! configuration, and the PINs in `BONOPAY_BENCH_PIN` / `BONOPAY_BENCH_SO_PIN`
+//! (never on a command line); on first use they create token `bono-bench`
+//! and a non-extractable key `bono-seal` in it. `benches/softhsm-bench.sh`
+//! sets that up with a throwaway directory. Without it they are skipped
+//! with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::hint::black_box;
@@ -65,20 +67,31 @@ fn software_keys() -> (SoftwareSigner, AwsLcSigner) {
 }
 
 fn softhsm() -> Option<bonopay_signer::pkcs11::Pkcs11Signer> {
+    use bonopay_signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer, provision};
     if std::env::var_os("SOFTHSM2_CONF").is_none() {
         eprintln!(
             "SOFTHSM2_CONF not set: skipping SoftHSM2 benches (run benches/softhsm-bench.sh)"
         );
         return None;
     }
-    let config = bonopay_signer::pkcs11::Pkcs11Config {
-        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+    let module = std::path::PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
+    let pin = PinSource::Env("BONOPAY_BENCH_PIN".into());
+    let config = Pkcs11Config {
+        module: module.clone(),
         token_label: "bono-bench".into(),
         key_label: "bono-seal".into(),
-        pin: bonopay_signer::pkcs11::PinSource::Env("BONOPAY_BENCH_PIN".into()),
+        pin: pin.clone(),
         sessions: 2,
     };
-    Some(bonopay_signer::pkcs11::Pkcs11Signer::open(&config).unwrap())
+    if let Err(bonopay_signer::SignerError::TokenNotFound(_)) = Pkcs11Signer::open(&config) {
+        // First run on a fresh token directory: create the token and a
+        // non-extractable key inside it. PINs come from the environment.
+        let so = std::env::var("BONOPAY_BENCH_SO_PIN").unwrap();
+        let user = std::env::var("BONOPAY_BENCH_PIN").unwrap();
+        provision::init_token(&module, "bono-bench", &so, &user).unwrap();
+        provision::generate_key(&module, "bono-bench", &pin, "bono-seal").unwrap();
+    }
+    Some(Pkcs11Signer::open(&config).unwrap())
 }
 
 fn signers() -> Vec<(&'static str, Arc<dyn Signer>)> {

@@ -385,29 +385,15 @@ impl SealedInvoice {
                 "authentication code is not derived from the signature".into(),
             ));
         }
-        let qr = dgi_qr(
-            &tuple.nid,
-            &auth_code,
-            &tuple.merchant_nif,
-            &compact_local(&tuple.timestamp)?,
-        );
-        let elements = SecurityElements {
-            fiscal_number: tuple.counters.clone(),
-            fiscal_authority_id: tuple.nid.clone(),
-            authentication_code_display: format_auth_code(&auth_code),
-            authentication_code: auth_code,
-            timestamp: tuple.timestamp.clone(),
-            qr,
-            verification_qr: verification_qr(&tuple, &out),
-        };
-        Ok(Self {
-            elements,
+        // The timestamp must be RFC 3339 for the QR's local date and time.
+        compact_local(&tuple.timestamp)?;
+        Ok(Self::from_parts(
             tuple,
-            body: body_jcs,
-            signature,
-            device_counter,
-            payload: payload.to_vec(),
-        })
+            body_jcs,
+            out,
+            auth_code,
+            payload.to_vec(),
+        ))
     }
 
     /// Assembles a sealed invoice from the parts the sealing pipeline has

@@ -24,6 +24,8 @@
 //!   "signer": {"type": "software", "key_file": "keys/seal-p256.pem"},
 //!   "limits": {"body_bytes": 1048576, "request_timeout_secs": 30},
 //!   "reference_rates": {"USD": "2850.50"},
+//!   "deliveries": {"smtp_url": "smtp://127.0.0.1:25", "smtp_from": "Bono Pay <recus@example.cd>",
+//!                  "whatsapp_url": "https://…/messages", "whatsapp_token": "…"},
 //!   "merchants": [
 //!     {"nif": "A1309334L", "name": "…", "address": "…", "contact": "…",
 //!      "outlets": [{"id": "kin-gombe-01", "time_zone": "Africa/Kinshasa"}]}
@@ -42,7 +44,8 @@
 //!
 //! Environment variables override the file: `BONOPAY_NID`, `BONOPAY_ISF`,
 //! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
-//! `BONOPAY_AUTH_DB`, and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
+//! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_FROM`,
+//! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
 //! `BONOPAY_PKCS11_TOKEN`, `BONOPAY_PKCS11_KEY` (setting the module selects
 //! PKCS#11) with the PIN in `BONOPAY_PKCS11_PIN` (or the variable `pin_env`
 //! names). `BONOPAY_DATA_DIR` chooses the directory itself.
@@ -198,6 +201,24 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Receipt delivery channels of `bonopay serve` (none by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesConfig {
+    /// SMTP server, `smtp://host:port` (plain SMTP, no TLS: a local relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_url: Option<String>,
+    /// Sender, `Name <address>` or `address` (default `bonopay@localhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_from: Option<String>,
+    /// URL the WhatsApp-style messaging API is posted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_url: Option<String>,
+    /// Its bearer token (better given as `BONOPAY_WHATSAPP_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_token: Option<String>,
+}
+
 /// `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +250,15 @@ pub struct Config {
     /// Without one, such invoices are refused (`reference_rate_unavailable`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reference_rates: BTreeMap<String, String>,
+    /// Receipt delivery channels.
+    #[serde(default, skip_serializing_if = "DeliveriesConfig::is_empty")]
+    pub deliveries: DeliveriesConfig,
+}
+
+impl DeliveriesConfig {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for Config {
@@ -243,6 +273,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             merchants: Self::dev_merchants(),
             reference_rates: BTreeMap::new(),
+            deliveries: DeliveriesConfig::default(),
         }
     }
 }
@@ -283,6 +314,18 @@ impl Config {
         }
         if let Some(v) = var("BONOPAY_AUTH_DB") {
             self.database.auth = PathBuf::from(v);
+        }
+        if let Some(v) = var("BONOPAY_SMTP_URL") {
+            self.deliveries.smtp_url = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_SMTP_FROM") {
+            self.deliveries.smtp_from = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_WHATSAPP_URL") {
+            self.deliveries.whatsapp_url = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_WHATSAPP_TOKEN") {
+            self.deliveries.whatsapp_token = Some(v);
         }
         if let Some(module) = var("BONOPAY_PKCS11_MODULE") {
             let (token, key, pin_env, pin_file) = match &self.signer {
@@ -561,12 +604,19 @@ mod tests {
             ("BONOPAY_LISTEN", "0.0.0.0:9000"),
             ("BONOPAY_PKCS11_MODULE", "/lib/x.so"),
             ("BONOPAY_PKCS11_TOKEN", "tok"),
+            ("BONOPAY_SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("BONOPAY_WHATSAPP_TOKEN", "t0k"),
         ]
         .into_iter()
         .collect();
         c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()));
         assert_eq!(c.nid, "NID-9");
         assert_eq!(c.listen_addr(), "0.0.0.0:9000");
+        assert_eq!(
+            c.deliveries.smtp_url.as_deref(),
+            Some("smtp://127.0.0.1:2525")
+        );
+        assert_eq!(c.deliveries.whatsapp_token.as_deref(), Some("t0k"));
         assert_eq!(
             c.signer,
             SignerConfig::Pkcs11 {

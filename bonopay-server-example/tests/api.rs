@@ -424,6 +424,7 @@ async fn another_merchants_data_is_not_found() {
         format!("/v1/invoices/{id}/receipt.svg"),
         format!("/v1/invoices/{id}/receipt.pdf"),
         format!("/v1/invoices/{id}/receipt.pdf?format=80mm"),
+        format!("/v1/invoices/{id}/deliveries"),
         format!("/v1/invoices/lookup?auth_code={code}"),
         "/v1/invoices/lookup?outlet=kin-gombe-01&fiscal_year=2026&fiscal_number=1".to_owned(),
         "/v1/outlets/kin-gombe-01/invoices".to_owned(),

@@ -7,15 +7,16 @@
 //! It stops on Ctrl-C or SIGTERM, finishing the requests in flight.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Failure;
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DeliveriesConfig};
 use crate::server::auth::{
     ApiKey, ApiKeyStore, AuthError, Outlet, Role, SqliteKeyStore, hash_token, new_key_id, new_token,
 };
+use crate::server::deliveries::{Deliveries, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel};
 use crate::server::{AppState, Limits, MerchantProfile, router};
 
 /// Options of `bonopay serve`.
@@ -95,6 +96,25 @@ pub fn bootstrap(
     Ok(created)
 }
 
+/// The delivery channels of `config`, recording in the `deliveries` table
+/// of `auth_db`.
+///
+/// # Errors
+/// A message naming a bad SMTP URL or sender, or an unopenable database.
+pub fn deliveries(config: &DeliveriesConfig, auth_db: &Path) -> Result<Deliveries, String> {
+    let store = SqliteDeliveryStore::open(auth_db).map_err(|e| e.to_string())?;
+    let mut d = Deliveries::new(Arc::new(store));
+    if let Some(url) = &config.smtp_url {
+        let from = config.smtp_from.as_deref().unwrap_or("bonopay@localhost");
+        d = d.with_email(SmtpMailer::from_url(url, from)?);
+    }
+    if let Some(url) = &config.whatsapp_url {
+        let token = config.whatsapp_token.as_deref().unwrap_or_default();
+        d = d.with_messaging(Arc::new(WhatsAppHttpChannel::new(url, token)?));
+    }
+    Ok(d)
+}
+
 /// Runs the server until it is stopped.
 ///
 /// # Errors
@@ -109,8 +129,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         if dir.created { "created" } else { "existing" },
         dir.signer.key_id()
     ));
-    let keys = SqliteKeyStore::open(&dir.file(&dir.config.database.auth))
-        .map_err(|e| Failure::Message(e.to_string()))?;
+    let auth_db = dir.file(&dir.config.database.auth);
+    let keys = SqliteKeyStore::open(&auth_db).map_err(|e| Failure::Message(e.to_string()))?;
+    let deliveries = deliveries(&dir.config.deliveries, &auth_db).map_err(Failure::Message)?;
     for (merchant, token) in bootstrap(&keys, &dir.config.merchants).map_err(Failure::Message)? {
         say(&format!(
             "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"
@@ -121,7 +142,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         body_bytes: dir.config.limits.body_bytes,
         request_timeout: Duration::from_secs(dir.config.limits.request_timeout_secs),
     };
-    let mut state = AppState::new(Arc::new(fiscalizer), Arc::new(keys)).with_limits(limits);
+    let mut state = AppState::new(Arc::new(fiscalizer), Arc::new(keys))
+        .with_limits(limits)
+        .with_deliveries(deliveries);
     for key in dir.trusted_keys().map_err(Failure::Message)? {
         state = state.trust_key(key);
     }

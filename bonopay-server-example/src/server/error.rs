@@ -96,6 +96,14 @@ pub enum ApiError {
         /// Explanation (never secret).
         message: String,
     },
+    /// 502: an upstream service (SMTP server, messaging API) failed.
+    #[error("{code}: {message}")]
+    BadGateway {
+        /// Machine code (`delivery_failed`).
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
     /// 500: anything else. The message is logged, never sent.
     #[error("internal: {0}")]
     Internal(String),
@@ -147,6 +155,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -172,7 +181,9 @@ impl ApiError {
                 format!("{} validation error(s)", d.len()),
                 Some(d.clone()),
             ),
-            ApiError::Unavailable { code, message } => ((*code).to_owned(), message.clone(), None),
+            ApiError::Unavailable { code, message } | ApiError::BadGateway { code, message } => {
+                ((*code).to_owned(), message.clone(), None)
+            }
             ApiError::Internal(_) => ("internal".to_owned(), "internal error".to_owned(), None),
         };
         ErrorBody {

@@ -12,6 +12,7 @@
 //! enforced when a handler reads the body).
 
 pub mod auth;
+pub mod deliveries;
 pub mod error;
 pub mod invoices;
 pub mod manage;
@@ -87,6 +88,7 @@ pub struct AppState {
     merchants: HashMap<String, MerchantProfile>,
     metrics: Metrics,
     limits: Limits,
+    deliveries: deliveries::Deliveries,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
             merchants: HashMap::new(),
             metrics: Metrics::new(),
             limits: Limits::default(),
+            deliveries: deliveries::Deliveries::default(),
         }
     }
 
@@ -119,6 +122,14 @@ impl AppState {
         if !self.trusted_keys.iter().any(|k| k.key_id() == key.key_id()) {
             self.trusted_keys.push(key);
         }
+        self
+    }
+
+    /// Sets the receipt delivery channels and record store (default: in
+    /// memory, no channel).
+    #[must_use]
+    pub fn with_deliveries(mut self, deliveries: deliveries::Deliveries) -> Self {
+        self.deliveries = deliveries;
         self
     }
 
@@ -320,6 +331,10 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(invoices::receipt_txt))
         .routes(routes!(invoices::receipt_svg))
         .routes(routes!(invoices::receipt_pdf))
+        .routes(routes!(
+            deliveries::create_delivery,
+            deliveries::list_deliveries
+        ))
         .routes(routes!(invoices::list_outlet_invoices))
         .routes(routes!(manage::create_key, manage::list_keys))
         .routes(routes!(manage::revoke_key))

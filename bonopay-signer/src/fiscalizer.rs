@@ -218,6 +218,7 @@ pub struct Fiscalizer {
     clock: Arc<dyn Clock>,
     config: FiscalizerConfig,
     outlet_locks: Locks,
+    heads: Mutex<HashMap<String, bonopay_ledger::Head>>,
     credit_locks: Locks,
 }
 
@@ -264,6 +265,7 @@ impl Fiscalizer {
             config,
             outlet_locks: Mutex::default(),
             credit_locks: Mutex::default(),
+            heads: Mutex::default(),
         }
     }
 
@@ -369,7 +371,13 @@ impl Fiscalizer {
         let request_sha = sha256_hex(request_jcs.as_bytes());
         let scoped_key = format!("{}/{}", req.merchant_nif, idempotency_key);
 
-        if let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)? {
+        // A replay is found by the store's unique idempotency key at append
+        // (or below when the seal cannot be built); looking it up first would
+        // cost a read for every invoice. Credit notes are the exception: the
+        // credit checks would count the note's own earlier seal.
+        if req.invoice_type.is_credit_note()
+            && let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)?
+        {
             return Ok(done);
         }
 
@@ -395,16 +403,29 @@ impl Fiscalizer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (entry, invoice) = self.build_entry(
+            let built = self.build_entry(
                 req,
                 &tax,
                 &request_jcs,
                 &request_sha,
                 &scoped_key,
                 credit_ref.as_deref(),
-            )?;
+            );
+            let (entry, invoice) = match built {
+                Ok(b) => b,
+                Err(e) => {
+                    // The signer or clock may be down while the client
+                    // retries a request that was sealed before: answer it.
+                    self.forget_head(&req.outlet_id);
+                    return match self.replay(&scoped_key, &request_sha, idempotency_key)? {
+                        Some(done) => Ok(done),
+                        None => Err(e),
+                    };
+                }
+            };
             match self.store.append(&entry) {
-                Ok(_) => {
+                Ok(head) => {
+                    self.remember_head(head);
                     return Ok(Sealed {
                         invoice,
                         seq: entry.seq,
@@ -414,7 +435,7 @@ impl Fiscalizer {
                     });
                 }
                 Err(LedgerError::Duplicate { name, .. }) if name == index::IDEMPOTENCY => {
-                    // A concurrent request with the same key won.
+                    // An earlier or concurrent request with the same key.
                     return self
                         .replay(&scoped_key, &request_sha, idempotency_key)?
                         .ok_or(SealError::Storage(LedgerError::Unavailable(
@@ -424,10 +445,37 @@ impl Fiscalizer {
                 Err(LedgerError::Conflict { .. })
                     if attempts <= self.config.max_conflict_retries =>
                 {
+                    // Another writer (another process) moved the head.
+                    self.forget_head(&req.outlet_id);
                     continue;
                 }
-                Err(e) => return Err(SealError::Storage(e)),
+                Err(e) => {
+                    self.forget_head(&req.outlet_id);
+                    return Err(SealError::Storage(e));
+                }
             }
+        }
+    }
+
+    /// The outlet's head: cached after our own appends (we hold the outlet
+    /// lock, and append is a compare-and-swap, so a stale cache can only
+    /// cause a `Conflict`, which clears it), read from the store otherwise.
+    fn head(&self, outlet: &str) -> Result<bonopay_ledger::Head, SealError> {
+        if let Some(h) = self.heads.lock().ok().and_then(|m| m.get(outlet).cloned()) {
+            return Ok(h);
+        }
+        self.store.head(outlet).map_err(SealError::Storage)
+    }
+
+    fn remember_head(&self, head: bonopay_ledger::Head) {
+        if let Ok(mut m) = self.heads.lock() {
+            m.insert(head.outlet.clone(), head);
+        }
+    }
+
+    fn forget_head(&self, outlet: &str) {
+        if let Ok(mut m) = self.heads.lock() {
+            m.remove(outlet);
         }
     }
 
@@ -587,7 +635,7 @@ impl Fiscalizer {
         credit_ref: Option<&str>,
     ) -> Result<(Entry, SealedInvoice), SealError> {
         let outlet = &req.outlet_id;
-        let head = self.store.head(outlet).map_err(SealError::Storage)?;
+        let head = self.head(outlet)?;
 
         // Trusted, monotonic time.
         let now = self.clock.now_ms();

@@ -677,3 +677,48 @@ fn after_a_key_rotation_old_invoices_replay_and_can_be_credited() {
     );
     assert!(report.is_valid(), "{:?}", report.error);
 }
+
+#[test]
+fn a_replay_is_answered_even_while_the_signer_is_down() {
+    let signer = Arc::new(FaultySigner::new(SoftwareSigner::generate().unwrap()));
+    let r = rig_with(Arc::new(MemoryStore::new()), signer.clone());
+    let first = r.fiscalizer.seal(&sale("kin-01"), "retry-me").unwrap();
+    signer.set_down(true);
+    let again = r.fiscalizer.seal(&sale("kin-01"), "retry-me").unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.invoice.elements, first.invoice.elements);
+    assert!(matches!(
+        r.fiscalizer.seal(&sale("kin-01"), "new"),
+        Err(SealError::SignerUnavailable(_))
+    ));
+}
+
+#[test]
+fn two_fiscalizers_on_one_store_never_fork_or_skip() {
+    // Like two server processes on one database: each caches heads after
+    // its own appends; the other's appends make the cache stale, which the
+    // ledger's compare-and-swap turns into a retry, never a fork.
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    let a = rig_with(store.clone(), Arc::new(SoftwareSigner::generate().unwrap()));
+    let b = rig_with(store.clone(), Arc::new(SoftwareSigner::generate().unwrap()));
+    let mut numbers = Vec::new();
+    for i in 0..10 {
+        let f = if i % 3 == 0 {
+            &b.fiscalizer
+        } else {
+            &a.fiscalizer
+        };
+        numbers.push(
+            f.seal(&sale("kin-01"), &format!("k{i}"))
+                .unwrap()
+                .invoice
+                .elements
+                .fiscal_number,
+        );
+    }
+    let want: Vec<String> = (1..=10).map(|n| format!("{n}/{n} FV")).collect();
+    assert_eq!(numbers, want);
+    let keys = vec![a.keys[0].clone(), b.keys[0].clone()];
+    let report = verify_store(&*store, "kin-01", &SignatureCheck::new(keys));
+    assert!(report.is_valid(), "{:?}", report.error);
+}

@@ -48,6 +48,11 @@ pub enum EntryKind {
     SignerFailure,
     /// The signing key changed.
     KeyRotation,
+    /// An A report (per-article quantities since the previous one).
+    AReport,
+    /// A sale that was started at the till and abandoned before it was
+    /// invoiced (the DGI "vente incomplète").
+    IncompleteSale,
 }
 
 impl EntryKind {
@@ -59,6 +64,8 @@ impl EntryKind {
         EntryKind::Closing,
         EntryKind::SignerFailure,
         EntryKind::KeyRotation,
+        EntryKind::AReport,
+        EntryKind::IncompleteSale,
     ];
 
     /// The stable string in headers and storage.
@@ -71,6 +78,8 @@ impl EntryKind {
             EntryKind::Closing => "closing",
             EntryKind::SignerFailure => "signer_failure",
             EntryKind::KeyRotation => "key_rotation",
+            EntryKind::AReport => "a_report",
+            EntryKind::IncompleteSale => "incomplete_sale",
         }
     }
 
@@ -476,6 +485,71 @@ impl Entry {
             fiscal_year: self.fiscal_year,
             time_ms: self.time_ms,
         }
+    }
+
+    /// Rebuilds an entry from its exported parts (an audit bundle): the
+    /// fields come from the header, which is what the entry hash covers,
+    /// so nothing but the hashed bytes is trusted. Call
+    /// [`Entry::check_integrity`] (or the verifier) afterwards.
+    ///
+    /// # Errors
+    /// [`LedgerError::Corrupt`] when the header is not a ledger header.
+    pub fn from_parts(
+        prev_hash: Hash,
+        entry_hash: Hash,
+        header: Vec<u8>,
+        payload: Vec<u8>,
+    ) -> Result<Entry, LedgerError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct H {
+            #[serde(default)]
+            counters: Option<C>,
+            fiscal_year: i32,
+            kind: String,
+            outlet: String,
+            #[allow(dead_code)]
+            payload_sha256: String,
+            seq: u64,
+            time_ms: i64,
+            #[serde(default)]
+            z_number: Option<u64>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            total: u64,
+            #[serde(rename = "type")]
+            invoice_type: String,
+            type_counter: u64,
+        }
+        let bad = |why: String| LedgerError::Corrupt(format!("entry header: {why}"));
+        let h: H = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+        let kind = EntryKind::from_code(&h.kind)
+            .ok_or_else(|| bad(format!("unknown kind `{}`", h.kind)))?;
+        let fiscal_number = match h.counters {
+            None => None,
+            Some(c) => Some(FiscalNumber {
+                total: c.total,
+                invoice_type: InvoiceType::from_code(&c.invoice_type)
+                    .ok_or_else(|| bad(format!("unknown invoice type `{}`", c.invoice_type)))?,
+                type_counter: c.type_counter,
+            }),
+        };
+        Ok(Entry {
+            outlet: h.outlet,
+            seq: h.seq,
+            kind,
+            fiscal_year: h.fiscal_year,
+            time_ms: h.time_ms,
+            fiscal_number,
+            z_number: h.z_number,
+            prev_hash,
+            entry_hash,
+            header,
+            payload,
+            index: Vec::new(),
+        })
     }
 
     /// Checks that the header is exactly what the indexed fields and the

@@ -24,4 +24,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, MIGRATIONS, SqliteOptions, SqliteStore};
 pub use store::{EntryIter, LedgerStore, LedgerStoreExt, check_append};
-pub use verify::{ChainError, ChainOnly, ChainReport, EntryCheck, verify_chain, verify_store};
+pub use verify::{
+    ChainError, ChainOnly, ChainReport, EntryCheck, check_one, verify_chain, verify_chain_from,
+    verify_store,
+};

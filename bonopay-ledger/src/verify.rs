@@ -258,7 +258,18 @@ pub fn verify_chain<I>(outlet: &str, entries: I, extra: &dyn EntryCheck) -> Chai
 where
     I: IntoIterator<Item = Result<Entry, LedgerError>>,
 {
-    let mut head = Head::genesis(outlet);
+    verify_chain_from(Head::genesis(outlet), entries, extra)
+}
+
+/// [`verify_chain`] from a known starting point instead of the genesis: the
+/// head as it stood before the first entry given (an audit bundle that
+/// starts mid-chain states it, and must authenticate it some other way).
+pub fn verify_chain_from<I>(start: Head, entries: I, extra: &dyn EntryCheck) -> ChainReport
+where
+    I: IntoIterator<Item = Result<Entry, LedgerError>>,
+{
+    let outlet = start.outlet.clone();
+    let mut head = start;
     let mut position = 0u64;
     let mut error = None;
     for item in entries {
@@ -272,14 +283,20 @@ where
         }
     }
     ChainReport {
-        outlet: outlet.to_owned(),
+        outlet,
         verified: head.seq,
         head,
         error,
     }
 }
 
-fn check_one(
+/// One step of the walk: checks `item` as the entry after `head` (the n-th
+/// read, `position`) and returns the head after it. Public so a verifier
+/// can show its work entry by entry (`bonopay verify --explain`).
+///
+/// # Errors
+/// The first thing about the entry that does not hold.
+pub fn check_one(
     head: &Head,
     position: u64,
     item: Result<Entry, LedgerError>,

@@ -36,6 +36,17 @@ pub mod index {
     pub const AUTH_CODE: &str = "auth_code";
     /// Original's authentication code → each credit note against it.
     pub const CREDITS: &str = "credits";
+    /// `{outlet}/{z_number}` → the Z report (unique).
+    pub const Z_REPORT: &str = "z_report";
+    /// `{outlet}/{a_number}` → the A report (unique).
+    pub const A_REPORT: &str = "a_report";
+    /// Outlet → every A report of the outlet.
+    pub const A_REPORTS: &str = "a_reports";
+    /// `{outlet}/{daily|monthly|yearly}/{label}` → the closing (unique: a
+    /// period is closed once).
+    pub const CLOSING: &str = "closing";
+    /// `{outlet}/{daily|monthly|yearly}` → every closing of that kind.
+    pub const CLOSINGS: &str = "closings";
 }
 
 /// The trusted clock. A trait so tests can step it backwards.
@@ -202,9 +213,9 @@ pub struct Sealed {
     pub replayed: bool,
 }
 
-type Locks = Mutex<HashMap<String, Arc<Mutex<()>>>>;
+pub(crate) type Locks = Mutex<HashMap<String, Arc<Mutex<()>>>>;
 
-fn lock_for(locks: &Locks, key: &str) -> Arc<Mutex<()>> {
+pub(crate) fn lock_for(locks: &Locks, key: &str) -> Arc<Mutex<()>> {
     let mut map = locks
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -213,11 +224,11 @@ fn lock_for(locks: &Locks, key: &str) -> Arc<Mutex<()>> {
 
 /// The sealing pipeline over a ledger store and a signer.
 pub struct Fiscalizer {
-    store: Arc<dyn LedgerStore>,
-    signer: Arc<dyn Signer>,
-    clock: Arc<dyn Clock>,
-    config: FiscalizerConfig,
-    outlet_locks: Locks,
+    pub(crate) store: Arc<dyn LedgerStore>,
+    pub(crate) signer: Arc<dyn Signer>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: FiscalizerConfig,
+    pub(crate) outlet_locks: Locks,
     heads: Mutex<HashMap<String, bonopay_ledger::Head>>,
     credit_locks: Locks,
 }
@@ -284,7 +295,7 @@ impl Fiscalizer {
         &self.config
     }
 
-    fn time_zone(&self, outlet: &str) -> Tz {
+    pub(crate) fn time_zone(&self, outlet: &str) -> Tz {
         self.config
             .outlet_time_zones
             .get(outlet)
@@ -371,13 +382,12 @@ impl Fiscalizer {
         let request_sha = sha256_hex(request_jcs.as_bytes());
         let scoped_key = format!("{}/{}", req.merchant_nif, idempotency_key);
 
-        // A replay is found by the store's unique idempotency key at append
-        // (or below when the seal cannot be built); looking it up first would
-        // cost a read for every invoice. Credit notes are the exception: the
-        // credit checks would count the note's own earlier seal.
-        if req.invoice_type.is_credit_note()
-            && let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)?
-        {
+        // A retried request is answered from the ledger before anything
+        // is signed: a client retries because a seal was slow (a busy HSM),
+        // and signing again only to find the key taken at append would make
+        // the retry as slow as the original. (The store's unique key at
+        // append still settles concurrent duplicates.)
+        if let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)? {
             return Ok(done);
         }
 
@@ -460,23 +470,57 @@ impl Fiscalizer {
     /// The outlet's head: cached after our own appends (we hold the outlet
     /// lock, and append is a compare-and-swap, so a stale cache can only
     /// cause a `Conflict`, which clears it), read from the store otherwise.
-    fn head(&self, outlet: &str) -> Result<bonopay_ledger::Head, SealError> {
+    pub(crate) fn head(&self, outlet: &str) -> Result<bonopay_ledger::Head, SealError> {
         if let Some(h) = self.heads.lock().ok().and_then(|m| m.get(outlet).cloned()) {
             return Ok(h);
         }
         self.store.head(outlet).map_err(SealError::Storage)
     }
 
-    fn remember_head(&self, head: bonopay_ledger::Head) {
+    pub(crate) fn remember_head(&self, head: bonopay_ledger::Head) {
         if let Ok(mut m) = self.heads.lock() {
             m.insert(head.outlet.clone(), head);
         }
     }
 
-    fn forget_head(&self, outlet: &str) {
+    pub(crate) fn forget_head(&self, outlet: &str) {
         if let Ok(mut m) = self.heads.lock() {
             m.remove(outlet);
         }
+    }
+
+    /// The trusted, per-outlet monotonic time for the next entry after
+    /// `head`, in ms and in the outlet's time zone: the clock, or the last
+    /// entry's time held when the clock is behind it within the tolerance.
+    ///
+    /// # Errors
+    /// [`SealError::ClockBehind`] beyond the tolerance.
+    pub(crate) fn trusted_time(
+        &self,
+        head: &bonopay_ledger::Head,
+    ) -> Result<(i64, chrono::DateTime<Tz>), SealError> {
+        let now = self.clock.now_ms();
+        let time_ms = if now >= head.time_ms {
+            now
+        } else if head.time_ms - now <= self.config.clock_tolerance_ms {
+            head.time_ms
+        } else {
+            return Err(SealError::ClockBehind {
+                behind_ms: head.time_ms - now,
+                tolerance_ms: self.config.clock_tolerance_ms,
+            });
+        };
+        let tz = self.time_zone(&head.outlet);
+        let local = Utc
+            .timestamp_millis_opt(time_ms)
+            .single()
+            .ok_or(SealError::ClockBehind {
+                behind_ms: 0,
+                tolerance_ms: 0,
+            })?
+            .with_timezone(&tz);
+
+        Ok((time_ms, local))
     }
 
     fn replay(
@@ -636,28 +680,7 @@ impl Fiscalizer {
     ) -> Result<(Entry, SealedInvoice), SealError> {
         let outlet = &req.outlet_id;
         let head = self.head(outlet)?;
-
-        // Trusted, monotonic time.
-        let now = self.clock.now_ms();
-        let time_ms = if now >= head.time_ms {
-            now
-        } else if head.time_ms - now <= self.config.clock_tolerance_ms {
-            head.time_ms
-        } else {
-            return Err(SealError::ClockBehind {
-                behind_ms: head.time_ms - now,
-                tolerance_ms: self.config.clock_tolerance_ms,
-            });
-        };
-        let tz = self.time_zone(outlet);
-        let local = Utc
-            .timestamp_millis_opt(time_ms)
-            .single()
-            .ok_or(SealError::ClockBehind {
-                behind_ms: 0,
-                tolerance_ms: 0,
-            })?
-            .with_timezone(&tz);
+        let (time_ms, local) = self.trusted_time(&head)?;
         let timestamp = local.format("%Y-%m-%dT%H:%M:%S%:z").to_string();
 
         let meta = EntryMeta {
@@ -700,7 +723,7 @@ impl Fiscalizer {
             ("seq", prepared.seq.to_string()),
             ("tax", tax_jcs),
             ("time_ms", time_ms.to_string()),
-            ("time_zone", json_str(tz.name())),
+            ("time_zone", json_str(local.timezone().name())),
             ("timestamp", json_str(&timestamp)),
         ];
         if let Some(isf) = &self.config.isf {
@@ -777,6 +800,11 @@ impl SignatureCheck {
 
 impl bonopay_ledger::EntryCheck for SignatureCheck {
     fn check(&self, entry: &Entry) -> Result<(), String> {
+        if crate::event::schema_of(entry.kind).is_some() {
+            return crate::event::verify_event(entry, &self.keys)
+                .map(|_| ())
+                .map_err(|e| format!("signed {}: {e}", entry.kind));
+        }
         if !entry.kind.is_numbered() {
             return Ok(());
         }

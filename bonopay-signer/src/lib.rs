@@ -1,14 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod bundle;
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod device;
 mod error;
+pub mod event;
 mod fiscalizer;
 mod key;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod report;
+mod reports;
 mod sealed;
 mod signer;
 mod software;
@@ -20,6 +25,9 @@ pub use fiscalizer::{
     SystemClock, index,
 };
 pub use key::{Algorithm, PublicKey, Signature, domain_digest, key_id_of};
+pub use reports::{
+    IncompleteSale, PeriodKind, Report, ReportIdentity, ReportKind, SealedRef, X_SCHEMA, head_json,
+};
 pub use sealed::{
     AUTH_CODE_DOMAIN, BODY_DOMAIN, KeyLookup, SEAL_DOMAIN, SEALED_SCHEMA, SealTuple, SealedInvoice,
     SecurityElements, VERIFY_QR_PREFIX, VerifiedQr, auth_code_of, body_hash, dgi_qr,

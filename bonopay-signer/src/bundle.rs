@@ -1,0 +1,868 @@
+//! The audit bundle: one self-contained, versioned export of an outlet's
+//! ledger over a period, and its offline verifier.
+//!
+//! A bundle is UTF-8 JSON Lines (format `bonopay/audit-bundle/v1`,
+//! specified in `docs/format.md`, "Audit bundle"):
+//!
+//! ```text
+//! {"bundle": {format, outlet, time_zone, created, period, start, keys}}
+//! {"entry": {seq, kind, prev_hash, entry_hash, header, payload}}     × n
+//! {"end": {entries, head, sha256}}
+//! ```
+//!
+//! - `start` is the chain head before the first entry. A bundle starts at
+//!   the genesis or *at a Z report*, whose signed `closing_head` vouches for
+//!   `start` (hash, counters, Z number): nothing about the start is taken
+//!   on trust.
+//! - `keys` are the public keys (SPKI PEM) that signed the entries, each
+//!   with its key id.
+//! - `end.sha256` is the SHA-256 of every byte before the `end` line, so
+//!   truncation is caught even where the chain would not show it.
+//!
+//! Both halves are pure: [`Exporter`] yields the bytes, and [`Verifier`]
+//! takes lines; the CLI and the server do the file and network I/O.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use bonopay_ledger::{
+    ChainOnly, Entry, EntryCheck, EntryKind, Hash, Head, LedgerError, LedgerStore, check_one,
+    genesis_hash,
+};
+use chrono::Datelike;
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::event::verify_event;
+use crate::fiscalizer::{SignatureCheck, index};
+use crate::key::PublicKey;
+use crate::report::{ArticleStats, Stats};
+use crate::reports::{counted, head_json, local_time};
+
+/// The format name and version on the first line.
+pub const BUNDLE_FORMAT: &str = "bonopay/audit-bundle/v1";
+
+/// Why an export could not be produced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The ledger failed.
+    #[error("ledger: {0}")]
+    Storage(#[from] LedgerError),
+    /// The Z report the bundle must start at does not read back.
+    #[error("the Z report at seq {seq} that starts the bundle is unreadable: {why}")]
+    BadStart {
+        /// Its position.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Outlet.
+    pub outlet: String,
+    /// The outlet's time zone (closings are checked in it).
+    pub time_zone: Tz,
+    /// Entries at or after this trusted time (ms); the bundle starts at the
+    /// last Z report at or before it, or at the genesis. `None`: the whole
+    /// chain.
+    pub from_ms: Option<i64>,
+    /// Entries at or before this trusted time (ms). `None`: up to the head.
+    pub to_ms: Option<i64>,
+    /// Every public key the outlet signed with.
+    pub keys: Vec<PublicKey>,
+    /// Creation time, RFC 3339 (informative).
+    pub created: String,
+}
+
+/// Streams a bundle: the header line, one line per entry, the end line.
+/// Memory stays constant whatever the number of entries.
+pub struct Exporter<'a> {
+    entries: bonopay_ledger::EntryIter<'a>,
+    to_ms: Option<i64>,
+    to_seq: u64,
+    head: Head,
+    count: u64,
+    hasher: Sha256,
+    header: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Exporter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("outlet", &self.head.outlet)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+fn json_line(v: &Value) -> Vec<u8> {
+    let mut b = serde_json_canonicalizer::to_vec(v).unwrap_or_default();
+    b.push(b'\n');
+    b
+}
+
+/// The head before a Z report, from its signed `closing_head`.
+fn head_from_json(outlet: &str, v: &Value) -> Option<Head> {
+    let hash: Hash = hex::decode(v["hash"].as_str()?).ok()?.try_into().ok()?;
+    let seq = v["seq"].as_u64()?;
+    if seq == 0 {
+        let mut h = Head::genesis(outlet);
+        h.z_number = v["z_number"].as_u64()?;
+        return (h.hash == hash).then_some(h);
+    }
+    let c = &v["counters"];
+    let mut per_type = [0u64; 6];
+    for (i, t) in bonopay_ledger::INVOICE_TYPES.iter().enumerate() {
+        per_type[i] = c["per_type"][t.as_str()].as_u64()?;
+    }
+    Some(Head {
+        outlet: outlet.to_owned(),
+        seq,
+        hash,
+        fiscal_year: i32::try_from(c["fiscal_year"].as_i64()?).ok()?,
+        counters: bonopay_ledger::Counters {
+            total: c["total"].as_u64()?,
+            per_type,
+        },
+        z_number: v["z_number"].as_u64()?,
+        time_ms: v["time_ms"].as_i64()?,
+    })
+}
+
+impl<'a> Exporter<'a> {
+    /// Plans the export: finds the starting Z report (or the genesis).
+    ///
+    /// # Errors
+    /// [`ExportError`] when the ledger cannot be read.
+    pub fn new(store: &'a dyn LedgerStore, req: &ExportRequest) -> Result<Self, ExportError> {
+        let outlet = req.outlet.as_str();
+        let head = store.head(outlet)?;
+        // The latest Z at or before `from_ms`.
+        let mut start: Option<Entry> = None;
+        if let Some(from) = req.from_ms {
+            for z in (1..=head.z_number).rev() {
+                let hits = store.find_index(index::Z_REPORT, &format!("{outlet}/{z}"))?;
+                let Some((_, seq)) = hits.into_iter().find(|(o, _)| o == outlet) else {
+                    continue;
+                };
+                if let Some(e) = store.entry(outlet, seq)?
+                    && e.time_ms <= from
+                {
+                    start = Some(e);
+                    break;
+                }
+            }
+        }
+        let (anchor, from_seq) = match &start {
+            None => (Head::genesis(outlet), 1),
+            Some(z) => {
+                let body =
+                    crate::event::event_body(&z.payload).map_err(|e| ExportError::BadStart {
+                        seq: z.seq,
+                        why: e.to_string(),
+                    })?;
+                let h = head_from_json(outlet, &body["closing_head"]).ok_or_else(|| {
+                    ExportError::BadStart {
+                        seq: z.seq,
+                        why: "closing_head is malformed".into(),
+                    }
+                })?;
+                (h, z.seq)
+            }
+        };
+        let keys: Vec<Value> = req
+            .keys
+            .iter()
+            .map(|k| json!({"key_id": k.key_id(), "spki_pem": k.to_pem()}))
+            .collect();
+        let header = json_line(&json!({"bundle": {
+            "created": req.created,
+            "format": BUNDLE_FORMAT,
+            "keys": keys,
+            "outlet": outlet,
+            "period": {"from_ms": req.from_ms, "to_ms": req.to_ms},
+            "start": head_json(&anchor),
+            "time_zone": req.time_zone.name(),
+        }}));
+        Ok(Self {
+            entries: store.iter_from(outlet, from_seq),
+            to_ms: req.to_ms,
+            to_seq: head.seq,
+            head: anchor,
+            count: 0,
+            hasher: Sha256::new(),
+            header: Some(header),
+            done: false,
+        })
+    }
+
+    /// The head after the last entry exported so far.
+    #[must_use]
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Entries exported so far.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn emit(&mut self, line: Vec<u8>) -> Vec<u8> {
+        self.hasher.update(&line);
+        line
+    }
+}
+
+impl Iterator for Exporter<'_> {
+    type Item = Result<Vec<u8>, ExportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(h) = self.header.take() {
+            return Some(Ok(self.emit(h)));
+        }
+        if self.done {
+            return None;
+        }
+        match self.entries.next() {
+            Some(Err(e)) => {
+                self.done = true;
+                Some(Err(e.into()))
+            }
+            Some(Ok(e)) if e.seq <= self.to_seq && self.to_ms.is_none_or(|t| e.time_ms <= t) => {
+                let line = json_line(&json!({"entry": {
+                    "entry_hash": hex::encode(e.entry_hash),
+                    "header": String::from_utf8_lossy(&e.header),
+                    "kind": e.kind.as_str(),
+                    "payload": String::from_utf8_lossy(&e.payload),
+                    "prev_hash": hex::encode(e.prev_hash),
+                    "seq": e.seq,
+                }}));
+                self.head = self.head.advance(&e);
+                self.count += 1;
+                Some(Ok(self.emit(line)))
+            }
+            _ => {
+                self.done = true;
+                let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                Some(Ok(json_line(&json!({"end": {
+                    "entries": self.count,
+                    "head": head_json(&self.head),
+                    "sha256": digest,
+                }}))))
+            }
+        }
+    }
+}
+
+// ---- verification ----------------------------------------------------------------
+
+/// A bundle that cannot be read at all (exit code 2 of `bonopay verify`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnreadableBundle {
+    /// The first line is not a bundle header of a known format.
+    #[error("not an audit bundle: {0}")]
+    NotABundle(String),
+    /// A format this verifier does not know.
+    #[error("unsupported bundle format `{0}` (this verifier reads {BUNDLE_FORMAT})")]
+    UnsupportedFormat(String),
+}
+
+/// The first problem found, with where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Line of the bundle (1-based).
+    pub line: u64,
+    /// The entry's seq, when the problem is with an entry.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Counts of what was checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Entries walked (chain, counters, signatures).
+    pub entries: u64,
+    /// Invoices and credit notes.
+    pub invoices: u64,
+    /// Z reports whose totals were recomputed and matched.
+    pub z_reports: u64,
+    /// A reports whose quantities were recomputed and matched.
+    pub a_reports: u64,
+    /// Closings whose totals were recomputed and matched.
+    pub closings: u64,
+    /// Reports and closings that cover entries before the bundle's start,
+    /// so their totals could not be recomputed (their signatures were
+    /// checked).
+    pub not_recomputable: u64,
+}
+
+/// One step of `--explain`: the hashes of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Line of the bundle.
+    pub line: u64,
+    /// Entry seq as stated.
+    pub seq: u64,
+    /// Kind.
+    pub kind: String,
+    /// The previous entry's hash, as the walk computed it.
+    pub expected_prev: String,
+    /// `prev_hash` stated by the entry.
+    pub prev_hash: String,
+    /// `SHA-256(ledger-payload ‖ payload)`, recomputed.
+    pub payload_sha256: String,
+    /// `SHA-256(ledger-entry ‖ prev_hash ‖ header)`, recomputed.
+    pub computed_hash: String,
+    /// `entry_hash` stated by the bundle.
+    pub stated_hash: String,
+    /// `ok`, or what failed.
+    pub verdict: String,
+}
+
+/// The outcome of verifying a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleReport {
+    /// Outlet.
+    pub outlet: String,
+    /// First seq in the bundle (0 when empty).
+    pub first_seq: u64,
+    /// Last seq verified.
+    pub last_seq: u64,
+    /// The last verified head hash.
+    pub head_hash: String,
+    /// Key ids in the bundle.
+    pub keys: Vec<String>,
+    /// What was checked.
+    pub checked: Checked,
+    /// The first problem; `None` when the bundle is valid.
+    pub error: Option<Finding>,
+}
+
+impl BundleReport {
+    /// Whether the bundle is valid.
+    #[must_use]
+    pub fn is_valid(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// As JSON (for `bonopay verify --json`).
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        json!({
+            "valid": self.is_valid(),
+            "outlet": self.outlet,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head_hash": self.head_hash,
+            "keys": self.keys,
+            "checked": {
+                "entries": self.checked.entries,
+                "invoices": self.checked.invoices,
+                "z_reports": self.checked.z_reports,
+                "a_reports": self.checked.a_reports,
+                "closings": self.checked.closings,
+                "not_recomputable": self.checked.not_recomputable,
+            },
+            "error": self.error.as_ref().map(|f| json!({
+                "line": f.line, "seq": f.seq, "reason": f.reason,
+            })),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Period {
+    stats: Stats,
+    first: u64,
+    last: u64,
+}
+
+/// Verifies a bundle line by line, in constant memory per open period.
+pub struct Verifier {
+    line: u64,
+    outlet: String,
+    tz: Tz,
+    keys: Vec<PublicKey>,
+    check: SignatureCheck,
+    head: Head,
+    start: Head,
+    first_seq: u64,
+    hasher: Sha256,
+    ended: bool,
+    error: Option<Finding>,
+    checked: Checked,
+    /// Statistics since the last Z, when it (or the genesis) is in the bundle.
+    session: Option<Stats>,
+    last_z_seq: u64,
+    articles: Option<ArticleStats>,
+    last_a: Option<(u64, u64)>,
+    days: BTreeMap<String, Period>,
+    months: BTreeMap<String, Period>,
+    years: BTreeMap<String, Period>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("outlet", &self.outlet)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_of(v: &Value) -> Option<Hash> {
+    hex::decode(v.as_str()?).ok()?.try_into().ok()
+}
+
+impl Verifier {
+    /// Starts from the bundle's first line.
+    ///
+    /// # Errors
+    /// [`UnreadableBundle`] when it is not a bundle header.
+    pub fn new(first_line: &[u8]) -> Result<Self, UnreadableBundle> {
+        let v: Value = serde_json::from_slice(trim(first_line))
+            .map_err(|e| UnreadableBundle::NotABundle(format!("line 1: {e}")))?;
+        let b = v
+            .get("bundle")
+            .ok_or_else(|| UnreadableBundle::NotABundle("line 1 has no `bundle`".into()))?;
+        let format = b["format"].as_str().unwrap_or_default();
+        if format != BUNDLE_FORMAT {
+            return Err(UnreadableBundle::UnsupportedFormat(format.to_owned()));
+        }
+        let outlet = b["outlet"]
+            .as_str()
+            .ok_or_else(|| UnreadableBundle::NotABundle("no outlet".into()))?
+            .to_owned();
+        let mut me = Self {
+            line: 1,
+            outlet: outlet.clone(),
+            tz: chrono_tz::Africa::Kinshasa,
+            keys: Vec::new(),
+            check: SignatureCheck::new(Vec::new()),
+            head: Head::genesis(&outlet),
+            start: Head::genesis(&outlet),
+            first_seq: 0,
+            hasher: Sha256::new(),
+            ended: false,
+            error: None,
+            checked: Checked::default(),
+            session: None,
+            last_z_seq: 0,
+            articles: None,
+            last_a: None,
+            days: BTreeMap::new(),
+            months: BTreeMap::new(),
+            years: BTreeMap::new(),
+        };
+        me.hasher.update(first_line);
+        match b["time_zone"].as_str().map(Tz::from_str) {
+            Some(Ok(tz)) => me.tz = tz,
+            _ => me.fail(None, "the header names no known time zone"),
+        }
+        for k in b["keys"].as_array().into_iter().flatten() {
+            match PublicKey::from_pem(k["spki_pem"].as_str().unwrap_or_default()) {
+                Ok(key) if Some(key.key_id()) == k["key_id"].as_str() => me.keys.push(key),
+                Ok(key) => me.fail(
+                    None,
+                    &format!("key listed as {} has key id {}", k["key_id"], key.key_id()),
+                ),
+                Err(e) => me.fail(None, &format!("unreadable public key: {e}")),
+            }
+        }
+        me.check = SignatureCheck::new(me.keys.clone());
+        match head_from_json(&outlet, &b["start"]) {
+            Some(h) => {
+                if h.seq == 0 {
+                    // From the genesis, every session and period is whole.
+                    me.session = Some(Stats::default());
+                    me.articles = Some(ArticleStats::default());
+                    me.last_a = Some((0, 0));
+                }
+                me.head = h.clone();
+                me.start = h;
+            }
+            None => me.fail(None, "the start head is malformed (or not the genesis)"),
+        }
+        Ok(me)
+    }
+
+    fn fail(&mut self, seq: Option<u64>, reason: &str) {
+        if self.error.is_none() {
+            self.error = Some(Finding {
+                line: self.line,
+                seq,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Whether an error was found (later lines are then skipped).
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Feeds the next line. With `explain`, returns the entry's hash step.
+    pub fn feed(&mut self, raw: &[u8], explain: bool) -> Option<Step> {
+        self.line += 1;
+        if self.error.is_some() {
+            return None;
+        }
+        if self.ended {
+            self.fail(None, "content after the end line");
+            return None;
+        }
+        let v: Value = match serde_json::from_slice(trim(raw)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(None, &format!("not JSON: {e}"));
+                return None;
+            }
+        };
+        if let Some(end) = v.get("end") {
+            self.finish_end(end);
+            return None;
+        }
+        self.hasher.update(raw);
+        let Some(e) = v.get("entry") else {
+            self.fail(None, "neither an entry nor the end line");
+            return None;
+        };
+        self.entry(e, explain)
+    }
+
+    fn entry(&mut self, e: &Value, explain: bool) -> Option<Step> {
+        let stated_seq = e["seq"].as_u64();
+        let (Some(prev), Some(hash), Some(header), Some(payload)) = (
+            hash_of(&e["prev_hash"]),
+            hash_of(&e["entry_hash"]),
+            e["header"].as_str(),
+            e["payload"].as_str(),
+        ) else {
+            self.fail(stated_seq, "entry line is missing a field");
+            return None;
+        };
+        let entry = Entry::from_parts(
+            prev,
+            hash,
+            header.as_bytes().to_vec(),
+            payload.as_bytes().to_vec(),
+        );
+        let before = self.head.clone();
+        let mut step = explain.then(|| Step {
+            line: self.line,
+            seq: stated_seq.unwrap_or(0),
+            kind: e["kind"].as_str().unwrap_or_default().to_owned(),
+            expected_prev: hex::encode(before.hash),
+            prev_hash: hex::encode(prev),
+            payload_sha256: hex::encode(bonopay_ledger::payload_hash(payload.as_bytes())),
+            computed_hash: hex::encode(bonopay_ledger::entry_hash(&prev, header.as_bytes())),
+            stated_hash: hex::encode(hash),
+            verdict: "ok".into(),
+        });
+        let position = self.checked.entries + 1;
+        let result = check_one(&before, position, entry.clone(), &ChainOnly)
+            .map_err(|e| e.to_string())
+            .and_then(|next| {
+                let entry = entry.map_err(|e| e.to_string())?;
+                if e["kind"].as_str() != Some(entry.kind.as_str()) {
+                    return Err(format!(
+                        "the line says kind {} but the header says {}",
+                        e["kind"], entry.kind
+                    ));
+                }
+                self.content(&before, &entry)?;
+                Ok((next, entry))
+            });
+        match result {
+            Ok((next, entry)) => {
+                if self.first_seq == 0 {
+                    self.first_seq = entry.seq;
+                }
+                self.head = next;
+                self.checked.entries += 1;
+            }
+            Err(reason) => {
+                if let Some(s) = step.as_mut() {
+                    s.verdict.clone_from(&reason);
+                }
+                self.fail(stated_seq, &reason);
+            }
+        }
+        step
+    }
+
+    /// Signatures and report totals of one entry that chains correctly.
+    fn content(&mut self, before: &Head, entry: &Entry) -> Result<(), String> {
+        let first = self.checked.entries == 0;
+        if first && self.start.seq > 0 && entry.kind != EntryKind::ZReport {
+            return Err(
+                "the bundle starts mid-chain but not at a Z report: its start cannot be authenticated"
+                    .into(),
+            );
+        }
+        if crate::event::schema_of(entry.kind).is_none() {
+            self.check.check(entry)?;
+        }
+        let body = if crate::event::schema_of(entry.kind).is_some() {
+            Some(
+                verify_event(entry, &self.keys)
+                    .map_err(|e| format!("signed {}: {e}", entry.kind))?,
+            )
+        } else {
+            None
+        };
+        if entry.kind.is_numbered() {
+            self.checked.invoices += 1;
+        }
+        let date = local_time(entry.time_ms, self.tz)
+            .ok_or("time out of range")?
+            .date_naive();
+        if counted(entry.kind) {
+            let labels = [
+                (date.format("%Y-%m-%d").to_string(), 0),
+                (date.format("%Y-%m").to_string(), 1),
+                (date.year().to_string(), 2),
+            ];
+            for (label, level) in labels {
+                let map = match level {
+                    0 => &mut self.days,
+                    1 => &mut self.months,
+                    _ => &mut self.years,
+                };
+                let p = map.entry(label).or_default();
+                p.stats.add(entry).map_err(|e| e.to_string())?;
+                if p.first == 0 {
+                    p.first = entry.seq;
+                }
+                p.last = entry.seq;
+            }
+            if let Some(s) = self.session.as_mut() {
+                s.add(entry).map_err(|e| e.to_string())?;
+            }
+        }
+        if let Some(a) = self.articles.as_mut() {
+            a.add(entry).map_err(|e| e.to_string())?;
+        }
+        let Some(body) = body else { return Ok(()) };
+        match entry.kind {
+            EntryKind::ZReport => self.z_report(before, entry, &body, first),
+            EntryKind::AReport => self.a_report(entry, &body),
+            EntryKind::Closing => self.closing(&body),
+            _ => Ok(()),
+        }
+    }
+
+    fn z_report(
+        &mut self,
+        before: &Head,
+        entry: &Entry,
+        body: &Value,
+        first: bool,
+    ) -> Result<(), String> {
+        if body["closing_head"] != head_json(before) {
+            return Err(format!(
+                "Z report {}: its closing_head is not the ledger head before it",
+                body["z_number"]
+            ));
+        }
+        if first && self.start.seq > 0 {
+            // The signed closing head is the bundle's start: from here on
+            // the start is authenticated, and the next session is whole.
+            self.session = Some(Stats::default());
+            self.last_z_seq = entry.seq;
+            self.checked.not_recomputable += 1;
+            return Ok(());
+        }
+        match self.session.take() {
+            Some(stats) => {
+                let period = &body["period"];
+                if period["previous_seq"].as_u64() != Some(self.last_z_seq)
+                    || period["to_seq"].as_u64() != Some(entry.seq - 1)
+                {
+                    return Err(format!(
+                        "Z report {}: its period {} is not the session since the previous Z (seq {}) up to seq {}",
+                        body["z_number"],
+                        period,
+                        self.last_z_seq,
+                        entry.seq - 1
+                    ));
+                }
+                let mine = stats.to_json();
+                if body["stats"] != mine {
+                    return Err(format!(
+                        "Z report {}: totals differ from the entries: {}",
+                        body["z_number"],
+                        first_difference(&body["stats"], &mine, "stats")
+                    ));
+                }
+                self.checked.z_reports += 1;
+            }
+            None => self.checked.not_recomputable += 1,
+        }
+        self.session = Some(Stats::default());
+        self.last_z_seq = entry.seq;
+        Ok(())
+    }
+
+    fn a_report(&mut self, entry: &Entry, body: &Value) -> Result<(), String> {
+        let n = body["a_number"].as_u64().unwrap_or(0);
+        if let Some((prev_seq, prev_n)) = self.last_a {
+            if n != prev_n + 1 || body["period"]["previous_seq"].as_u64() != Some(prev_seq) {
+                return Err(format!(
+                    "A report {n}: expected A report {} after the one at seq {prev_seq}",
+                    prev_n + 1
+                ));
+            }
+            let mine = self
+                .articles
+                .as_ref()
+                .map(|a| serde_json::to_value(a.lines()).unwrap_or_default())
+                .unwrap_or_default();
+            if body["articles"] != mine {
+                return Err(format!(
+                    "A report {n}: quantities differ from the entries: {}",
+                    first_difference(&body["articles"], &mine, "articles")
+                ));
+            }
+            self.checked.a_reports += 1;
+        } else {
+            self.checked.not_recomputable += 1;
+        }
+        self.last_a = Some((entry.seq, n));
+        self.articles = Some(ArticleStats::default());
+        Ok(())
+    }
+
+    fn closing(&mut self, body: &Value) -> Result<(), String> {
+        let period = &body["period"];
+        let label = period["label"].as_str().unwrap_or_default().to_owned();
+        let kind = period["kind"].as_str().unwrap_or_default();
+        // Whole only if the bundle starts before the period does.
+        let start_label = if self.start.seq == 0 {
+            None
+        } else {
+            local_time(self.start.time_ms, self.tz).map(|t| {
+                let d = t.date_naive();
+                match kind {
+                    "daily" => d.format("%Y-%m-%d").to_string(),
+                    "monthly" => d.format("%Y-%m").to_string(),
+                    _ => d.year().to_string(),
+                }
+            })
+        };
+        let map = match kind {
+            "daily" => &mut self.days,
+            "monthly" => &mut self.months,
+            "yearly" => &mut self.years,
+            other => return Err(format!("closing of unknown kind `{other}`")),
+        };
+        let got = map.remove(&label).unwrap_or_default();
+        if start_label.is_some_and(|s| s >= label) {
+            self.checked.not_recomputable += 1;
+            return Ok(());
+        }
+        let mine = got.stats.to_json();
+        if body["stats"] != mine {
+            return Err(format!(
+                "{kind} closing {label}: totals differ from the entries: {}",
+                first_difference(&body["stats"], &mine, "stats")
+            ));
+        }
+        if period["from_seq"].as_u64() != Some(got.first)
+            || period["to_seq"].as_u64() != Some(got.last)
+        {
+            return Err(format!(
+                "{kind} closing {label}: covers seq {}..{} but the period's entries are {}..{}",
+                period["from_seq"], period["to_seq"], got.first, got.last
+            ));
+        }
+        self.checked.closings += 1;
+        Ok(())
+    }
+
+    fn finish_end(&mut self, end: &Value) {
+        self.ended = true;
+        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if end["sha256"].as_str() != Some(digest.as_str()) {
+            self.fail(
+                None,
+                "the end line's sha256 does not match the bundle's bytes (altered or truncated)",
+            );
+        } else if end["entries"].as_u64() != Some(self.checked.entries) {
+            self.fail(
+                None,
+                &format!(
+                    "the end line counts {} entries but the bundle holds {}",
+                    end["entries"], self.checked.entries
+                ),
+            );
+        } else if end["head"] != head_json(&self.head) {
+            self.fail(None, "the end line's head is not the verified head");
+        }
+    }
+
+    /// The outcome, once every line is fed.
+    #[must_use]
+    pub fn finish(mut self) -> BundleReport {
+        if !self.ended {
+            self.line += 1;
+            self.fail(None, "the bundle has no end line (truncated)");
+        }
+        BundleReport {
+            outlet: self.outlet,
+            first_seq: self.first_seq,
+            last_seq: self.head.seq,
+            head_hash: hex::encode(self.head.hash),
+            keys: self.keys.iter().map(|k| k.key_id().to_owned()).collect(),
+            checked: self.checked,
+            error: self.error,
+        }
+    }
+}
+
+fn trim(raw: &[u8]) -> &[u8] {
+    raw.strip_suffix(b"\n").unwrap_or(raw)
+}
+
+/// Where two JSON values first differ, as `path: stated X, recomputed Y`.
+fn first_difference(stated: &Value, mine: &Value, path: &str) -> String {
+    match (stated, mine) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
+                if x != y {
+                    return first_difference(x, y, &format!("{path}.{k}"));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if x != y {
+                    return first_difference(x, y, &format!("{path}[{i}]"));
+                }
+            }
+        }
+        _ => {}
+    }
+    format!("{path}: stated {stated}, recomputed {mine}")
+}
+
+/// The genesis hash check a verifier can do on a bundle starting at 0.
+#[must_use]
+pub fn is_genesis(outlet: &str, hash: &Hash) -> bool {
+    genesis_hash(outlet) == *hash
+}

@@ -487,6 +487,22 @@ impl DataDir {
 }
 
 impl DataDir {
+    /// Who an outlet's reports are for: its configured merchant.
+    ///
+    /// # Errors
+    /// A message when no configured merchant has the outlet.
+    pub fn report_identity(&self, outlet: &str) -> Result<bonopay_signer::ReportIdentity, String> {
+        self.config
+            .merchants
+            .iter()
+            .find(|m| m.outlets.iter().any(|o| o.id == outlet))
+            .map(|m| bonopay_signer::ReportIdentity {
+                merchant_nif: m.nif.clone(),
+                trade_name: m.name.clone().unwrap_or_else(|| m.nif.clone()),
+            })
+            .ok_or_else(|| format!("outlet `{outlet}` is not in any merchant of config.json"))
+    }
+
     /// Every public key whose signatures this directory's ledger may hold:
     /// the signer's, and each `keys/*.pub.pem` (keys used before a
     /// rotation; each signer's public key is saved there).

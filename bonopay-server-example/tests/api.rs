@@ -1655,3 +1655,122 @@ async fn concurrent_requests_seal_once_per_key_and_number_without_gaps() {
     totals.sort_unstable();
     assert_eq!(totals, (2..=9).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn reports_by_role_and_an_exported_bundle_that_verifies() {
+    let app = app();
+    let (_, cashier) = create_key(
+        &app,
+        &app.owner_a,
+        json!({"role": "cashier", "outlets": [OUTLET_A]}),
+    )
+    .await;
+    let (_, auditor) = create_key(&app, &app.owner_a, json!({"role": "auditor"})).await;
+    let (_, integration) = create_key(
+        &app,
+        &app.owner_a,
+        json!({"role": "integration", "outlets": [OUTLET_A]}),
+    )
+    .await;
+    for i in 0..2 {
+        let r = post_invoice(&app, &cashier, &format!("r-{i}"), &example()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let base = format!("/v1/outlets/{OUTLET_A}");
+
+    // Anyone bound to the outlet reads X; it closes nothing.
+    let r = get(&app, &format!("{base}/reports/x"), &auditor).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["report"]["stats"]["invoices"], 2);
+    assert_eq!(
+        r.json()["report"]["trade_name"],
+        format!("Merchant {NIF_A}")
+    );
+    let r = get(
+        &app,
+        &format!("{base}/reports/x?format=text&width=58"),
+        &cashier,
+    )
+    .await;
+    assert!(r.text().contains("RAPPORT X"), "{}", r.text());
+
+    // Only owner and cashier close a session.
+    for key in [&auditor, &integration] {
+        let r = post_json(&app, &format!("{base}/reports/z"), key, json!({})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    }
+    let r = post_json(&app, &format!("{base}/reports/z"), &cashier, json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["report"]["z_number"], 1);
+    let z_seq = r.json()["sealed"]["seq"].as_u64().unwrap();
+    let r = get(&app, &format!("{base}/reports/z"), &auditor).await;
+    assert_eq!(r.json(), json!([{"z_number": 1, "seq": z_seq}]));
+    let r = get(&app, &format!("{base}/reports/z/1?format=text"), &auditor).await;
+    assert!(r.text().contains("RAPPORT Z no 1"), "{}", r.text());
+    assert_eq!(
+        get(&app, &format!("{base}/reports/z/2"), &auditor)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Another merchant sees nothing.
+    assert_eq!(
+        get(&app, &format!("{base}/reports/x"), &app.owner_b)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Incomplete sales and A reports.
+    let r = post_json(
+        &app,
+        &format!("{base}/incomplete-sales"),
+        &cashier,
+        json!({"pos_terminal_id": "till-1", "cashier_id": "c-07", "amount": "1500", "reason": "client parti"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = post_json(
+        &app,
+        &format!("{base}/incomplete-sales"),
+        &cashier,
+        json!({"pos_terminal_id": "till-1", "cashier_id": "c-07", "amount": "-1"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let r = get(&app, &format!("{base}/reports/x"), &auditor).await;
+    assert_eq!(r.json()["report"]["stats"]["incomplete_sales"]["count"], 1);
+    let r = get(&app, &format!("{base}/reports/a"), &auditor).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json()["sealed"].is_null());
+    let r = post_json(&app, &format!("{base}/reports/a"), &auditor, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = post_json(&app, &format!("{base}/reports/a"), &app.owner_a, json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = post_json(&app, &format!("{base}/closings"), &app.owner_a, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"reports": []}),
+        "nothing is due the same day"
+    );
+
+    // The audit bundle: owner and auditor only; it verifies offline.
+    let r = get(&app, &format!("{base}/export"), &cashier).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = get(&app, &format!("{base}/export?from=2026-13-01"), &auditor).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = get(&app, &format!("{base}/export"), &auditor).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers["content-type"], "application/x-ndjson");
+    let lines: Vec<&[u8]> = r.body.split_inclusive(|b| *b == b'\n').collect();
+    let mut v = bonopay_signer::bundle::Verifier::new(lines[0]).unwrap();
+    for l in &lines[1..] {
+        v.feed(l, false);
+    }
+    let report = v.finish();
+    assert!(report.is_valid(), "{:?}", report.error);
+    assert_eq!(report.checked.entries, 5);
+    assert_eq!(report.checked.z_reports, 1);
+    assert_eq!(report.keys, vec![public_key(&app).key_id().to_owned()]);
+}

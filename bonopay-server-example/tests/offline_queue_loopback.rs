@@ -55,14 +55,18 @@ fn drafts_are_sealed_exactly_once_when_the_client_is_killed_mid_flush() {
     let server = Server::start(&tmp.path().join("data"), &[]);
     let key = server.owner(NIF_A);
     let queue_path = tmp.path().join("queue.db");
-    let drafts = 80;
-    {
+    // Drafts are queued in batches; when a fast machine drains the queue
+    // before enough kills have landed mid-flush, another batch is queued,
+    // so the test always exercises what it claims.
+    let enqueue = |from: usize, n: usize| {
         let q = OfflineQueue::open(&queue_path).unwrap();
-        for n in 0..drafts {
+        for n in from..from + n {
             let terminal = ["till-1", "till-2"][n % 2];
             q.enqueue(terminal, &draft(terminal, n)).unwrap();
         }
-    }
+    };
+    let mut drafts = 80;
+    enqueue(0, drafts);
 
     let pending = || {
         OfflineQueue::open(&queue_path)
@@ -75,9 +79,17 @@ fn drafts_are_sealed_exactly_once_when_the_client_is_killed_mid_flush() {
     };
     let mut killed_mid_flush = 0;
     let mut round = 0;
-    while pending() > 0 {
+    loop {
+        if pending() == 0 {
+            if killed_mid_flush >= 10 {
+                break;
+            }
+            assert!(drafts < 800, "kills never landed mid-flush");
+            enqueue(drafts, 40);
+            drafts += 40;
+        }
         round += 1;
-        assert!(round <= 200, "the queue never drained");
+        assert!(round <= 400, "the queue never drained");
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([TEST, "--exact", "--test-threads", "1"])
             .env(CHILD, "1")
@@ -88,10 +100,11 @@ fn drafts_are_sealed_exactly_once_when_the_client_is_killed_mid_flush() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Kill it a little later each round; from round 30 on let it finish.
+        // Kill it a little later each round until enough kills landed
+        // mid-flush; then let it finish.
         let delay = 10 + (round * 7) % 40;
         std::thread::sleep(Duration::from_millis(delay as u64));
-        if round < 30 {
+        if killed_mid_flush < 10 {
             let before = pending();
             child.kill().unwrap();
             let status = child.wait().unwrap();

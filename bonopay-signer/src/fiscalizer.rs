@@ -295,6 +295,12 @@ impl Fiscalizer {
         &self.config
     }
 
+    /// The outlet's time zone (its business days and fiscal year).
+    #[must_use]
+    pub fn outlet_time_zone(&self, outlet: &str) -> Tz {
+        self.time_zone(outlet)
+    }
+
     pub(crate) fn time_zone(&self, outlet: &str) -> Tz {
         self.config
             .outlet_time_zones

@@ -12,10 +12,13 @@ use bonopay_core::ValidationErrors;
 use clap::{Parser, Subcommand};
 
 pub mod canonicalize;
+pub mod export;
 pub mod ledger;
+pub mod report;
 pub mod seal;
 pub mod serve;
 pub mod totals;
+pub mod verify;
 
 /// Exit code for every failure: refused input, unreadable input, bad option.
 pub const EXIT_FAILURE: u8 = 2;
@@ -51,6 +54,13 @@ pub enum Command {
     /// Ledger tools.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// X, Z and A reports and closings of an outlet in a data directory.
+    Report(report::Args),
+    /// Write an outlet's audit bundle (JSON Lines) from a data directory.
+    Export(export::Args),
+    /// Check an audit bundle offline: chain, counters, signatures, and
+    /// every report recomputed. Exit 0 valid, 1 invalid, 2 unreadable.
+    Verify(verify::Args),
 }
 
 /// `bonopay ledger …`.
@@ -100,6 +110,9 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Seal(args) => seal::run(args, stdin),
         Command::Ledger(LedgerCommand::Verify(args)) => ledger::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }
 

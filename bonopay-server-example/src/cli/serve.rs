@@ -137,12 +137,28 @@ pub fn run(args: &Args) -> Result<String, Failure> {
             "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"
         ));
     }
-    let fiscalizer = dir.fiscalizer().map_err(Failure::Message)?;
+    let fiscalizer = Arc::new(dir.fiscalizer().map_err(Failure::Message)?);
+    let keys = Arc::new(keys);
+    let closer = Closer {
+        fiscalizer: Arc::clone(&fiscalizer),
+        keys: Arc::clone(&keys),
+        names: dir
+            .config
+            .merchants
+            .iter()
+            .map(|m| {
+                (
+                    m.nif.clone(),
+                    m.name.clone().unwrap_or_else(|| m.nif.clone()),
+                )
+            })
+            .collect(),
+    };
     let limits = Limits {
         body_bytes: dir.config.limits.body_bytes,
         request_timeout: Duration::from_secs(dir.config.limits.request_timeout_secs),
     };
-    let mut state = AppState::new(Arc::new(fiscalizer), Arc::new(keys))
+    let mut state = AppState::new(fiscalizer, keys)
         .with_limits(limits)
         .with_deliveries(deliveries);
     for key in dir.trusted_keys().map_err(Failure::Message)? {
@@ -174,12 +190,68 @@ pub fn run(args: &Args) -> Result<String, Failure> {
             .local_addr()
             .map_err(|e| Failure::Message(e.to_string()))?;
         say(&format!("bonopay: listening on http://{addr}"));
+        // Daily, monthly and yearly closings are sealed as soon as they
+        // are due, whether or not anyone asks.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let c = closer.clone();
+                let _ = tokio::task::spawn_blocking(move || c.close_all()).await;
+            }
+        });
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown())
             .await
             .map_err(|e| Failure::Message(format!("server: {e}")))
     })?;
     Ok(String::new())
+}
+
+/// Seals due closings of every outlet in the ledger.
+#[derive(Clone)]
+struct Closer {
+    fiscalizer: Arc<bonopay_signer::Fiscalizer>,
+    keys: Arc<SqliteKeyStore>,
+    names: std::collections::HashMap<String, String>,
+}
+
+impl Closer {
+    fn close_all(&self) {
+        use crate::server::auth::ApiKeyStore;
+        let outlets = match self.fiscalizer.store().outlets() {
+            Ok(o) => o,
+            Err(e) => {
+                say(&format!("bonopay: closings: cannot list outlets: {e}"));
+                return;
+            }
+        };
+        for outlet in outlets {
+            let Ok(Some(o)) = self.keys.outlet(&outlet) else {
+                continue;
+            };
+            let id = bonopay_signer::ReportIdentity {
+                trade_name: self
+                    .names
+                    .get(&o.merchant_nif)
+                    .cloned()
+                    .unwrap_or_else(|| o.merchant_nif.clone()),
+                merchant_nif: o.merchant_nif,
+            };
+            match self.fiscalizer.close_periods(&outlet, &id) {
+                Ok(done) => {
+                    for r in done {
+                        say(&format!(
+                            "bonopay: sealed {} closing {} of outlet {outlet}",
+                            r.body["period"]["kind"].as_str().unwrap_or_default(),
+                            r.body["period"]["label"].as_str().unwrap_or_default()
+                        ));
+                    }
+                }
+                Err(e) => say(&format!("bonopay: closings of outlet {outlet}: {e}")),
+            }
+        }
+    }
 }
 
 async fn shutdown() {

@@ -64,6 +64,20 @@ impl Role {
         matches!(self, Role::Owner | Role::Cashier | Role::Integration)
     }
 
+    /// Whether the role may close a session (Z report), seal A reports and
+    /// closings: the people at the till and the owner, not machines or
+    /// auditors.
+    #[must_use]
+    pub fn can_close(self) -> bool {
+        matches!(self, Role::Owner | Role::Cashier)
+    }
+
+    /// Whether the role may export audit bundles.
+    #[must_use]
+    pub fn can_audit(self) -> bool {
+        matches!(self, Role::Owner | Role::Auditor)
+    }
+
     /// Whether the role may manage keys and outlets.
     #[must_use]
     pub fn can_manage(self) -> bool {

@@ -219,7 +219,7 @@ pub(crate) async fn load_for(state: &Shared, who: &ApiKey, id: &str) -> Result<S
     .await
 }
 
-fn seal_error(state: &Shared, e: SealError) -> ApiError {
+pub(crate) fn seal_error(state: &Shared, e: SealError) -> ApiError {
     match e {
         SealError::Invalid(v) => v.into(),
         SealError::IdempotencyConflict { key } => ApiError::Conflict {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ops;
 pub mod receipt;
 pub mod receipt_pdf;
+pub mod reports;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -336,6 +337,13 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
             deliveries::list_deliveries
         ))
         .routes(routes!(invoices::list_outlet_invoices))
+        .routes(routes!(reports::x_report))
+        .routes(routes!(reports::z_report, reports::list_z_reports))
+        .routes(routes!(reports::get_z_report))
+        .routes(routes!(reports::a_report_preview, reports::a_report_seal))
+        .routes(routes!(reports::close_periods))
+        .routes(routes!(reports::incomplete_sale))
+        .routes(routes!(reports::export))
         .routes(routes!(manage::create_key, manage::list_keys))
         .routes(routes!(manage::revoke_key))
         .routes(routes!(manage::create_outlet, manage::list_outlets))

@@ -1,0 +1,525 @@
+//! X, Z and A reports, closings, incomplete sales and audit-bundle export.
+//!
+//! Every report is computed from the ledger by the Fiscalizer (see
+//! `bonopay_signer::reports`). Any key bound to the outlet may read X, A
+//! previews and sealed Z reports; only owner and cashier keys may close a
+//! session (Z), seal an A report or closings; owner and auditor keys may
+//! export the audit bundle.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bonopay_signer::bundle::{ExportRequest, Exporter};
+use bonopay_signer::report::Paper;
+use bonopay_signer::{IncompleteSale, Report, ReportIdentity};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::ApiKey;
+use super::error::{ApiError, ErrorBody};
+use super::invoices::seal_error;
+use super::{ApiJson, ApiPath, ApiQuery, Principal, Shared, authorize_outlet, blocking};
+
+/// How to render a report.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// `json` (default) or `text` (thermal printer).
+    pub format: Option<String>,
+    /// For text: paper width in mm, 58 or 80 (default).
+    pub width: Option<u32>,
+}
+
+fn respond(
+    reports: Vec<Report>,
+    q: &ReportQuery,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let docs: Vec<_> = reports.iter().map(Report::to_json).collect();
+            let body = match docs.as_slice() {
+                [one] => one.clone(),
+                _ => serde_json::json!({ "reports": docs }),
+            };
+            Ok((status, Json(body)).into_response())
+        }
+        "text" => {
+            let paper = match q.width.unwrap_or(80) {
+                58 => Paper::Mm58,
+                80 => Paper::Mm80,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_query",
+                        "width is 58 or 80 (mm)",
+                    ));
+                }
+            };
+            let text = reports
+                .iter()
+                .map(|r| r.text(paper))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                text,
+            )
+                .into_response())
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            "format is json or text",
+        )),
+    }
+}
+
+fn identity(state: &Shared, who: &ApiKey) -> ReportIdentity {
+    let name = state
+        .merchants
+        .get(&who.merchant_nif)
+        .and_then(|p| p.name.clone())
+        .unwrap_or_else(|| who.merchant_nif.clone());
+    ReportIdentity {
+        merchant_nif: who.merchant_nif.clone(),
+        trade_name: name,
+    }
+}
+
+fn must_close(who: &ApiKey) -> Result<(), ApiError> {
+    if who.role.can_close() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "a {} key may read reports but not close or seal them (owner and cashier keys may)",
+            who.role
+        )))
+    }
+}
+
+/// The X report: the current session's statistics (since the last Z),
+/// without closing it.
+#[utoipa::path(
+    get,
+    path = "/v1/outlets/{outlet}/reports/x",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`{report}` as JSON, or text/plain", body = Object),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn x_report(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    authorize_outlet(&state, &who, &outlet).await?;
+    let id = identity(&state, &who);
+    let st = Arc::clone(&state);
+    let r = blocking(move || {
+        st.fiscalizer
+            .x_report(&outlet, &id)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    respond(vec![r], &q, StatusCode::OK)
+}
+
+/// Closes the session with a Z report: its statistics, sealed (signed,
+/// timestamped, chained) with the next Z number and the ledger head at
+/// closing. Owner and cashier keys only.
+#[utoipa::path(
+    post,
+    path = "/v1/outlets/{outlet}/reports/z",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "`{report, sealed}` as JSON, or text/plain", body = Object),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "Signer down: nothing sealed", body = ErrorBody),
+    )
+)]
+pub async fn z_report(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    must_close(&who)?;
+    authorize_outlet(&state, &who, &outlet).await?;
+    let id = identity(&state, &who);
+    let st = Arc::clone(&state);
+    let r = blocking(move || {
+        st.fiscalizer
+            .z_report(&outlet, &id)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    respond(vec![r], &q, StatusCode::CREATED)
+}
+
+/// A sealed Z report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZListItem {
+    /// Z number.
+    pub z_number: u64,
+    /// Ledger position.
+    pub seq: u64,
+}
+
+/// The outlet's Z reports, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/outlets/{outlet}/reports/z",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = [ZListItem]),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn list_z_reports(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+) -> Result<Json<Vec<ZListItem>>, ApiError> {
+    authorize_outlet(&state, &who, &outlet).await?;
+    let st = Arc::clone(&state);
+    let list = blocking(move || {
+        st.fiscalizer
+            .z_reports(&outlet)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(z_number, seq)| ZListItem { z_number, seq })
+            .collect(),
+    ))
+}
+
+/// One sealed Z report, read back from the chain and verified.
+#[utoipa::path(
+    get,
+    path = "/v1/outlets/{outlet}/reports/z/{number}",
+    tag = "reports",
+    params(
+        ("outlet" = String, Path, description = "Outlet id"),
+        ("number" = u64, Path, description = "Z number"),
+        ReportQuery
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`{report, sealed}` as JSON, or text/plain", body = Object),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get_z_report(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath((outlet, number)): ApiPath<(String, u64)>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    authorize_outlet(&state, &who, &outlet).await?;
+    let st = Arc::clone(&state);
+    let r = blocking(move || {
+        let list = st
+            .fiscalizer
+            .z_reports(&outlet)
+            .map_err(|e| seal_error(&st, e))?;
+        let Some((_, seq)) = list.into_iter().find(|(z, _)| *z == number) else {
+            return Err(ApiError::NotFound);
+        };
+        st.fiscalizer
+            .load_report(&outlet, seq)
+            .map_err(|e| seal_error(&st, e))?
+            .ok_or(ApiError::NotFound)
+    })
+    .await?;
+    respond(vec![r], &q, StatusCode::OK)
+}
+
+/// A preview of the A report: per article, quantities sold and returned
+/// since the last sealed A report.
+#[utoipa::path(
+    get,
+    path = "/v1/outlets/{outlet}/reports/a",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`{report}` as JSON, or text/plain", body = Object),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn a_report_preview(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    authorize_outlet(&state, &who, &outlet).await?;
+    let id = identity(&state, &who);
+    let st = Arc::clone(&state);
+    let r = blocking(move || {
+        st.fiscalizer
+            .a_report(&outlet, &id, false)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    respond(vec![r], &q, StatusCode::OK)
+}
+
+/// Seals the A report; the next one starts after it. Owner and cashier
+/// keys only.
+#[utoipa::path(
+    post,
+    path = "/v1/outlets/{outlet}/reports/a",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "`{report, sealed}` as JSON, or text/plain", body = Object),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn a_report_seal(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    must_close(&who)?;
+    authorize_outlet(&state, &who, &outlet).await?;
+    let id = identity(&state, &who);
+    let st = Arc::clone(&state);
+    let r = blocking(move || {
+        st.fiscalizer
+            .a_report(&outlet, &id, true)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    respond(vec![r], &q, StatusCode::CREATED)
+}
+
+/// Seals every daily, monthly and yearly closing that is due (the server
+/// also does this by itself every minute). Owner and cashier keys only.
+#[utoipa::path(
+    post,
+    path = "/v1/outlets/{outlet}/closings",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`{reports: [...]}` (possibly empty), or text/plain", body = Object),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn close_periods(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    must_close(&who)?;
+    authorize_outlet(&state, &who, &outlet).await?;
+    let id = identity(&state, &who);
+    let st = Arc::clone(&state);
+    let done = blocking(move || {
+        st.fiscalizer
+            .close_periods(&outlet, &id)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    if done.len() == 1 {
+        // Keep the shape stable: always a list for closings.
+        let docs = vec![done[0].to_json()];
+        if q.format.as_deref().unwrap_or("json") == "json" {
+            return Ok(Json(serde_json::json!({ "reports": docs })).into_response());
+        }
+    }
+    if done.is_empty() && q.format.as_deref().unwrap_or("json") == "json" {
+        return Ok(Json(serde_json::json!({ "reports": [] })).into_response());
+    }
+    respond(done, &q, StatusCode::OK)
+}
+
+/// An abandoned sale.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncompleteSaleRequest {
+    /// Till.
+    pub pos_terminal_id: String,
+    /// Cashier id.
+    pub cashier_id: String,
+    /// Value of the sale when abandoned, CDF, as a decimal string.
+    pub amount: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Records an abandoned sale (counted as an incomplete sale in X and Z).
+#[utoipa::path(
+    post,
+    path = "/v1/outlets/{outlet}/incomplete-sales",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id")),
+    request_body = IncompleteSaleRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "`{report, sealed}`", body = Object),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn incomplete_sale(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiJson(req): ApiJson<IncompleteSaleRequest>,
+) -> Result<Response, ApiError> {
+    if !who.role.can_fiscalize() {
+        return Err(ApiError::Forbidden(format!(
+            "a {} key cannot record sales",
+            who.role
+        )));
+    }
+    authorize_outlet(&state, &who, &outlet).await?;
+    let amount: Decimal = req.amount.parse().map_err(|_| {
+        ApiError::invalid("amount", "invalid_decimal", "amount is a decimal string")
+    })?;
+    let sale = IncompleteSale {
+        merchant_nif: who.merchant_nif.clone(),
+        pos_terminal_id: req.pos_terminal_id,
+        cashier_id: req.cashier_id,
+        amount,
+        reason: req.reason,
+    };
+    let st = Arc::clone(&state);
+    let r = blocking(move || {
+        st.fiscalizer
+            .record_incomplete_sale(&outlet, &sale)
+            .map_err(|e| seal_error(&st, e))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(r.to_json())).into_response())
+}
+
+/// Export period.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// First business day, `YYYY-MM-DD` in the outlet's time zone (the
+    /// bundle starts at the last Z report at or before it). Default: the
+    /// whole chain.
+    pub from: Option<String>,
+    /// Last business day, `YYYY-MM-DD`. Default: up to now.
+    pub to: Option<String>,
+}
+
+/// The outlet's audit bundle (docs/format.md §8), streamed as JSON Lines;
+/// check it offline with `bonopay verify`. Owner and auditor keys only.
+#[utoipa::path(
+    get,
+    path = "/v1/outlets/{outlet}/export",
+    tag = "reports",
+    params(("outlet" = String, Path, description = "Outlet id"), ExportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "application/x-ndjson audit bundle", content_type = "application/x-ndjson", body = String),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn export(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(outlet): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    if !who.role.can_audit() {
+        return Err(ApiError::Forbidden(format!(
+            "a {} key cannot export audit bundles (owner and auditor keys may)",
+            who.role
+        )));
+    }
+    authorize_outlet(&state, &who, &outlet).await?;
+    let date = |v: &Option<String>, name: &str| -> Result<Option<NaiveDate>, ApiError> {
+        v.as_deref()
+            .map(|d| {
+                NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                    ApiError::bad_request("invalid_query", format!("{name} is YYYY-MM-DD"))
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (date(&q.from, "from")?, date(&q.to, "to")?);
+    let tz = state.fiscalizer.outlet_time_zone(&outlet);
+    let (from_ms, to_ms) = crate::cli::export::day_bounds(tz, from, to);
+    let req = ExportRequest {
+        outlet: outlet.clone(),
+        time_zone: tz,
+        from_ms,
+        to_ms,
+        keys: state.trusted_keys.clone(),
+        created: chrono::Utc::now().with_timezone(&tz).to_rfc3339(),
+    };
+    // Plan on the blocking pool (fails early, before any byte is sent),
+    // then stream from a blocking thread through a bounded channel.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    let st = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || {
+        let store = st.fiscalizer.store();
+        let exporter = match Exporter::new(&**store, &req) {
+            Ok(e) => {
+                let _ = ready_tx.send(Ok(()));
+                e
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(ApiError::Internal(e.to_string())));
+                return;
+            }
+        };
+        for chunk in exporter {
+            let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let stop = item.is_err();
+            if tx.blocking_send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+    ready_rx
+        .await
+        .map_err(|_| ApiError::Internal("export task ended".into()))??;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let file = format!("attachment; filename=\"{outlet}-bundle.jsonl\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -665,3 +665,63 @@ fn explain_shows_the_hashes_up_to_the_break() {
     );
     assert_eq!(v.finish().error.unwrap().seq, Some(2));
 }
+
+#[test]
+fn statistics_of_adjacent_ranges_merge_into_the_statistics_of_their_union() {
+    // The Z report computes its bulk outside the outlet lock and the rest
+    // under it, and monthly closings merge daily ones: both rely on this.
+    use bonopay_signer::report::Stats;
+    let mut config = FiscalizerConfig::new("NID-BONO-0001");
+    let usd = bonopay_core::ExchangeRate::parse("2850").unwrap().value();
+    config.reference_rates = Arc::new(bonopay_tax::FixedReferenceRates(
+        [(bonopay_core::Currency::Usd, usd)].into_iter().collect(),
+    ));
+    let r = rig_on(Arc::new(MemoryStore::new()), config);
+    seal_n(&r, "kin-01", 2, "a");
+    r.f.seal(&reduction("kin-01"), "rrr").unwrap();
+    let mut usd_sale: Value = serde_json::from_str(&sale("kin-01").canonical_string()).unwrap();
+    usd_sale.as_object_mut().unwrap().remove("schema");
+    usd_sale["currency"] = json!("USD");
+    usd_sale["exchange_rate"] = json!({"rate": "2850", "date": "2026-11-28"});
+    usd_sale["items"] = json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1.50", "quantity": "2", "tax_group": "B"}]);
+    usd_sale["payments"] = json!([{"method": "CARTEBANCAIRE", "amount": "3.00"}]);
+    let usd_sale = parse_invoice(&usd_sale.to_string()).unwrap();
+    r.f.seal(&usd_sale, "usd").unwrap();
+    r.f.record_incomplete_sale(
+        "kin-01",
+        &IncompleteSale {
+            merchant_nif: "A1309334L".into(),
+            pos_terminal_id: "till-2".into(),
+            cashier_id: "c".into(),
+            amount: Decimal::new(990, 2),
+            reason: String::new(),
+        },
+    )
+    .unwrap();
+    seal_n(&r, "kin-01", 1, "b");
+    let entries: Vec<_> =
+        r.f.store()
+            .iter_from("kin-01", 1)
+            .map(Result::unwrap)
+            .collect();
+    let stats = |es: &[bonopay_ledger::Entry]| {
+        let mut s = Stats::default();
+        for e in es {
+            s.add(e).unwrap();
+        }
+        s
+    };
+    let whole = stats(&entries);
+    assert_eq!(whole.invoices, 5);
+    assert_eq!(whole.by_currency["USD"].count, 1);
+    assert_eq!(whole.by_currency["USD"].net.to_string(), "3.00");
+    assert_eq!(
+        whole.payments["CARTEBANCAIRE"]["USD"].paid.to_string(),
+        "3.00"
+    );
+    for cut in 0..=entries.len() {
+        let mut merged = stats(&entries[..cut]);
+        merged.merge(&stats(&entries[cut..]));
+        assert_eq!(merged.to_json(), whole.to_json(), "split at {cut}");
+    }
+}

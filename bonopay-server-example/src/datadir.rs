@@ -45,7 +45,9 @@
 //! Environment variables override the file: `BONOPAY_NID`, `BONOPAY_ISF`,
 //! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
 //! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_FROM`,
-//! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
+//! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, `BONOPAY_DGI_URL`,
+//! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE` (DGI upload: see
+//! [`DgiConfig`]), and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
 //! `BONOPAY_PKCS11_TOKEN`, `BONOPAY_PKCS11_KEY` (setting the module selects
 //! PKCS#11) with the PIN in `BONOPAY_PKCS11_PIN` (or the variable `pin_env`
 //! names). `BONOPAY_DATA_DIR` chooses the directory itself.
@@ -219,6 +221,67 @@ pub struct DeliveriesConfig {
     pub whatsapp_token: Option<String>,
 }
 
+/// Upload to the DGI e-MCF (off unless `url` is set).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DgiConfig {
+    /// Base URL the `/api/invoice` paths hang off: the simulator
+    /// (`http://127.0.0.1:7070`, see `bonopay dgi-sim`) or the DGI test
+    /// platform (`https://developper.dgirdc.cd/edef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// File holding the e-MCF bearer token (the token itself is better
+    /// given as `BONOPAY_DGI_TOKEN`; it is never written to config.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The token, from `BONOPAY_DGI_TOKEN` only.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Pause between agent passes, ms (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// HTTP timeout, seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for DgiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DgiConfig")
+            .field("url", &self.url)
+            .field("token_file", &self.token_file)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DgiConfig {
+    fn is_empty(&self) -> bool {
+        self.url.is_none() && self.token_file.is_none()
+    }
+
+    /// The bearer token: `BONOPAY_DGI_TOKEN`, else the token file.
+    ///
+    /// # Errors
+    /// A message when neither gives one.
+    pub fn bearer(&self, dir: &Path) -> Result<String, String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_owned());
+        }
+        let Some(f) = &self.token_file else {
+            return Err("DGI sync needs a token: set BONOPAY_DGI_TOKEN or dgi.token_file".into());
+        };
+        let path = if f.is_absolute() {
+            f.clone()
+        } else {
+            dir.join(f)
+        };
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read the DGI token file {}: {e}", path.display()))
+    }
+}
+
 /// `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +316,9 @@ pub struct Config {
     /// Receipt delivery channels.
     #[serde(default, skip_serializing_if = "DeliveriesConfig::is_empty")]
     pub deliveries: DeliveriesConfig,
+    /// Upload to the DGI e-MCF.
+    #[serde(default, skip_serializing_if = "DgiConfig::is_empty")]
+    pub dgi: DgiConfig,
 }
 
 impl DeliveriesConfig {
@@ -274,6 +340,7 @@ impl Default for Config {
             merchants: Self::dev_merchants(),
             reference_rates: BTreeMap::new(),
             deliveries: DeliveriesConfig::default(),
+            dgi: DgiConfig::default(),
         }
     }
 }
@@ -326,6 +393,15 @@ impl Config {
         }
         if let Some(v) = var("BONOPAY_WHATSAPP_TOKEN") {
             self.deliveries.whatsapp_token = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_DGI_URL") {
+            self.dgi.url = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_DGI_TOKEN") {
+            self.dgi.token = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_DGI_TOKEN_FILE") {
+            self.dgi.token_file = Some(PathBuf::from(v));
         }
         if let Some(module) = var("BONOPAY_PKCS11_MODULE") {
             let (token, key, pin_env, pin_file) = match &self.signer {

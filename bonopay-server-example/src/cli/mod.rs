@@ -12,6 +12,7 @@ use bonopay_core::ValidationErrors;
 use clap::{Parser, Subcommand};
 
 pub mod canonicalize;
+pub mod dgi_sim;
 pub mod export;
 pub mod ledger;
 pub mod report;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Check an audit bundle offline: chain, counters, signatures, and
     /// every report recomputed. Exit 0 valid, 1 invalid, 2 unreadable.
     Verify(verify::Args),
+    /// Run the DGI e-MCF simulator (API under /api) in memory: prints its
+    /// URL and a bearer token, then serves until Ctrl-C.
+    DgiSim(dgi_sim::Args),
 }
 
 /// `bonopay ledger …`.
@@ -113,6 +117,7 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Report(args) => report::run(args),
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::DgiSim(args) => dgi_sim::run(args),
     }
 }
 

@@ -139,6 +139,14 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     }
     let fiscalizer = Arc::new(dir.fiscalizer().map_err(Failure::Message)?);
     let keys = Arc::new(keys);
+    // --- webhooks (issue 7): the service over auth.db ---
+    let webhooks = crate::server::webhooks::Webhooks::open(&auth_db)
+        .map_err(|e| Failure::Message(e.to_string()))?;
+    let webhook_sources: (
+        Arc<dyn bonopay_ledger::LedgerStore>,
+        Arc<dyn crate::server::auth::ApiKeyStore>,
+    ) = (Arc::clone(fiscalizer.store()), keys.clone());
+    // --- end webhooks ---
     let closer = Closer {
         fiscalizer: Arc::clone(&fiscalizer),
         keys: Arc::clone(&keys),
@@ -158,9 +166,16 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         body_bytes: dir.config.limits.body_bytes,
         request_timeout: Duration::from_secs(dir.config.limits.request_timeout_secs),
     };
+    // --- DGI sync (issue 7): the agent on its own thread when configured ---
+    let sync = dgi_sync(&dir, &fiscalizer, &webhooks).map_err(Failure::Message)?;
+    // --- end DGI sync ---
     let mut state = AppState::new(fiscalizer, keys)
         .with_limits(limits)
-        .with_deliveries(deliveries);
+        .with_deliveries(deliveries)
+        .with_webhooks(webhooks.clone());
+    if let Some(sync) = sync {
+        state = state.with_sync(sync);
+    }
     for key in dir.trusted_keys().map_err(Failure::Message)? {
         state = state.trust_key(key);
     }
@@ -200,12 +215,59 @@ pub fn run(args: &Args) -> Result<String, Failure> {
                 let _ = tokio::task::spawn_blocking(move || c.close_all()).await;
             }
         });
+        // --- webhooks (issue 7): events from the ledger, then due
+        // deliveries, every 2 s; resumes whatever was pending at start. ---
+        let (ledger, webhook_keys) = webhook_sources;
+        webhooks.spawn(ledger, webhook_keys, Duration::from_secs(2));
+        // --- end webhooks ---
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown())
             .await
             .map_err(|e| Failure::Message(format!("server: {e}")))
     })?;
     Ok(String::new())
+}
+
+/// Starts the DGI sync agent when `dgi.url` is configured: the outbox in
+/// the ledger's file, the e-MCF over HTTP(S), and `invoice.synced` /
+/// `invoice.sync_failed` webhooks from the outbox's changes.
+fn dgi_sync(
+    dir: &DataDir,
+    fiscalizer: &Arc<bonopay_signer::Fiscalizer>,
+    webhooks: &crate::server::webhooks::Webhooks,
+) -> Result<Option<crate::server::sync::SyncService>, String> {
+    use bonopay_sync::outbox::OutboxStore;
+    let Some(url) = dir.config.dgi.url.clone() else {
+        return Ok(None);
+    };
+    let token = dir.config.dgi.bearer(&dir.path)?;
+    let transport = bonopay_sync::http::HttpDgiTransport::new(
+        &url,
+        &token,
+        Duration::from_secs(dir.config.dgi.timeout_secs.unwrap_or(30)),
+    )
+    .map_err(|e| e.to_string())?;
+    let outbox: Arc<dyn OutboxStore> = Arc::new(
+        bonopay_sync::sqlite_outbox::SqliteOutbox::open(dir.file(&dir.config.database.ledger))
+            .map_err(|e| e.to_string())?,
+    );
+    let agent = Arc::new(bonopay_sync::agent::SyncAgent::new(
+        Arc::clone(fiscalizer.store()),
+        Arc::clone(&outbox),
+        Arc::new(transport),
+    ));
+    say(&format!("bonopay: DGI sync to {url}"));
+    let pump = crate::server::sync::EventPump::new(Arc::clone(&outbox), webhooks.clone());
+    crate::server::sync::spawn_agent(
+        Arc::clone(&agent),
+        Duration::from_millis(dir.config.dgi.interval_ms.unwrap_or(1000)),
+        pump,
+    );
+    Ok(Some(crate::server::sync::SyncService {
+        outbox,
+        agent,
+        thresholds: bonopay_sync::health::HealthThresholds::default(),
+    }))
 }
 
 /// Seals due closings of every outlet in the ledger.

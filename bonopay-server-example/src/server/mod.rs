@@ -21,6 +21,8 @@ pub mod ops;
 pub mod receipt;
 pub mod receipt_pdf;
 pub mod reports;
+pub mod sync;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,6 +92,8 @@ pub struct AppState {
     metrics: Metrics,
     limits: Limits,
     deliveries: deliveries::Deliveries,
+    webhooks: Option<webhooks::Webhooks>,
+    sync: Option<sync::SyncService>,
 }
 
 impl AppState {
@@ -106,6 +110,8 @@ impl AppState {
             metrics: Metrics::new(),
             limits: Limits::default(),
             deliveries: deliveries::Deliveries::default(),
+            webhooks: None,
+            sync: None,
         }
     }
 
@@ -131,6 +137,24 @@ impl AppState {
     #[must_use]
     pub fn with_deliveries(mut self, deliveries: deliveries::Deliveries) -> Self {
         self.deliveries = deliveries;
+        self
+    }
+
+    /// Enables the webhook API (`/v1/webhooks`) over `webhooks` (default:
+    /// none, the endpoints answer 503). The producer and dispatcher run
+    /// separately ([`webhooks::Webhooks::spawn`]).
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: webhooks::Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    /// Enables the DGI sync endpoints (health, per-invoice status,
+    /// requeue) over `sync` (default: none, they answer 503). The agent
+    /// itself runs on its own thread ([`sync::spawn_agent`]).
+    #[must_use]
+    pub fn with_sync(mut self, sync: sync::SyncService) -> Self {
+        self.sync = Some(sync);
         self
     }
 
@@ -347,6 +371,13 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(manage::create_key, manage::list_keys))
         .routes(routes!(manage::revoke_key))
         .routes(routes!(manage::create_outlet, manage::list_outlets))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_webhook_deliveries))
+        .routes(routes!(sync::sync_health))
+        .routes(routes!(sync::outlet_sync))
+        .routes(routes!(sync::invoice_dgi))
+        .routes(routes!(sync::requeue))
         .routes(routes!(ops::verify))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))

@@ -1,0 +1,1600 @@
+//! Webhooks: signed HTTP notifications of fiscal events to the merchant's
+//! own systems, delivered durably with retries.
+//!
+//! **Events.** `invoice.sealed` (invoices and credit notes), `report.z_closed`
+//! (Z reports), and `invoice.synced` / `invoice.sync_failed` (enqueued by the
+//! DGI sync agent through [`Webhooks::enqueue_event`]). Each event has a
+//! unique id (`invoice.sealed:{outlet}:{seq}`, `report.z_closed:{outlet}:{seq}`)
+//! and is enqueued once; enqueuing it again is a no-op.
+//!
+//! **Subscribers.** An owner key registers an `http(s)` URL and the event
+//! types it wants (`POST /v1/webhooks`); the server generates the
+//! subscriber's secret (`whsec_…`) and shows it once. The secret is stored as
+//! is in `auth.db` (the server must compute HMACs with it), never returned
+//! again and never logged.
+//!
+//! **Requests.** `POST {url}` with the JSON body
+//! `{"id", "type", "merchant_nif", "created_at", "data"}` and the headers
+//! `Bonopay-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
+//! `Bonopay-Event-Id` and `Bonopay-Event-Type` (see
+//! [`bonopay_sync::webhook`], which also verifies them). Receivers must
+//! refuse a signature more than 300 s from their clock
+//! ([`bonopay_sync::webhook::REPLAY_WINDOW_SECS`]) and de-duplicate on the
+//! event id: delivery is at least once.
+//!
+//! **Retries.** A 2xx answer is success; anything else (another status, a
+//! redirect, no answer within 10 s, no connection) is a failed attempt,
+//! retried with exponential backoff and jitter ([`RetryPolicy`]: 5 s
+//! doubling to at most 1 h, 12 attempts, then the delivery is `dead`).
+//! Every attempt is logged and listed by `GET /v1/webhooks/{id}/deliveries`.
+//!
+//! **Durability.** Everything lives in SQLite (the `webhook_*` tables of
+//! `auth.db`): subscribers, events, one delivery per (event, subscriber)
+//! with its state and next due time, the attempt log, and a per-outlet
+//! cursor into the ledger. The producer ([`Webhooks::produce`]) turns new
+//! ledger entries into events and advances the outlet's cursor in the same
+//! SQLite transaction, so no entry is skipped or enqueued twice across
+//! crashes. The dispatcher ([`Webhooks::dispatch_due`]) claims due
+//! deliveries with a lease, sends them, and records each outcome; a crash
+//! mid-send re-sends after the lease. `bonopay serve` runs both every two
+//! seconds ([`Webhooks::spawn`]); on start it resumes whatever is due.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_TYPE, USER_AGENT};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bonopay_ledger::{Entry, EntryKind, LedgerStore};
+use bonopay_signer::{Clock, SealedInvoice, SystemClock};
+use bonopay_sync::webhook::{EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, sign};
+use rand_core::{OsRng, RngCore};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{ApiKey, ApiKeyStore};
+use super::error::{ApiError, ErrorBody, FieldError};
+use super::{ApiJson, ApiPath, ApiQuery, Principal, Shared, blocking};
+
+/// Most subscribers a merchant may have.
+pub const MAX_SUBSCRIBERS_PER_MERCHANT: usize = 16;
+/// Longest accepted subscriber URL.
+pub const MAX_URL_LEN: usize = 2048;
+/// Longest accepted event id.
+pub const MAX_EVENT_ID_LEN: usize = 200;
+/// Ledger entries turned into events per SQLite transaction.
+const PRODUCE_BATCH: usize = 256;
+/// Deliveries claimed (and sent concurrently) per round.
+const DISPATCH_BATCH: usize = 32;
+/// Rounds per [`Webhooks::dispatch_due`] call, so one call always ends.
+const DISPATCH_ROUNDS: usize = 64;
+/// Longest error text kept in the attempt log.
+const MAX_ERROR_LEN: usize = 300;
+
+/// The kinds of event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum EventType {
+    /// An invoice or a credit note was sealed into the ledger.
+    #[serde(rename = "invoice.sealed")]
+    InvoiceSealed,
+    /// The DGI accepted an invoice.
+    #[serde(rename = "invoice.synced")]
+    InvoiceSynced,
+    /// The DGI refused an invoice, or sending it failed for good.
+    #[serde(rename = "invoice.sync_failed")]
+    InvoiceSyncFailed,
+    /// A Z report closed a session.
+    #[serde(rename = "report.z_closed")]
+    ReportZClosed,
+}
+
+impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 4] = [
+        EventType::InvoiceSealed,
+        EventType::InvoiceSynced,
+        EventType::InvoiceSyncFailed,
+        EventType::ReportZClosed,
+    ];
+
+    /// The wire name, e.g. `invoice.sealed`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::InvoiceSealed => "invoice.sealed",
+            EventType::InvoiceSynced => "invoice.synced",
+            EventType::InvoiceSyncFailed => "invoice.sync_failed",
+            EventType::ReportZClosed => "report.z_closed",
+        }
+    }
+
+    /// The event type named `s`.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Webhook failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// The webhook tables could not be read or written.
+    #[error("webhook store: {0}")]
+    Storage(String),
+    /// The ledger or the key store could not be read, or a ledger entry
+    /// could not be turned into an event.
+    #[error("webhook source: {0}")]
+    Source(String),
+    /// An event type that does not exist.
+    #[error("unknown event type `{0}`")]
+    UnknownEventType(String),
+    /// An event id that is empty, too long or not printable ASCII.
+    #[error("invalid event id: {0}")]
+    InvalidEventId(String),
+}
+
+impl WebhookError {
+    /// Whether trying again later may succeed (storage and sources), as
+    /// opposed to a bad argument.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WebhookError::Storage(_) | WebhookError::Source(_))
+    }
+}
+
+fn storage(e: impl fmt::Display) -> WebhookError {
+    WebhookError::Storage(e.to_string())
+}
+
+fn source(e: impl fmt::Display) -> WebhookError {
+    WebhookError::Source(e.to_string())
+}
+
+/// A source of jitter for retry delays. A trait so tests can fix it.
+pub trait Jitter: fmt::Debug + Send + Sync {
+    /// A uniformly random number in `0..=max_ms`.
+    fn jitter_ms(&self, max_ms: u64) -> u64;
+}
+
+/// Jitter from the operating system's random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomJitter;
+
+impl Jitter for RandomJitter {
+    fn jitter_ms(&self, max_ms: u64) -> u64 {
+        let Some(span) = max_ms.checked_add(1) else {
+            return OsRng.next_u64();
+        };
+        let mut b = [0u8; 8];
+        if OsRng.try_fill_bytes(&mut b).is_err() {
+            return max_ms / 2;
+        }
+        u64::from_le_bytes(b) % span
+    }
+}
+
+/// When to retry a failed delivery.
+///
+/// After failed attempt `n` (from 1) the next one is due after a delay
+/// drawn uniformly in `[e/2, e]` where `e = min(cap, base · 2^(n−1))`
+/// ("equal jitter": retries of many deliveries spread out, and never come
+/// sooner than half the exponential step). After `max_attempts` failed
+/// attempts the delivery is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First step (default 5 s).
+    pub base: Duration,
+    /// Largest step (default 1 h).
+    pub cap: Duration,
+    /// Attempts in all, the first included (default 12).
+    pub max_attempts: u32,
+    /// How long an attempt may wait for the answer (default 10 s).
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 s doubling to 1 h, 12 attempts, 10 s per attempt.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            cap: Duration::from_secs(3600),
+            max_attempts: 12,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (from 1).
+    #[must_use]
+    pub fn delay(&self, attempt: u32, jitter: &dyn Jitter) -> Duration {
+        let shift = attempt.saturating_sub(1).min(40);
+        let step = millis(self.base)
+            .saturating_mul(1u64 << shift)
+            .min(millis(self.cap));
+        let half = step / 2;
+        Duration::from_millis(step - half + jitter.jitter_ms(half).min(half))
+    }
+
+    /// How long a claimed delivery stays reserved for the dispatcher that
+    /// claimed it: past this, a crash mid-send is assumed and it is due
+    /// again.
+    fn lease(&self) -> Duration {
+        (self.timeout * 2).max(Duration::from_secs(60))
+    }
+}
+
+/// A subscriber, as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Subscriber {
+    /// `whk_` + 16 hex characters.
+    pub id: String,
+    /// Its merchant.
+    pub merchant_nif: String,
+    /// Where events are posted.
+    pub url: String,
+    /// The event types it receives.
+    pub events: Vec<EventType>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+/// A created subscriber with its signing secret, shown this once.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedWebhook {
+    /// The subscriber.
+    pub webhook: Subscriber,
+    /// The signing secret (`whsec_…`): the HMAC-SHA256 key of the
+    /// `Bonopay-Signature` header, as these UTF-8 bytes. It cannot be shown
+    /// again.
+    pub secret: String,
+}
+
+impl fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedWebhook")
+            .field("webhook", &self.webhook)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Outcome of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// The receiver answered 2xx.
+    Sent,
+    /// Anything else; see `http_status` and `error`.
+    Failed,
+}
+
+/// Where a delivery (an event for one subscriber) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet; an attempt is due at `next_attempt_at`.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every attempt failed; no more will be made.
+    Dead,
+    /// The subscriber was deleted before it was delivered.
+    Cancelled,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+            DeliveryState::Cancelled,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// One logged attempt to deliver an event to a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryAttempt {
+    /// The event.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: EventType,
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub attempt: u32,
+    /// Sent or failed.
+    pub status: AttemptStatus,
+    /// The receiver's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339 time the attempt started.
+    pub started_at: String,
+    /// RFC 3339 time it ended.
+    pub completed_at: String,
+    /// When this failure scheduled the next attempt (absent after a
+    /// success or the last attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// Where the delivery stands now.
+    pub delivery_state: DeliveryState,
+}
+
+/// What one run of the producer and dispatcher did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// New events enqueued from the ledger.
+    pub events: usize,
+    /// Attempts answered 2xx.
+    pub sent: usize,
+    /// Attempts that failed (retried later or given up).
+    pub failed: usize,
+    /// Deliveries that failed their last attempt (now dead).
+    pub dead: usize,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS webhook_subscribers (
+    id           TEXT PRIMARY KEY,
+    merchant_nif TEXT NOT NULL,
+    url          TEXT NOT NULL,
+    secret       TEXT NOT NULL,            -- as shown once: the HMAC key
+    events       TEXT NOT NULL,            -- comma-separated event types
+    created_at   TEXT NOT NULL,
+    disabled     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhook_subscribers_merchant ON webhook_subscribers(merchant_nif);
+CREATE TABLE IF NOT EXISTS webhook_events (
+    event_id     TEXT PRIMARY KEY,
+    merchant_nif TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    payload      TEXT NOT NULL,            -- JSON
+    created_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL,
+    subscriber_id   TEXT NOT NULL,
+    state           TEXT NOT NULL,         -- pending | delivered | dead | cancelled
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER,               -- due time (Unix ms) while pending
+    created_at      TEXT NOT NULL,
+    UNIQUE (event_id, subscriber_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(state, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_subscriber ON webhook_deliveries(subscriber_id);
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    delivery_id     INTEGER NOT NULL,
+    attempt         INTEGER NOT NULL,      -- 1, 2, …
+    status          TEXT NOT NULL,         -- sent | failed
+    http_status     INTEGER,
+    error           TEXT,
+    started_at      TEXT NOT NULL,
+    completed_at    TEXT NOT NULL,
+    next_attempt_at TEXT,                  -- the retry this failure scheduled
+    PRIMARY KEY (delivery_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS webhook_cursors (
+    outlet   TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL              -- first ledger seq not turned into events yet
+);
+";
+
+/// An event to enqueue.
+struct NewEvent {
+    id: String,
+    merchant_nif: String,
+    kind: EventType,
+    payload: String,
+}
+
+/// A delivery claimed for an attempt.
+struct Due {
+    delivery_id: i64,
+    event_id: String,
+    event_type: String,
+    body: Vec<u8>,
+    url: String,
+    secret: String,
+}
+
+/// The result of an attempt.
+struct Outcome {
+    http_status: Option<u16>,
+    error: Option<String>,
+    started_ms: i64,
+    completed_ms: i64,
+}
+
+/// What recording an outcome did to the delivery.
+enum Recorded {
+    Sent,
+    Retry,
+    Dead,
+}
+
+/// The webhook service: subscribers, the event queue, the producer that
+/// derives events from the ledger, and the dispatcher. Cheap to clone (the
+/// clones share one SQLite connection). Its methods that touch SQLite are
+/// blocking; async code calls them on the blocking pool.
+#[derive(Clone)]
+pub struct Webhooks {
+    db: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+    jitter: Arc<dyn Jitter>,
+    policy: RetryPolicy,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], WebhookError> {
+    let mut b = [0u8; N];
+    OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|e| WebhookError::Storage(format!("random source: {e}")))?;
+    Ok(b)
+}
+
+fn events_text(events: &[EventType]) -> String {
+    events
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn events_of(text: &str) -> Vec<EventType> {
+    text.split(',').filter_map(EventType::parse).collect()
+}
+
+fn join_error(e: tokio::task::JoinError) -> WebhookError {
+    WebhookError::Storage(format!("blocking task failed: {e}"))
+}
+
+impl Webhooks {
+    /// Opens (creating its tables in) the database at `path` — `auth.db`
+    /// in `bonopay serve`.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn open(path: &Path) -> Result<Self, WebhookError> {
+        Self::init(Connection::open(path).map_err(storage)?)
+    }
+
+    /// An in-memory database (tests, examples): nothing survives the process.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn in_memory() -> Result<Self, WebhookError> {
+        Self::init(Connection::open_in_memory().map_err(storage)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, WebhookError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(storage)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(storage)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
+        conn.execute_batch(SCHEMA).map_err(storage)?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| WebhookError::Storage(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            db: Arc::new(Mutex::new(conn)),
+            clock: Arc::new(SystemClock),
+            jitter: Arc::new(RandomJitter),
+            policy: RetryPolicy::default(),
+            client,
+        })
+    }
+
+    /// Uses `clock` for due times, signature timestamps and logged times
+    /// (tests advance a `ManualClock` instead of sleeping).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses `jitter` for retry delays.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: Arc<dyn Jitter>) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The retry policy.
+    #[must_use]
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, WebhookError> {
+        let mut conn = self
+            .db
+            .lock()
+            .map_err(|_| WebhookError::Storage("connection lock poisoned".into()))?;
+        f(&mut conn).map_err(storage)
+    }
+
+    // ----- subscribers -------------------------------------------------
+
+    /// Registers a subscriber of `merchant_nif` for `events` at `url`
+    /// (both already validated) and returns it with its new secret.
+    /// `Ok(None)` if the merchant has [`MAX_SUBSCRIBERS_PER_MERCHANT`]
+    /// already.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn create_subscriber(
+        &self,
+        merchant_nif: &str,
+        url: &str,
+        events: &[EventType],
+    ) -> Result<Option<CreatedWebhook>, WebhookError> {
+        let id = format!("whk_{}", hex::encode(random_bytes::<8>()?));
+        let secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()?));
+        let created_at = rfc3339(self.clock.now_ms());
+        let max = i64::try_from(MAX_SUBSCRIBERS_PER_MERCHANT).unwrap_or(i64::MAX);
+        let inserted = self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM webhook_subscribers WHERE merchant_nif = ?1 AND disabled = 0",
+                params![merchant_nif],
+                |r| r.get(0),
+            )?;
+            if n >= max {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO webhook_subscribers (id, merchant_nif, url, secret, events, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    merchant_nif,
+                    url,
+                    secret,
+                    events_text(events),
+                    created_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        Ok(inserted.then(|| CreatedWebhook {
+            webhook: Subscriber {
+                id,
+                merchant_nif: merchant_nif.to_owned(),
+                url: url.to_owned(),
+                events: events.to_vec(),
+                created_at,
+            },
+            secret,
+        }))
+    }
+
+    /// The merchant's subscribers (not deleted ones), oldest first.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn list_subscribers(&self, merchant_nif: &str) -> Result<Vec<Subscriber>, WebhookError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, merchant_nif, url, events, created_at FROM webhook_subscribers
+                 WHERE merchant_nif = ?1 AND disabled = 0 ORDER BY rowid",
+            )?;
+            st.query_map(params![merchant_nif], |r| {
+                Ok(Subscriber {
+                    id: r.get(0)?,
+                    merchant_nif: r.get(1)?,
+                    url: r.get(2)?,
+                    events: events_of(&r.get::<_, String>(3)?),
+                    created_at: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Deletes subscriber `id` of `merchant_nif` and cancels its pending
+    /// deliveries (its log is kept). `false` if the merchant has no such
+    /// subscriber.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn delete_subscriber(&self, merchant_nif: &str, id: &str) -> Result<bool, WebhookError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE webhook_subscribers SET disabled = 1
+                 WHERE id = ?1 AND merchant_nif = ?2 AND disabled = 0",
+                params![id, merchant_nif],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET state = 'cancelled', next_attempt_ms = NULL
+                     WHERE subscriber_id = ?1 AND state = 'pending'",
+                    params![id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    /// The attempt log of subscriber `id` of `merchant_nif`, newest first,
+    /// at most `limit` attempts; `None` if the merchant has no such
+    /// subscriber.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn delivery_log(
+        &self,
+        merchant_nif: &str,
+        id: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<DeliveryAttempt>>, WebhookError> {
+        self.with(|c| {
+            let exists = c
+                .query_row(
+                    "SELECT 1 FROM webhook_subscribers WHERE id = ?1 AND merchant_nif = ?2 AND disabled = 0",
+                    params![id, merchant_nif],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let mut st = c.prepare_cached(
+                "SELECT d.event_id, e.type, a.attempt, a.status, a.http_status, a.error,
+                        a.started_at, a.completed_at, a.next_attempt_at, d.state
+                 FROM webhook_attempts a
+                 JOIN webhook_deliveries d ON d.id = a.delivery_id
+                 JOIN webhook_events e ON e.event_id = d.event_id
+                 WHERE d.subscriber_id = ?1
+                 ORDER BY a.rowid DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![id, limit], |r| {
+                let bad = |i: usize, what: String| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        i,
+                        rusqlite::types::Type::Text,
+                        Box::<dyn std::error::Error + Send + Sync>::from(what),
+                    )
+                };
+                let event_type: String = r.get(1)?;
+                let status: String = r.get(3)?;
+                let state: String = r.get(9)?;
+                Ok(DeliveryAttempt {
+                    event_id: r.get(0)?,
+                    event_type: EventType::parse(&event_type)
+                        .ok_or_else(|| bad(1, format!("unknown event type `{event_type}`")))?,
+                    attempt: r.get(2)?,
+                    status: match status.as_str() {
+                        "sent" => AttemptStatus::Sent,
+                        "failed" => AttemptStatus::Failed,
+                        other => return Err(bad(3, format!("unknown status `{other}`"))),
+                    },
+                    http_status: r.get(4)?,
+                    error: r.get(5)?,
+                    started_at: r.get(6)?,
+                    completed_at: r.get(7)?,
+                    next_attempt_at: r.get(8)?,
+                    delivery_state: DeliveryState::parse(&state)
+                        .ok_or_else(|| bad(9, format!("unknown state `{state}`")))?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+        })
+    }
+
+    // ----- events ------------------------------------------------------
+
+    /// Enqueues event `event_id` of `merchant_nif`, with one delivery for
+    /// every current subscriber of the merchant that wants `event_type`.
+    /// Idempotent on `event_id`: returns `true` if the event is new,
+    /// `false` if it was enqueued before (nothing is changed then).
+    /// Blocking (SQLite): call it from the blocking pool in async code.
+    ///
+    /// The DGI sync agent calls this for `invoice.synced` and
+    /// `invoice.sync_failed` (event id e.g. `invoice.synced:{outlet}:{seq}`).
+    ///
+    /// # Errors
+    /// [`WebhookError::UnknownEventType`], [`WebhookError::InvalidEventId`]
+    /// (empty, longer than [`MAX_EVENT_ID_LEN`], or not printable ASCII
+    /// without spaces), [`WebhookError::Storage`].
+    pub fn enqueue_event(
+        &self,
+        event_id: &str,
+        merchant_nif: &str,
+        event_type: &str,
+        payload: Value,
+    ) -> Result<bool, WebhookError> {
+        let kind = EventType::parse(event_type)
+            .ok_or_else(|| WebhookError::UnknownEventType(event_type.to_owned()))?;
+        if event_id.is_empty()
+            || event_id.len() > MAX_EVENT_ID_LEN
+            || !event_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(WebhookError::InvalidEventId(format!(
+                "`{event_id}`: 1 to {MAX_EVENT_ID_LEN} printable ASCII characters, no spaces"
+            )));
+        }
+        let ev = NewEvent {
+            id: event_id.to_owned(),
+            merchant_nif: merchant_nif.to_owned(),
+            kind,
+            payload: payload.to_string(),
+        };
+        let now = self.clock.now_ms();
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let new = enqueue_tx(&tx, &ev, now)?;
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
+    /// Turns the ledger entries of every outlet registered in `keys` into
+    /// events, from each outlet's stored cursor on: `invoice.sealed` for
+    /// invoices and credit notes, `report.z_closed` for Z reports. Events
+    /// and the advanced cursor commit in one transaction, so an entry is
+    /// never skipped nor enqueued twice. Outlets not registered in `keys`
+    /// wait (their cursor does not move). Returns the number of new events.
+    /// Blocking.
+    ///
+    /// # Errors
+    /// [`WebhookError::Source`] if the ledger or key store fails or an
+    /// entry cannot be read (that outlet stops at the entry; the others go
+    /// on, and the first error is returned), [`WebhookError::Storage`].
+    pub fn produce(
+        &self,
+        ledger: &dyn LedgerStore,
+        keys: &dyn ApiKeyStore,
+    ) -> Result<usize, WebhookError> {
+        let mut total = 0;
+        let mut first_error = None;
+        for outlet in ledger.outlets().map_err(source)? {
+            let merchant = match keys.outlet(&outlet) {
+                Ok(Some(o)) => o.merchant_nif,
+                Ok(None) => continue,
+                Err(e) => {
+                    first_error.get_or_insert(source(e));
+                    continue;
+                }
+            };
+            match self.produce_outlet(ledger, &outlet, &merchant) {
+                Ok(n) => total += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    fn cursor(&self, outlet: &str) -> Result<u64, WebhookError> {
+        let next: Option<i64> = self.with(|c| {
+            c.query_row(
+                "SELECT next_seq FROM webhook_cursors WHERE outlet = ?1",
+                params![outlet],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(next.and_then(|n| u64::try_from(n).ok()).unwrap_or(1).max(1))
+    }
+
+    fn produce_outlet(
+        &self,
+        ledger: &dyn LedgerStore,
+        outlet: &str,
+        merchant: &str,
+    ) -> Result<usize, WebhookError> {
+        let from = self.cursor(outlet)?;
+        let head = ledger.head(outlet).map_err(source)?.seq;
+        if head < from {
+            return Ok(0);
+        }
+        let mut total = 0;
+        let mut batch = Vec::new();
+        let mut scanned = 0;
+        let mut next = from;
+        for entry in ledger.iter_from(outlet, from) {
+            let entry = entry.map_err(source)?;
+            if entry.seq > head {
+                break;
+            }
+            if let Some(ev) = event_of(&entry, merchant)? {
+                batch.push(ev);
+            }
+            next = entry.seq.saturating_add(1);
+            scanned += 1;
+            if scanned >= PRODUCE_BATCH {
+                total += self.commit_events(outlet, &batch, next)?;
+                batch.clear();
+                scanned = 0;
+            }
+        }
+        if scanned > 0 {
+            total += self.commit_events(outlet, &batch, next)?;
+        }
+        Ok(total)
+    }
+
+    /// Enqueues `events` and sets `outlet`'s cursor to `next_seq`, in one
+    /// transaction.
+    fn commit_events(
+        &self,
+        outlet: &str,
+        events: &[NewEvent],
+        next_seq: u64,
+    ) -> Result<usize, WebhookError> {
+        let next = i64::try_from(next_seq).map_err(storage)?;
+        let now = self.clock.now_ms();
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for ev in events {
+                if enqueue_tx(&tx, ev, now)? {
+                    n += 1;
+                }
+            }
+            tx.execute(
+                "INSERT INTO webhook_cursors (outlet, next_seq) VALUES (?1, ?2)
+                 ON CONFLICT(outlet) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
+                params![outlet, next],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    // ----- dispatch ----------------------------------------------------
+
+    /// Claims up to `limit` due deliveries: reserves each for one lease
+    /// (see [`RetryPolicy`]) so no other run sends it meanwhile.
+    fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<Due>, WebhookError> {
+        let lease_until = now_ms.saturating_add(millis_i64(self.policy.lease()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due = {
+                let mut st = tx.prepare_cached(
+                    "SELECT d.id, e.event_id, e.type, e.merchant_nif, e.payload, e.created_at, s.url, s.secret
+                     FROM webhook_deliveries d
+                     JOIN webhook_events e ON e.event_id = d.event_id
+                     JOIN webhook_subscribers s ON s.id = d.subscriber_id
+                     WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND s.disabled = 0
+                     ORDER BY d.next_attempt_ms, d.id LIMIT ?2",
+                )?;
+                st.query_map(params![now_ms, limit], |r| {
+                    let event_id: String = r.get(1)?;
+                    let event_type: String = r.get(2)?;
+                    let payload: String = r.get(4)?;
+                    let data: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                    let body = json!({
+                        "id": event_id,
+                        "type": event_type,
+                        "merchant_nif": r.get::<_, String>(3)?,
+                        "created_at": r.get::<_, String>(5)?,
+                        "data": data,
+                    });
+                    Ok(Due {
+                        delivery_id: r.get(0)?,
+                        event_id,
+                        event_type,
+                        body: serde_json::to_vec(&body).unwrap_or_default(),
+                        url: r.get(6)?,
+                        secret: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            for d in &due {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_ms = ?2 WHERE id = ?1",
+                    params![d.delivery_id, lease_until],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+    }
+
+    /// Sends one claimed delivery, signed at the clock's current second.
+    async fn attempt(&self, d: &Due) -> Outcome {
+        let started_ms = self.clock.now_ms();
+        let signature = sign(d.secret.as_bytes(), started_ms.div_euclid(1000), &d.body);
+        let sent = self
+            .client
+            .post(&d.url)
+            .timeout(self.policy.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                USER_AGENT,
+                concat!("bonopay-webhooks/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(SIGNATURE_HEADER, signature)
+            .header(EVENT_ID_HEADER, &d.event_id)
+            .header(EVENT_TYPE_HEADER, &d.event_type)
+            .body(d.body.clone())
+            .send()
+            .await;
+        let (http_status, error) = match sent {
+            Ok(resp) if resp.status().is_success() => (Some(resp.status().as_u16()), None),
+            Ok(resp) => (
+                Some(resp.status().as_u16()),
+                Some(format!("the receiver answered {}", resp.status())),
+            ),
+            Err(e) if e.is_timeout() => (
+                None,
+                Some(format!(
+                    "no answer within {} ms",
+                    self.policy.timeout.as_millis()
+                )),
+            ),
+            Err(e) => (None, Some(describe(&e))),
+        };
+        Outcome {
+            http_status,
+            error,
+            started_ms,
+            completed_ms: self.clock.now_ms(),
+        }
+    }
+
+    /// Logs an attempt and moves its delivery on: delivered, retried after
+    /// the policy's delay, or dead.
+    fn record(&self, delivery_id: i64, o: &Outcome) -> Result<Recorded, WebhookError> {
+        let policy = self.policy;
+        let jitter = Arc::clone(&self.jitter);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (attempts, state): (u32, String) = tx.query_row(
+                "SELECT attempts, state FROM webhook_deliveries WHERE id = ?1",
+                params![delivery_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let n = attempts.saturating_add(1);
+            let (outcome, next_ms) = if o.error.is_none() {
+                (Recorded::Sent, None)
+            } else if n >= policy.max_attempts {
+                (Recorded::Dead, None)
+            } else {
+                let delay = millis_i64(policy.delay(n, jitter.as_ref()));
+                (Recorded::Retry, Some(o.completed_ms.saturating_add(delay)))
+            };
+            let new_state = match outcome {
+                Recorded::Sent => DeliveryState::Delivered,
+                Recorded::Retry => DeliveryState::Pending,
+                Recorded::Dead => DeliveryState::Dead,
+            };
+            // A delivery cancelled meanwhile stays cancelled.
+            let still_pending = state == DeliveryState::Pending.as_str();
+            tx.execute(
+                "UPDATE webhook_deliveries SET attempts = ?2,
+                     state = CASE WHEN ?4 THEN ?3 ELSE state END,
+                     next_attempt_ms = CASE WHEN ?4 THEN ?5 ELSE NULL END
+                 WHERE id = ?1",
+                params![delivery_id, n, new_state.as_str(), still_pending, next_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, status, http_status, error,
+                     started_at, completed_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    delivery_id,
+                    n,
+                    if o.error.is_none() { "sent" } else { "failed" },
+                    o.http_status,
+                    o.error,
+                    rfc3339(o.started_ms),
+                    rfc3339(o.completed_ms),
+                    next_ms.filter(|_| still_pending).map(rfc3339),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    /// Sends every delivery that is due now (by the service's clock), in
+    /// rounds of up to 32 sent concurrently, and records each attempt.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`] (attempts already made stay recorded).
+    pub async fn dispatch_due(&self) -> Result<RunSummary, WebhookError> {
+        let mut summary = RunSummary::default();
+        for _ in 0..DISPATCH_ROUNDS {
+            let now = self.clock.now_ms();
+            let me = self.clone();
+            let due = tokio::task::spawn_blocking(move || me.claim_due(now, DISPATCH_BATCH))
+                .await
+                .map_err(join_error)??;
+            if due.is_empty() {
+                break;
+            }
+            let claimed = due.len();
+            let outcomes =
+                futures_util::future::join_all(due.iter().map(|d| self.attempt(d))).await;
+            let me = self.clone();
+            let results = tokio::task::spawn_blocking(move || {
+                due.iter()
+                    .zip(&outcomes)
+                    .map(|(d, o)| me.record(d.delivery_id, o))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(join_error)??;
+            for r in results {
+                match r {
+                    Recorded::Sent => summary.sent += 1,
+                    Recorded::Retry => summary.failed += 1,
+                    Recorded::Dead => {
+                        summary.failed += 1;
+                        summary.dead += 1;
+                    }
+                }
+            }
+            if claimed < DISPATCH_BATCH {
+                break;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// One run: [`produce`](Self::produce) events from the ledger, then
+    /// [`dispatch_due`](Self::dispatch_due). The dispatch runs even if
+    /// producing failed; that error is returned afterwards.
+    ///
+    /// # Errors
+    /// As [`produce`](Self::produce) and [`dispatch_due`](Self::dispatch_due).
+    pub async fn run_once(
+        &self,
+        ledger: Arc<dyn LedgerStore>,
+        keys: Arc<dyn ApiKeyStore>,
+    ) -> Result<RunSummary, WebhookError> {
+        let me = self.clone();
+        let produced =
+            tokio::task::spawn_blocking(move || me.produce(ledger.as_ref(), keys.as_ref()))
+                .await
+                .map_err(join_error)?;
+        let mut summary = self.dispatch_due().await?;
+        summary.events = produced?;
+        Ok(summary)
+    }
+
+    /// Runs [`run_once`](Self::run_once) every `every`, forever, on the
+    /// current tokio runtime, logging failures on stderr (once per distinct
+    /// failure). What was due when the server stopped is sent on the first
+    /// run.
+    pub fn spawn(
+        self,
+        ledger: Arc<dyn LedgerStore>,
+        keys: Arc<dyn ApiKeyStore>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_error: Option<String> = None;
+            loop {
+                tick.tick().await;
+                match self.run_once(Arc::clone(&ledger), Arc::clone(&keys)).await {
+                    Ok(_) => last_error = None,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if last_error.as_deref() != Some(msg.as_str()) {
+                            eprintln!("bonopay serve: webhooks: {msg}");
+                            last_error = Some(msg);
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Inserts the event (if new) and a pending delivery, due now, for each
+/// current subscriber of its merchant that wants its type.
+fn enqueue_tx(tx: &Transaction<'_>, ev: &NewEvent, now_ms: i64) -> rusqlite::Result<bool> {
+    let created_at = rfc3339(now_ms);
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO webhook_events (event_id, merchant_nif, type, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            ev.id,
+            ev.merchant_nif,
+            ev.kind.as_str(),
+            ev.payload,
+            created_at
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let subscribers = {
+        let mut st = tx.prepare_cached(
+            "SELECT id, events FROM webhook_subscribers WHERE merchant_nif = ?1 AND disabled = 0",
+        )?;
+        st.query_map(params![ev.merchant_nif], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for (id, events) in subscribers {
+        if events_of(&events).contains(&ev.kind) {
+            tx.execute(
+                "INSERT OR IGNORE INTO webhook_deliveries
+                     (event_id, subscriber_id, state, attempts, next_attempt_ms, created_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3, ?4)",
+                params![ev.id, id, now_ms, created_at],
+            )?;
+        }
+    }
+    Ok(true)
+}
+
+/// The event a ledger entry gives rise to, if any.
+fn event_of(entry: &Entry, merchant: &str) -> Result<Option<NewEvent>, WebhookError> {
+    let at = format!("{}:{}", entry.outlet, entry.seq);
+    let (kind, payload) = match entry.kind {
+        EntryKind::Invoice | EntryKind::CreditNote => {
+            let s = SealedInvoice::read_own(&entry.payload)
+                .map_err(|e| WebhookError::Source(format!("entry {at}: {e}")))?;
+            (
+                EventType::InvoiceSealed,
+                json!({
+                    "id": at,
+                    "outlet": entry.outlet,
+                    "seq": entry.seq,
+                    "fiscal_number": s.elements.fiscal_number,
+                    "authentication_code": s.elements.authentication_code,
+                    "timestamp": s.elements.timestamp,
+                    "total": s.tuple.total,
+                    "vtotal": s.tuple.vtotal,
+                }),
+            )
+        }
+        EntryKind::ZReport => {
+            let body = bonopay_signer::event::event_body(&entry.payload)
+                .map_err(|e| WebhookError::Source(format!("entry {at}: {e}")))?;
+            (
+                EventType::ReportZClosed,
+                json!({
+                    "outlet": entry.outlet,
+                    "seq": entry.seq,
+                    "z_number": body.get("z_number").and_then(Value::as_u64).or(entry.z_number),
+                    "timestamp": body.get("timestamp").cloned().unwrap_or(Value::Null),
+                }),
+            )
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(NewEvent {
+        id: format!("{kind}:{at}"),
+        merchant_nif: merchant.to_owned(),
+        kind,
+        payload: payload.to_string(),
+    }))
+}
+
+/// A transport error with its causes, shortened.
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if msg.chars().count() > MAX_ERROR_LEN {
+        msg = msg.chars().take(MAX_ERROR_LEN).collect::<String>() + "…";
+    }
+    msg
+}
+
+// ----- HTTP API ------------------------------------------------------------
+
+/// A subscriber to create.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// An `http://` or `https://` URL with a host and no credentials, at
+    /// most 2048 characters.
+    pub url: String,
+    /// The event types to receive (`invoice.sealed`, `invoice.synced`,
+    /// `invoice.sync_failed`, `report.z_closed`); absent = all of them.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+/// Query of the delivery log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryLogQuery {
+    /// Most attempts to return, newest first (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+fn require_owner(who: &ApiKey) -> Result<(), ApiError> {
+    if who.role.can_manage() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only an owner key manages webhooks".into(),
+        ))
+    }
+}
+
+fn service(state: &Shared) -> Result<Webhooks, ApiError> {
+    state.webhooks.clone().ok_or_else(|| ApiError::Unavailable {
+        code: "webhooks_unavailable",
+        message: "this server has no webhook service configured".into(),
+    })
+}
+
+fn internal(e: WebhookError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Checks a subscriber URL: `http(s)`, a host, no credentials.
+fn validate_url(url: &str) -> Result<(), &'static str> {
+    if url.len() > MAX_URL_LEN {
+        return Err("at most 2048 characters");
+    }
+    let u = reqwest::Url::parse(url).map_err(|_| "not a URL")?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err("only http:// and https:// URLs are accepted");
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host");
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("the URL must not carry credentials (the signature authenticates)");
+    }
+    Ok(())
+}
+
+/// Registers a webhook subscriber for the caller's merchant and returns
+/// its signing secret, once.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    request_body = CreateWebhookRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Created; the secret is shown this once", body = CreatedWebhook),
+        (status = 403, description = "Not an owner key", body = ErrorBody),
+        (status = 409, description = "The merchant has 16 subscribers already", body = ErrorBody),
+        (status = 422, description = "Bad URL (not http/https) or unknown event type", body = ErrorBody),
+        (status = 503, description = "No webhook service on this server", body = ErrorBody),
+    )
+)]
+pub async fn create_webhook(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiJson(req): ApiJson<CreateWebhookRequest>,
+) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
+    require_owner(&who)?;
+    let hooks = service(&state)?;
+    let mut errors = Vec::new();
+    let url = req.url.trim().to_owned();
+    if let Err(why) = validate_url(&url) {
+        errors.push(FieldError {
+            path: "url".into(),
+            code: "invalid_url".into(),
+            message: why.into(),
+        });
+    }
+    let events = match &req.events {
+        None => EventType::ALL.to_vec(),
+        Some(list) => {
+            if list.is_empty() {
+                errors.push(FieldError {
+                    path: "events".into(),
+                    code: "empty".into(),
+                    message: "give at least one event type (or leave it out for all)".into(),
+                });
+            }
+            let mut events = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                match EventType::parse(name) {
+                    Some(t) if !events.contains(&t) => events.push(t),
+                    Some(_) => {}
+                    None => errors.push(FieldError {
+                        path: format!("events[{i}]"),
+                        code: "unknown_event".into(),
+                        message: format!(
+                            "unknown event type; one of {}",
+                            events_text(&EventType::ALL)
+                        ),
+                    }),
+                }
+            }
+            events
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let created = blocking(move || {
+        hooks
+            .create_subscriber(&who.merchant_nif, &url, &events)
+            .map_err(internal)
+    })
+    .await?;
+    match created {
+        Some(c) => Ok((StatusCode::CREATED, Json(c))),
+        None => Err(ApiError::Conflict {
+            code: "too_many_webhooks",
+            message: format!(
+                "a merchant has at most {MAX_SUBSCRIBERS_PER_MERCHANT} webhook subscribers; delete one first"
+            ),
+        }),
+    }
+}
+
+/// The caller's merchant's webhook subscribers, oldest first (never their
+/// secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Vec<Subscriber>),
+        (status = 403, description = "Not an owner key", body = ErrorBody),
+        (status = 503, description = "No webhook service on this server", body = ErrorBody),
+    )
+)]
+pub async fn list_webhooks(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+) -> Result<Json<Vec<Subscriber>>, ApiError> {
+    require_owner(&who)?;
+    let hooks = service(&state)?;
+    let list =
+        blocking(move || hooks.list_subscribers(&who.merchant_nif).map_err(internal)).await?;
+    Ok(Json(list))
+}
+
+/// Deletes a webhook subscriber; its pending deliveries are cancelled.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Subscriber id (`whk_…`)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an owner key", body = ErrorBody),
+        (status = 404, description = "No such subscriber for this merchant", body = ErrorBody),
+        (status = 503, description = "No webhook service on this server", body = ErrorBody),
+    )
+)]
+pub async fn delete_webhook(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    require_owner(&who)?;
+    let hooks = service(&state)?;
+    let deleted = blocking(move || {
+        hooks
+            .delete_subscriber(&who.merchant_nif, &id)
+            .map_err(internal)
+    })
+    .await?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The delivery log of a webhook subscriber: every attempt, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Subscriber id (`whk_…`)"), DeliveryLogQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Vec<DeliveryAttempt>),
+        (status = 403, description = "Not an owner key", body = ErrorBody),
+        (status = 404, description = "No such subscriber for this merchant", body = ErrorBody),
+        (status = 503, description = "No webhook service on this server", body = ErrorBody),
+    )
+)]
+pub async fn list_webhook_deliveries(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeliveryLogQuery>,
+) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
+    require_owner(&who)?;
+    let hooks = service(&state)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let log = blocking(move || {
+        hooks
+            .delivery_log(&who.merchant_nif, &id, limit)
+            .map_err(internal)
+    })
+    .await?;
+    log.map(Json).ok_or(ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(u64);
+    impl Jitter for Fixed {
+        fn jitter_ms(&self, max_ms: u64) -> u64 {
+            self.0.min(max_ms)
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_half_and_full_step_and_caps() {
+        let p = RetryPolicy::default();
+        let low = Fixed(0);
+        let high = Fixed(u64::MAX);
+        let secs = |d: Duration| d.as_millis();
+        assert_eq!(secs(p.delay(1, &low)), 2_500);
+        assert_eq!(secs(p.delay(1, &high)), 5_000);
+        assert_eq!(secs(p.delay(2, &high)), 10_000);
+        assert_eq!(secs(p.delay(10, &high)), 2_560_000);
+        assert_eq!(secs(p.delay(11, &high)), 3_600_000);
+        assert_eq!(secs(p.delay(11, &low)), 1_800_000);
+        assert_eq!(secs(p.delay(500, &high)), 3_600_000);
+        for n in 1..=p.max_attempts {
+            let d = p.delay(n, &RandomJitter);
+            assert!(d >= p.delay(n, &low) && d <= p.delay(n, &high));
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(validate_url("https://erp.example.cd/hooks/bonopay?x=1").is_ok());
+        assert!(validate_url("http://127.0.0.1:8080/h").is_ok());
+        for bad in [
+            "ftp://example.cd/",
+            "example.cd/hook",
+            "https://",
+            "https://user:pw@example.cd/",
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+        ] {
+            assert!(validate_url(bad).is_err(), "{bad}");
+        }
+        assert!(validate_url(&format!("https://x.cd/{}", "a".repeat(2100))).is_err());
+    }
+
+    #[test]
+    fn the_secret_is_never_in_debug_output() {
+        let w = Webhooks::in_memory().unwrap();
+        let c = w
+            .create_subscriber("A1", "https://x.cd/h", &EventType::ALL)
+            .unwrap()
+            .unwrap();
+        assert!(c.secret.starts_with("whsec_"));
+        assert!(!format!("{c:?}").contains(&c.secret));
+        assert!(!format!("{w:?}").contains(&c.secret));
+        let listed = serde_json::to_string(&w.list_subscribers("A1").unwrap()).unwrap();
+        assert!(!listed.contains(&c.secret));
+    }
+
+    #[test]
+    fn a_rescan_after_losing_the_cursor_enqueues_nothing_twice() {
+        let w = Webhooks::in_memory().unwrap();
+        let ev = |seq: u64| NewEvent {
+            id: format!("report.z_closed:o1:{seq}"),
+            merchant_nif: "A1".into(),
+            kind: EventType::ReportZClosed,
+            payload: "{}".into(),
+        };
+        assert_eq!(w.commit_events("o1", &[ev(1), ev(2)], 3).unwrap(), 2);
+        assert_eq!(w.cursor("o1").unwrap(), 3);
+        // As if the cursor update were lost in a crash: the re-scan is harmless.
+        w.with(|c| c.execute("DELETE FROM webhook_cursors", []))
+            .unwrap();
+        assert_eq!(w.cursor("o1").unwrap(), 1);
+        assert_eq!(w.commit_events("o1", &[ev(1), ev(2)], 3).unwrap(), 0);
+        // A cursor never moves backwards.
+        assert_eq!(w.commit_events("o1", &[], 2).unwrap(), 0);
+        assert_eq!(w.cursor("o1").unwrap(), 3);
+    }
+
+    #[test]
+    fn enqueue_validates_type_and_id() {
+        let w = Webhooks::in_memory().unwrap();
+        assert!(matches!(
+            w.enqueue_event("x:1", "A1", "invoice.paid", json!({})),
+            Err(WebhookError::UnknownEventType(_))
+        ));
+        for bad in ["", "has space", "é"] {
+            assert!(matches!(
+                w.enqueue_event(bad, "A1", "invoice.synced", json!({})),
+                Err(WebhookError::InvalidEventId(_))
+            ));
+        }
+        assert!(
+            w.enqueue_event("invoice.synced:o:1", "A1", "invoice.synced", json!({}))
+                .unwrap()
+        );
+        assert!(
+            !w.enqueue_event("invoice.synced:o:1", "A1", "invoice.synced", json!({}))
+                .unwrap()
+        );
+    }
+}

@@ -86,16 +86,14 @@ fn run(n: usize, faults: Faults, label: &str) {
         },
     );
     let t = Instant::now();
+    let debug = std::env::var_os("BONOPAY_SYNC_DEBUG").is_some();
     loop {
-        agent.run_once().unwrap();
-        let open: u64 = outbox
-            .summary()
-            .unwrap()
-            .iter()
-            .flat_map(|s| s.counts.iter())
-            .filter(|(k, _)| !k.is_final())
-            .map(|(_, v)| *v)
-            .sum();
+        let r = agent.run_once().unwrap();
+        if debug {
+            eprintln!("{r:?} {:?}", sim.stats());
+        }
+        // Nothing left that is not final (the due index, not a full scan).
+        let open = outbox.due(i64::MAX, 1).unwrap().len();
         if open == 0 {
             break;
         }

@@ -422,8 +422,30 @@ impl SyncAgent {
             enqueued: self.enqueue_new()?,
             ..RunReport::default()
         };
-        let items = self.outbox.due(self.clock.now_ms(), self.config.batch)?;
+        // In-flight items first: they hold the e-MCF's pending slots, and
+        // settling them is what lets queued items go (no starvation behind
+        // a batch of queued items waiting for a slot).
+        let now = self.clock.now_ms();
+        let mut items: Vec<OutboxItem> = self
+            .outbox
+            .in_flight()?
+            .into_iter()
+            .filter(|i| i.next_attempt_ms <= now)
+            .collect();
+        items.extend(
+            self.outbox
+                .due(now, self.config.batch)?
+                .into_iter()
+                .filter(|i| !i.state.in_flight()),
+        );
         for mut item in items {
+            if item.state == ItemState::Queued
+                && self.outbox.in_flight()?.len() >= self.config.max_pending
+            {
+                // Every slot is taken: the rest waits for the next pass.
+                report.deferred += 1;
+                break;
+            }
             self.process(&mut item)?;
             match item.state {
                 ItemState::Synced => {
@@ -468,8 +490,8 @@ impl SyncAgent {
     fn submit(&self, item: &mut OutboxItem) -> Result<Next, AgentError> {
         let in_flight = self.outbox.in_flight()?.len();
         if in_flight >= self.config.max_pending {
-            item.next_attempt_ms = self.clock.now_ms() + self.config.backoff_base_ms;
-            self.save(item)?;
+            // The e-MCF's cap: wait, untouched (no write), until an
+            // in-flight item settles; it stays due for the next pass.
             return Ok(Next::Stop);
         }
         item.state = ItemState::Submitting;
@@ -485,7 +507,10 @@ impl SyncAgent {
                     vtotal: sub.vtotal,
                 });
                 item.error = None;
-                self.save(item)?;
+                // Not stored here: the next step stores `confirming` (or
+                // `rejected`) with the uid before anything else is sent,
+                // and a crash before that leaves `submitting`, which
+                // reconciliation resolves by `rn`. One fsync fewer.
                 Ok(Next::Continue)
             }
             Err(TransportError::Rejected { code, desc, .. }) if code == codes::TOO_MANY_PENDING => {

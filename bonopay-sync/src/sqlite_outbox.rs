@@ -37,6 +37,9 @@ pub const OUTBOX_MIGRATIONS: &[&str] = &["
     CREATE TABLE sync_cursor (outlet TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE sync_change (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
     INSERT INTO sync_change (id, last) VALUES (1, 0);
+", "
+    CREATE INDEX sync_outbox_in_flight ON sync_outbox (state)
+        WHERE state IN ('submitting', 'submitted', 'confirming');
 "];
 
 /// The outbox over SQLite.
@@ -246,7 +249,7 @@ impl OutboxStore for SqliteOutbox {
         self.query(
             &format!(
                 "SELECT {COLUMNS} FROM sync_outbox
-                 WHERE state IN ('submitting', 'submitted', 'confirming') ORDER BY outlet, seq"
+                 WHERE state IN ('submitting', 'submitted', 'confirming')"
             ),
             [],
         )

@@ -470,3 +470,41 @@ fn backoff_doubles_with_jitter_and_respects_the_cap() {
         );
     }
 }
+
+#[test]
+fn items_in_flight_are_settled_before_queued_ones_so_a_full_cap_never_starves() {
+    // Ten lost POSTs fill the cap, and more queued items than one batch
+    // wait behind them: each pass must settle the in-flight ones first.
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    r.seal(40);
+    let faulty = Arc::new(FaultyTransport::new(http(&sim)));
+    for _ in 0..10 {
+        faulty.arm(Op::Submit, Fault::LoseAnswer);
+    }
+    let agent = SyncAgent::with(
+        Arc::clone(&r.ledger),
+        Arc::clone(&r.outbox),
+        faulty,
+        r.clock.clone(),
+        Box::new(SplitMix(3)),
+        AgentConfig {
+            batch: 5,
+            ..AgentConfig::default()
+        },
+    );
+    agent.run_once().unwrap();
+    agent.run_once().unwrap();
+    assert_eq!(r.states().get(&ItemState::Submitting), Some(&10));
+    r.clock.advance(60_000);
+    agent.run_once().unwrap();
+    assert!(
+        r.states().get(&ItemState::Submitting).is_none(),
+        "the ten in flight were settled first: {:?}",
+        r.states()
+    );
+    r.drain(&agent);
+    assert_eq!(r.states().get(&ItemState::Synced), Some(&40));
+    assert_eq!(sim.sim.stats().posted, 40);
+    assert!(sim.sim.double_confirms().is_empty());
+}

@@ -499,7 +499,7 @@ fn items_in_flight_are_settled_before_queued_ones_so_a_full_cap_never_starves() 
     r.clock.advance(60_000);
     agent.run_once().unwrap();
     assert!(
-        r.states().get(&ItemState::Submitting).is_none(),
+        !r.states().contains_key(&ItemState::Submitting),
         "the ten in flight were settled first: {:?}",
         r.states()
     );

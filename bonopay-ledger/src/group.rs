@@ -47,20 +47,20 @@ impl<S: LedgerStore> GroupCommit<S> {
     }
 }
 
-fn poisoned() -> LedgerError {
-    LedgerError::Unavailable("group commit lock poisoned".into())
-}
-
-impl<S: LedgerStore> LedgerStore for GroupCommit<S> {
-    fn head(&self, outlet: &str) -> Result<Head, LedgerError> {
-        self.inner.head(outlet)
-    }
-
-    fn append(&self, entry: &Entry) -> Result<Head, LedgerError> {
+impl<S: LedgerStore> GroupCommit<S> {
+    /// Queues an entry; entries are committed in queue order.
+    fn enqueue(&self, entry: &Entry) -> Result<u64, LedgerError> {
         let mut st = self.state.lock().map_err(|_| poisoned())?;
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.queue.push_back((ticket, entry.clone()));
+        Ok(ticket)
+    }
+
+    /// Waits for a queued entry's outcome, committing a batch itself when
+    /// no one else is (leader/follower group commit).
+    fn wait(&self, ticket: u64) -> Result<Head, LedgerError> {
+        let mut st = self.state.lock().map_err(|_| poisoned())?;
         loop {
             if let Some(r) = st.done.remove(&ticket) {
                 return r;
@@ -80,6 +80,28 @@ impl<S: LedgerStore> LedgerStore for GroupCommit<S> {
             }
             st.committing = false;
             self.wake.notify_all();
+        }
+    }
+}
+
+fn poisoned() -> LedgerError {
+    LedgerError::Unavailable("group commit lock poisoned".into())
+}
+
+impl<S: LedgerStore> LedgerStore for GroupCommit<S> {
+    fn head(&self, outlet: &str) -> Result<Head, LedgerError> {
+        self.inner.head(outlet)
+    }
+
+    fn append(&self, entry: &Entry) -> Result<Head, LedgerError> {
+        let ticket = self.enqueue(entry)?;
+        self.wait(ticket)
+    }
+
+    fn submit<'a>(&'a self, entry: &Entry) -> crate::store::PendingAppend<'a> {
+        match self.enqueue(entry) {
+            Ok(ticket) => Box::new(move || self.wait(ticket)),
+            Err(e) => Box::new(move || Err(e)),
         }
     }
 

@@ -8,6 +8,8 @@ mod error;
 mod faulty;
 mod group;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
@@ -21,6 +23,8 @@ pub use error::LedgerError;
 pub use faulty::{Fault, FaultyStore};
 pub use group::GroupCommit;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgPool, PgStore, TestDb};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, MIGRATIONS, SqliteOptions, SqliteStore};
 pub use store::{EntryIter, LedgerStore, LedgerStoreExt, check_append};

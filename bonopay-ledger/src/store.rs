@@ -6,6 +6,10 @@ use crate::entry::{Entry, Head};
 use crate::error::LedgerError;
 
 /// A boxed, streaming iterator of entries.
+/// The outcome of a [`LedgerStore::submit`], when it is known.
+pub type PendingAppend<'a> = Box<dyn FnOnce() -> Result<Head, LedgerError> + Send + 'a>;
+
+/// A streaming iterator over entries.
 pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<Entry, LedgerError>> + Send + 'a>;
 
 /// Durable storage of per-outlet chains.
@@ -42,6 +46,17 @@ pub trait LedgerStore: Debug + Send + Sync {
         self.append_batch(std::slice::from_ref(entry))
             .pop()
             .unwrap_or_else(|| Err(LedgerError::Unavailable("empty batch result".into())))
+    }
+
+    /// Starts appending `entry` and returns a handle that waits for the
+    /// outcome. A store that batches ([`crate::GroupCommit`]) queues the
+    /// entry before returning, so the caller may prepare the next entry of
+    /// the same outlet on top of it and queue that one too, before the
+    /// first is durable (pipelining): both then share one commit, and if
+    /// the first fails the second conflicts. The default appends at once.
+    fn submit<'a>(&'a self, entry: &Entry) -> PendingAppend<'a> {
+        let r = self.append(entry);
+        Box::new(move || r)
     }
 
     /// Appends several entries in one durable commit (group commit). Each
@@ -206,6 +221,9 @@ macro_rules! forward_store {
             }
             fn append(&self, entry: &Entry) -> Result<Head, LedgerError> {
                 (**self).append(entry)
+            }
+            fn submit<'a>(&'a self, entry: &Entry) -> PendingAppend<'a> {
+                (**self).submit(entry)
             }
             fn append_batch(&self, entries: &[Entry]) -> Vec<Result<Head, LedgerError>> {
                 (**self).append_batch(entries)

@@ -42,3 +42,30 @@ fn group_commit_over_memory() {
 fn faulty_store_without_fault_is_transparent() {
     run_all(&|| Box::new(FaultyStore::new(MemoryStore::new())) as Box<dyn LedgerStore>);
 }
+
+/// Each factory call gets a fresh database; they are dropped when the test
+/// binary's statics are (at exit, by `DROP DATABASE … WITH (FORCE)` in
+/// `TestDb::drop`, run here explicitly at the end of the test).
+#[test]
+fn postgres_store() {
+    let dbs = Mutex::new(Vec::new());
+    run_all(&|| {
+        let db = bonopay_ledger::TestDb::create().unwrap();
+        let store = bonopay_ledger::PgStore::connect(&db.url, 8).unwrap();
+        dbs.lock().unwrap().push(db);
+        Box::new(store) as Box<dyn LedgerStore>
+    });
+    drop(dbs);
+}
+
+#[test]
+fn group_commit_over_postgres() {
+    let dbs = Mutex::new(Vec::new());
+    run_all(&|| {
+        let db = bonopay_ledger::TestDb::create().unwrap();
+        let store = bonopay_ledger::PgStore::connect(&db.url, 8).unwrap();
+        dbs.lock().unwrap().push(db);
+        Box::new(GroupCommit::new(store, 64)) as Box<dyn LedgerStore>
+    });
+    drop(dbs);
+}

@@ -413,12 +413,20 @@ impl Fiscalizer {
         }
 
         let outlet_lock = lock_for(&self.outlet_locks, &req.outlet_id);
-        let _guard = outlet_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // Under the outlet lock: place the entry on the outlet's head
+            // (the cached, predicted one), sign it, queue it, and record the
+            // head it will leave. The lock is released before waiting for
+            // durability, so the next invoice of the same outlet can be
+            // placed on top of this one and share its commit (pipelining).
+            // If this entry then fails, the ones placed on it conflict and
+            // are placed again: the store's compare-and-swap keeps the
+            // chain exact either way.
+            let guard = outlet_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let built = self.build_entry(
                 req,
                 &tax,
@@ -427,21 +435,24 @@ impl Fiscalizer {
                 &scoped_key,
                 credit_ref.as_deref(),
             );
-            let (entry, invoice) = match built {
+            let (entry, invoice, predicted) = match built {
                 Ok(b) => b,
                 Err(e) => {
                     // The signer or clock may be down while the client
                     // retries a request that was sealed before: answer it.
                     self.forget_head(&req.outlet_id);
+                    drop(guard);
                     return match self.replay(&scoped_key, &request_sha, idempotency_key)? {
                         Some(done) => Ok(done),
                         None => Err(e),
                     };
                 }
             };
-            match self.store.append(&entry) {
-                Ok(head) => {
-                    self.remember_head(head);
+            let pending = self.store.submit(&entry);
+            self.remember_head(predicted);
+            drop(guard);
+            match pending() {
+                Ok(_) => {
                     return Ok(Sealed {
                         invoice,
                         seq: entry.seq,
@@ -451,6 +462,7 @@ impl Fiscalizer {
                     });
                 }
                 Err(LedgerError::Duplicate { name, .. }) if name == index::IDEMPOTENCY => {
+                    self.forget_head(&req.outlet_id);
                     // An earlier or concurrent request with the same key.
                     return self
                         .replay(&scoped_key, &request_sha, idempotency_key)?
@@ -461,7 +473,18 @@ impl Fiscalizer {
                 Err(LedgerError::Conflict { .. })
                     if attempts <= self.config.max_conflict_retries =>
                 {
-                    // Another writer (another process) moved the head.
+                    // Another writer moved the head, or an entry this one
+                    // was placed on failed.
+                    self.forget_head(&req.outlet_id);
+                    continue;
+                }
+                Err(LedgerError::Duplicate { name, .. })
+                    if name == index::AUTH_CODE && attempts <= self.config.max_conflict_retries =>
+                {
+                    // An identical invoice (same content, same millisecond)
+                    // was placed at the same position from a stale head and
+                    // committed first: the signatures, hence the codes, are
+                    // equal. A conflict like any other; place it again.
                     self.forget_head(&req.outlet_id);
                     continue;
                 }
@@ -683,7 +706,7 @@ impl Fiscalizer {
         request_sha: &str,
         scoped_key: &str,
         credit_ref: Option<&str>,
-    ) -> Result<(Entry, SealedInvoice), SealError> {
+    ) -> Result<(Entry, SealedInvoice, bonopay_ledger::Head), SealError> {
         let outlet = &req.outlet_id;
         let head = self.head(outlet)?;
         let (time_ms, local) = self.trusted_time(&head)?;
@@ -777,9 +800,11 @@ impl Fiscalizer {
             keys.push(IndexKey::multi(index::CREDITS, r));
         }
         let entry = prepared.seal(payload.clone()).with_index(keys);
+        let predicted = head.advance(&entry);
         Ok((
             entry,
             SealedInvoice::from_parts(tuple, body, out, auth_code, payload),
+            predicted,
         ))
     }
 }

@@ -281,7 +281,12 @@ impl Fiscalizer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let head = self.head(outlet)?;
+            // The stored head, not the predicted one: a report covers only
+            // committed entries. Invoices still queued for commit were
+            // placed before it and commit first, so this append then
+            // conflicts and the next attempt includes them.
+            self.forget_head(outlet);
+            let head = self.store.head(outlet).map_err(storage)?;
             let (time_ms, local) = self.trusted_time(&head)?;
             let meta = EntryMeta {
                 kind,

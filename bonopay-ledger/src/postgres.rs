@@ -41,7 +41,8 @@ pub const PG_MIGRATIONS: &[&str] = &["
         hash        BYTEA NOT NULL,
         fiscal_year INTEGER NOT NULL,
         total       BIGINT NOT NULL,
-        per_type    BIGINT[] NOT NULL,
+        c_fv BIGINT NOT NULL, c_ft BIGINT NOT NULL, c_fa BIGINT NOT NULL,
+        c_ev BIGINT NOT NULL, c_et BIGINT NOT NULL, c_ea BIGINT NOT NULL,
         z_number    BIGINT NOT NULL,
         time_ms     BIGINT NOT NULL
     );
@@ -88,8 +89,49 @@ fn corrupt(e: impl std::fmt::Display) -> LedgerError {
 pub struct PgPool {
     url: String,
     max: usize,
-    state: Mutex<(Vec<Client>, usize)>,
+    state: Mutex<(Vec<PgConn>, usize)>,
     freed: Condvar,
+}
+
+/// A pooled connection and its prepared statements (prepared once per
+/// connection: a statement costs one round trip instead of two).
+pub struct PgConn {
+    /// The client.
+    pub client: Client,
+    stmts: std::collections::HashMap<&'static str, postgres::Statement>,
+}
+
+impl PgConn {
+    /// The prepared statement for `sql`, preparing it on first use.
+    ///
+    /// # Errors
+    /// The database's.
+    pub fn stmt(&mut self, sql: &'static str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.stmts.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+impl Drop for PgPool {
+    /// A `postgres` client owns a small runtime and may not be dropped on
+    /// an async runtime thread (the server's state is dropped there at
+    /// shutdown): close the connections on a thread of their own.
+    fn drop(&mut self) {
+        let conns = self
+            .state
+            .get_mut()
+            .map(|st| std::mem::take(&mut st.0))
+            .unwrap_or_default();
+        if !conns.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("pg-pool-close".into())
+                .spawn(move || drop(conns));
+        }
+    }
 }
 
 impl std::fmt::Debug for PgPool {
@@ -120,11 +162,11 @@ impl PgPool {
     ///
     /// # Errors
     /// [`LedgerError::Unavailable`] when the database cannot be reached.
-    pub fn with<T>(&self, f: impl FnOnce(&mut Client) -> T) -> Result<T, LedgerError> {
+    pub fn with<T>(&self, f: impl FnOnce(&mut PgConn) -> T) -> Result<T, LedgerError> {
         let mut client = self.checkout()?;
         let out = f(&mut client);
         if let Ok(mut st) = self.state.lock() {
-            if client.is_closed() {
+            if client.client.is_closed() {
                 st.1 = st.1.saturating_sub(1);
             } else {
                 st.0.push(client);
@@ -134,7 +176,7 @@ impl PgPool {
         Ok(out)
     }
 
-    fn checkout(&self) -> Result<Client, LedgerError> {
+    fn checkout(&self) -> Result<PgConn, LedgerError> {
         let mut st = self
             .state
             .lock()
@@ -146,12 +188,17 @@ impl PgPool {
             if st.1 < self.max {
                 st.1 += 1;
                 drop(st);
-                return Client::connect(&self.url, NoTls).map_err(|e| {
-                    if let Ok(mut st) = self.state.lock() {
-                        st.1 = st.1.saturating_sub(1);
-                    }
-                    unavailable(format!("cannot connect to PostgreSQL: {e}"))
-                });
+                return Client::connect(&self.url, NoTls)
+                    .map(|client| PgConn {
+                        client,
+                        stmts: std::collections::HashMap::new(),
+                    })
+                    .map_err(|e| {
+                        if let Ok(mut st) = self.state.lock() {
+                            st.1 = st.1.saturating_sub(1);
+                        }
+                        unavailable(format!("cannot connect to PostgreSQL: {e}"))
+                    });
             }
             st = self
                 .freed
@@ -181,10 +228,9 @@ fn hash_from(b: Vec<u8>) -> Result<[u8; 32], LedgerError> {
 }
 
 fn head_from(outlet: &str, r: &Row) -> Result<Head, LedgerError> {
-    let per: Vec<i64> = r.try_get(4).map_err(corrupt)?;
     let mut per_type = [0u64; 6];
-    for (slot, v) in per_type.iter_mut().zip(per) {
-        *slot = to_u64(v)?;
+    for (i, slot) in per_type.iter_mut().enumerate() {
+        *slot = to_u64(r.try_get(4 + i).map_err(corrupt)?)?;
     }
     Ok(Head {
         outlet: outlet.to_owned(),
@@ -195,14 +241,10 @@ fn head_from(outlet: &str, r: &Row) -> Result<Head, LedgerError> {
             total: to_u64(r.try_get(3).map_err(corrupt)?)?,
             per_type,
         },
-        z_number: to_u64(r.try_get(5).map_err(corrupt)?)?,
-        time_ms: r.try_get(6).map_err(corrupt)?,
+        z_number: to_u64(r.try_get(10).map_err(corrupt)?)?,
+        time_ms: r.try_get(11).map_err(corrupt)?,
     })
 }
-
-const HEAD_COLUMNS: &str = "seq, hash, fiscal_year, total, per_type, z_number, time_ms";
-const ENTRY_COLUMNS: &str = "outlet, seq, kind, fiscal_year, time_ms, invoice_type, total_counter,
-     type_counter, z_number, prev_hash, entry_hash, header, payload";
 
 /// Reads a row without judging it (the verifier says what is wrong).
 fn entry_from(r: &Row) -> Result<Entry, LedgerError> {
@@ -280,6 +322,136 @@ impl From<LedgerError> for BatchError {
     }
 }
 
+/// The batch's statements, prepared once per connection.
+struct Stmts {
+    lock_heads: postgres::Statement,
+    insert_heads: postgres::Statement,
+    taken: postgres::Statement,
+    insert_entries: postgres::Statement,
+    insert_index: postgres::Statement,
+    update_heads: postgres::Statement,
+}
+
+impl Stmts {
+    fn prepare(c: &mut PgConn) -> Result<Self, postgres::Error> {
+        Ok(Self {
+            lock_heads: c.stmt(
+                "SELECT seq, hash, fiscal_year, total, c_fv, c_ft, c_fa, c_ev, c_et, c_ea, z_number, time_ms, outlet
+                 FROM ledger_heads WHERE outlet = ANY($1) ORDER BY outlet FOR UPDATE",
+            )?,
+            insert_heads: c.stmt(
+                "INSERT INTO ledger_heads (outlet, seq, hash, fiscal_year, total, c_fv, c_ft, c_fa, c_ev, c_et, c_ea, z_number, time_ms)
+                 SELECT o, 0, g, $3, 0, 0, 0, 0, 0, 0, 0, 0, $4 FROM unnest($1::text[], $2::bytea[]) AS t(o, g)
+                 ON CONFLICT (outlet) DO NOTHING",
+            )?,
+            taken: c.stmt(
+                "SELECT i.name, i.value, i.outlet, i.seq FROM ledger_index i
+                 JOIN unnest($1::text[], $2::text[]) AS k(name, value)
+                   ON i.name = k.name AND i.value = k.value
+                 WHERE i.is_unique",
+            )?,
+            insert_entries: c.stmt(
+                "INSERT INTO ledger_entries (outlet, seq, kind, fiscal_year, time_ms, invoice_type,
+                    total_counter, type_counter, z_number, prev_hash, entry_hash, header, payload)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int4[], $5::int8[], $6::text[],
+                    $7::int8[], $8::int8[], $9::int8[], $10::bytea[], $11::bytea[], $12::bytea[], $13::bytea[])",
+            )?,
+            insert_index: c.stmt(
+                "INSERT INTO ledger_index (name, value, outlet, seq, is_unique)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[])",
+            )?,
+            update_heads: c.stmt(
+                "UPDATE ledger_heads h SET seq = u.seq, hash = u.hash, fiscal_year = u.y, total = u.t,
+                    c_fv = u.a, c_ft = u.b, c_fa = u.c, c_ev = u.d, c_et = u.e, c_ea = u.f,
+                    z_number = u.z, time_ms = u.tm
+                 FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::int4[], $5::int8[], $6::int8[],
+                    $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])
+                    AS u(outlet, seq, hash, y, t, a, b, c, d, e, f, z, tm)
+                 WHERE h.outlet = u.outlet",
+            )?,
+        })
+    }
+}
+
+#[derive(Default)]
+struct EntryColumns {
+    outlet: Vec<String>,
+    seq: Vec<i64>,
+    kind: Vec<&'static str>,
+    year: Vec<i32>,
+    time: Vec<i64>,
+    itype: Vec<Option<&'static str>>,
+    total: Vec<Option<i64>>,
+    tcount: Vec<Option<i64>>,
+    z: Vec<Option<i64>>,
+    prev: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
+    header: Vec<Vec<u8>>,
+    payload: Vec<Vec<u8>>,
+}
+
+impl EntryColumns {
+    fn push(&mut self, e: &Entry) -> Result<(), LedgerError> {
+        self.outlet.push(e.outlet.clone());
+        self.seq.push(to_i64(e.seq)?);
+        self.kind.push(e.kind.as_str());
+        self.year.push(e.fiscal_year);
+        self.time.push(e.time_ms);
+        self.itype
+            .push(e.fiscal_number.map(|n| n.invoice_type.as_str()));
+        self.total
+            .push(e.fiscal_number.map(|n| to_i64(n.total)).transpose()?);
+        self.tcount.push(
+            e.fiscal_number
+                .map(|n| to_i64(n.type_counter))
+                .transpose()?,
+        );
+        self.z.push(e.z_number.map(to_i64).transpose()?);
+        self.prev.push(e.prev_hash.to_vec());
+        self.hash.push(e.entry_hash.to_vec());
+        self.header.push(e.header.clone());
+        self.payload.push(e.payload.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct IndexColumns {
+    name: Vec<String>,
+    value: Vec<String>,
+    outlet: Vec<String>,
+    seq: Vec<i64>,
+    unique: Vec<bool>,
+}
+
+#[derive(Default)]
+struct HeadColumns {
+    outlet: Vec<String>,
+    seq: Vec<i64>,
+    hash: Vec<Vec<u8>>,
+    year: Vec<i32>,
+    total: Vec<i64>,
+    c: [Vec<i64>; 6],
+    z: Vec<i64>,
+    time: Vec<i64>,
+}
+
+impl HeadColumns {
+    fn push(&mut self, h: &Head) -> Result<(), LedgerError> {
+        self.outlet.push(h.outlet.clone());
+        self.seq.push(to_i64(h.seq)?);
+        self.hash.push(h.hash.to_vec());
+        self.year.push(h.fiscal_year);
+        self.total.push(to_i64(h.counters.total)?);
+        for (col, v) in self.c.iter_mut().zip(h.counters.per_type) {
+            col.push(to_i64(v)?);
+        }
+        self.z.push(to_i64(h.z_number)?);
+        self.time.push(h.time_ms);
+        Ok(())
+    }
+}
+
 const PAGE: i64 = 512;
 const MAX_RETRIES: u32 = 20;
 
@@ -298,7 +470,7 @@ impl PgStore {
     }
 
     fn migrate(&self) -> Result<(), LedgerError> {
-        self.pool.with(Self::migrate_on)?
+        self.pool.with(|c| Self::migrate_on(&mut c.client))?
     }
 
     fn migrate_on(c: &mut Client) -> Result<(), LedgerError> {
@@ -336,48 +508,12 @@ impl PgStore {
         let v: i32 = self
             .pool
             .with(|c| {
-                c.query_one("SELECT COALESCE(MAX(version), 0) FROM ledger_schema", &[])
+                c.client
+                    .query_one("SELECT COALESCE(MAX(version), 0) FROM ledger_schema", &[])
                     .and_then(|r| r.try_get(0))
             })?
             .map_err(unavailable)?;
         u32::try_from(v).map_err(corrupt)
-    }
-
-    fn append_on(client: &mut Client, entries: &[Entry]) -> Vec<Result<Head, LedgerError>> {
-        let fail_all = |e: LedgerError| entries.iter().map(|_| Err(e.clone())).collect();
-        let mut last = None;
-        for _ in 0..MAX_RETRIES {
-            let mut tx = match client.transaction() {
-                Ok(tx) => tx,
-                Err(e) => return fail_all(unavailable(e)),
-            };
-            match Self::try_batch(&mut tx, entries) {
-                Ok(results) => {
-                    // One commit for the batch; nothing is reported
-                    // appended before it returns.
-                    return match tx.commit() {
-                        Ok(()) => results,
-                        Err(e) if retryable(&e) => {
-                            last = Some(e.to_string());
-                            continue;
-                        }
-                        Err(e) => {
-                            let e = unavailable(format!("commit failed, batch not written: {e}"));
-                            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
-                        }
-                    };
-                }
-                Err(BatchError::Retry(e)) => {
-                    // Rolled back on drop; another writer got there first.
-                    last = Some(e.to_string());
-                }
-                Err(BatchError::Fatal(e)) => return fail_all(e),
-            }
-        }
-        fail_all(unavailable(format!(
-            "gave up after {MAX_RETRIES} retries: {}",
-            last.unwrap_or_default()
-        )))
     }
 
     /// The connection pool (other stores of the server share the database).
@@ -388,50 +524,43 @@ impl PgStore {
 
     fn try_batch(
         tx: &mut Transaction<'_>,
+        st: &Stmts,
         entries: &[Entry],
+        precheck: bool,
     ) -> Result<Vec<Result<Head, LedgerError>>, BatchError> {
-        // Lock every head the batch touches, in outlet order.
-        let mut outlets: Vec<&str> = entries.iter().map(|e| e.outlet.as_str()).collect();
+        // Lock every head the batch touches, in outlet order (no cycles
+        // between concurrent batches). An outlet without a head row gets
+        // its genesis row first.
+        let mut outlets: Vec<String> = entries.iter().map(|e| e.outlet.clone()).collect();
         outlets.sort_unstable();
         outlets.dedup();
-        for o in &outlets {
-            let genesis = genesis_hash(o).to_vec();
+        let mut rows = tx.query(&st.lock_heads, &[&outlets])?;
+        if rows.len() < outlets.len() {
+            let genesis: Vec<Vec<u8>> = outlets.iter().map(|o| genesis_hash(o).to_vec()).collect();
             tx.execute(
-                "INSERT INTO ledger_heads (outlet, seq, hash, fiscal_year, total, per_type, z_number, time_ms)
-                 VALUES ($1, 0, $2, $3, 0, '{0,0,0,0,0,0}', 0, $4) ON CONFLICT (outlet) DO NOTHING",
-                &[o, &genesis, &i32::MIN, &i64::MIN],
+                &st.insert_heads,
+                &[&outlets, &genesis, &i32::MIN, &i64::MIN],
             )?;
+            rows = tx.query(&st.lock_heads, &[&outlets])?;
         }
-        let owned: Vec<String> = outlets.iter().map(|s| (*s).to_owned()).collect();
-        let rows = tx.query(
-            &format!(
-                "SELECT {HEAD_COLUMNS}, outlet FROM ledger_heads WHERE outlet = ANY($1) ORDER BY outlet FOR UPDATE"
-            ),
-            &[&owned],
-        )?;
         let mut heads: Vec<(Head, bool)> = Vec::with_capacity(rows.len());
         for r in &rows {
-            let outlet: String = r.try_get(7).map_err(corrupt)?;
+            let outlet: String = r.try_get(12).map_err(corrupt)?;
             heads.push((head_from(&outlet, r)?, false));
         }
-        // Unique keys already taken (committed), in one query.
-        let mut names = Vec::new();
-        let mut values = Vec::new();
-        for e in entries {
-            for k in e.index.iter().filter(|k| k.unique) {
-                names.push(k.name.clone());
-                values.push(k.value.clone());
-            }
-        }
+        // Unique keys already taken. Optimistic: only on a retry after a
+        // unique violation (the first attempt lets the index refuse).
         let mut taken: Vec<(String, String, String, u64)> = Vec::new();
-        if !names.is_empty() {
-            for r in tx.query(
-                "SELECT i.name, i.value, i.outlet, i.seq FROM ledger_index i
-                 JOIN unnest($1::text[], $2::text[]) AS k(name, value)
-                   ON i.name = k.name AND i.value = k.value
-                 WHERE i.is_unique",
-                &[&names, &values],
-            )? {
+        if precheck {
+            let mut names = Vec::new();
+            let mut values = Vec::new();
+            for e in entries {
+                for k in e.index.iter().filter(|k| k.unique) {
+                    names.push(k.name.clone());
+                    values.push(k.value.clone());
+                }
+            }
+            for r in tx.query(&st.taken, &[&names, &values])? {
                 taken.push((
                     r.try_get(0).map_err(corrupt)?,
                     r.try_get(1).map_err(corrupt)?,
@@ -482,80 +611,144 @@ impl PgStore {
                 Err(err) => results.push(Err(err)),
             }
         }
-        for e in &accepted {
+        if !accepted.is_empty() {
+            // One statement for all the entries, one for all index keys.
+            let mut c = EntryColumns::default();
+            let mut ix = IndexColumns::default();
+            for e in &accepted {
+                c.push(e)?;
+                for k in &e.index {
+                    ix.name.push(k.name.clone());
+                    ix.value.push(k.value.clone());
+                    ix.outlet.push(e.outlet.clone());
+                    ix.seq.push(to_i64(e.seq)?);
+                    ix.unique.push(k.unique);
+                }
+            }
             tx.execute(
-                "INSERT INTO ledger_entries (outlet, seq, kind, fiscal_year, time_ms, invoice_type,
-                    total_counter, type_counter, z_number, prev_hash, entry_hash, header, payload)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &st.insert_entries,
                 &[
-                    &e.outlet,
-                    &to_i64(e.seq)?,
-                    &e.kind.as_str(),
-                    &e.fiscal_year,
-                    &e.time_ms,
-                    &e.fiscal_number.map(|n| n.invoice_type.as_str()),
-                    &e.fiscal_number.map(|n| to_i64(n.total)).transpose()?,
-                    &e.fiscal_number
-                        .map(|n| to_i64(n.type_counter))
-                        .transpose()?,
-                    &e.z_number.map(to_i64).transpose()?,
-                    &e.prev_hash.as_slice(),
-                    &e.entry_hash.as_slice(),
-                    &e.header,
-                    &e.payload,
+                    &c.outlet, &c.seq, &c.kind, &c.year, &c.time, &c.itype, &c.total, &c.tcount,
+                    &c.z, &c.prev, &c.hash, &c.header, &c.payload,
                 ],
             )?;
-            for k in &e.index {
+            if !ix.name.is_empty() {
                 tx.execute(
-                    "INSERT INTO ledger_index (name, value, outlet, seq, is_unique) VALUES ($1, $2, $3, $4, $5)",
-                    &[&k.name, &k.value, &e.outlet, &to_i64(e.seq)?, &k.unique],
+                    &st.insert_index,
+                    &[&ix.name, &ix.value, &ix.outlet, &ix.seq, &ix.unique],
                 )?;
             }
-        }
-        for (h, changed) in &heads {
-            if !changed {
-                continue;
+            let mut h = HeadColumns::default();
+            for (head, changed) in &heads {
+                if *changed {
+                    h.push(head)?;
+                }
             }
-            let per: Vec<i64> = h
-                .counters
-                .per_type
-                .iter()
-                .map(|v| to_i64(*v))
-                .collect::<Result<_, _>>()?;
             tx.execute(
-                "UPDATE ledger_heads SET seq = $2, hash = $3, fiscal_year = $4, total = $5,
-                    per_type = $6, z_number = $7, time_ms = $8 WHERE outlet = $1",
+                &st.update_heads,
                 &[
-                    &h.outlet,
-                    &to_i64(h.seq)?,
-                    &h.hash.as_slice(),
-                    &h.fiscal_year,
-                    &to_i64(h.counters.total)?,
-                    &per,
-                    &to_i64(h.z_number)?,
-                    &h.time_ms,
+                    &h.outlet, &h.seq, &h.hash, &h.year, &h.total, &h.c[0], &h.c[1], &h.c[2],
+                    &h.c[3], &h.c[4], &h.c[5], &h.z, &h.time,
                 ],
             )?;
         }
         Ok(results)
     }
 
+    fn append_on(conn: &mut PgConn, entries: &[Entry]) -> Vec<Result<Head, LedgerError>> {
+        let fail_all = |e: LedgerError| entries.iter().map(|_| Err(e.clone())).collect();
+        let st = match Stmts::prepare(conn) {
+            Ok(s) => s,
+            Err(e) => return fail_all(unavailable(e)),
+        };
+        let mut last = None;
+        let mut precheck = false;
+        for _ in 0..MAX_RETRIES {
+            let mut tx = match conn.client.transaction() {
+                Ok(tx) => tx,
+                Err(e) => return fail_all(unavailable(e)),
+            };
+            match Self::try_batch(&mut tx, &st, entries, precheck) {
+                Ok(results)
+                    if !precheck
+                        && results.iter().zip(entries).any(|(r, e)| {
+                            matches!(r, Err(LedgerError::Conflict { .. }))
+                                && e.index.iter().any(|k| k.unique)
+                        }) =>
+                {
+                    // A refused entry's keys may be taken too, and a
+                    // duplicate must be reported as such even when it also
+                    // lost the race: check the keys this time.
+                    precheck = true;
+                    drop(tx);
+                }
+                Ok(results) => {
+                    // One commit for the batch; nothing is reported
+                    // appended before it returns.
+                    return match tx.commit() {
+                        Ok(()) => results,
+                        Err(e) if retryable(&e) => {
+                            precheck |= e.code() == Some(&SqlState::UNIQUE_VIOLATION);
+                            last = Some(e.to_string());
+                            continue;
+                        }
+                        Err(e) => {
+                            let e = unavailable(format!("commit failed, batch not written: {e}"));
+                            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
+                        }
+                    };
+                }
+                Err(BatchError::Retry(e)) => {
+                    // Rolled back on drop. A unique violation means a key
+                    // is taken (perhaps by another instance just now): the
+                    // next attempt checks keys first, to say which.
+                    precheck |= e.code() == Some(&SqlState::UNIQUE_VIOLATION);
+                    last = Some(e.to_string());
+                }
+                Err(BatchError::Fatal(e)) => return fail_all(e),
+            }
+        }
+        fail_all(unavailable(format!(
+            "gave up after {MAX_RETRIES} retries: {}",
+            last.unwrap_or_default()
+        )))
+    }
+
     fn read<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        sql: &'static str,
+        f: impl FnOnce(&mut Client, &postgres::Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, LedgerError> {
-        self.pool.with(f)?.map_err(unavailable)
+        self.pool
+            .with(|c| {
+                let st = c.stmt(sql)?;
+                f(&mut c.client, &st)
+            })?
+            .map_err(unavailable)
     }
 }
 
+const SQL_HEAD: &str = "SELECT seq, hash, fiscal_year, total, c_fv, c_ft, c_fa, c_ev, c_et, c_ea, \
+     z_number, time_ms FROM ledger_heads WHERE outlet = $1";
+const SQL_ENTRY: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice_type, total_counter, \
+     type_counter, z_number, prev_hash, entry_hash, header, payload FROM ledger_entries \
+     WHERE outlet = $1 AND seq = $2";
+const SQL_BY_NUMBER: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice_type, \
+     total_counter, type_counter, z_number, prev_hash, entry_hash, header, payload \
+     FROM ledger_entries WHERE outlet = $1 AND fiscal_year = $2 AND total_counter = $3";
+const SQL_RANGE: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice_type, total_counter, \
+     type_counter, z_number, prev_hash, entry_hash, header, payload FROM ledger_entries \
+     WHERE outlet = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq";
+const SQL_PAGE: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice_type, total_counter, \
+     type_counter, z_number, prev_hash, entry_hash, header, payload FROM ledger_entries \
+     WHERE outlet = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
+const SQL_FIND: &str =
+    "SELECT outlet, seq FROM ledger_index WHERE name = $1 AND value = $2 ORDER BY id";
+const SQL_OUTLETS: &str = "SELECT outlet FROM ledger_heads WHERE seq > 0 ORDER BY outlet";
+
 impl LedgerStore for PgStore {
     fn head(&self, outlet: &str) -> Result<Head, LedgerError> {
-        let row = self.read(|c| {
-            c.query_opt(
-                &format!("SELECT {HEAD_COLUMNS} FROM ledger_heads WHERE outlet = $1"),
-                &[&outlet],
-            )
-        })?;
+        let row = self.read(SQL_HEAD, |c, st| c.query_opt(st, &[&outlet]))?;
         match row {
             Some(r) => head_from(outlet, &r),
             None => Ok(Head::genesis(outlet)),
@@ -567,7 +760,7 @@ impl LedgerStore for PgStore {
         if entries.is_empty() {
             return Vec::new();
         }
-        match self.pool.with(|client| Self::append_on(client, entries)) {
+        match self.pool.with(|conn| Self::append_on(conn, entries)) {
             Ok(r) => r,
             Err(e) => fail_all(e),
         }
@@ -575,16 +768,9 @@ impl LedgerStore for PgStore {
 
     fn entry(&self, outlet: &str, seq: u64) -> Result<Option<Entry>, LedgerError> {
         let s = to_i64(seq)?;
-        self.read(|c| {
-            c.query_opt(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE outlet = $1 AND seq = $2"
-                ),
-                &[&outlet, &s],
-            )
-        })?
-        .map(|r| entry_from(&r))
-        .transpose()
+        self.read(SQL_ENTRY, |c, st| c.query_opt(st, &[&outlet, &s]))?
+            .map(|r| entry_from(&r))
+            .transpose()
     }
 
     fn entry_by_fiscal_number(
@@ -594,14 +780,8 @@ impl LedgerStore for PgStore {
         total: u64,
     ) -> Result<Option<Entry>, LedgerError> {
         let t = to_i64(total)?;
-        self.read(|c| {
-            c.query_opt(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                     WHERE outlet = $1 AND fiscal_year = $2 AND total_counter = $3"
-                ),
-                &[&outlet, &fiscal_year, &t],
-            )
+        self.read(SQL_BY_NUMBER, |c, st| {
+            c.query_opt(st, &[&outlet, &fiscal_year, &t])
         })?
         .map(|r| entry_from(&r))
         .transpose()
@@ -609,66 +789,40 @@ impl LedgerStore for PgStore {
 
     fn range(&self, outlet: &str, from: u64, to: u64) -> Result<Vec<Entry>, LedgerError> {
         let (f, t) = (to_i64(from)?, to_i64(to.min(i64::MAX as u64))?);
-        self.read(|c| {
-            c.query(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                     WHERE outlet = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
-                ),
-                &[&outlet, &f, &t],
-            )
-        })?
-        .iter()
-        .map(entry_from)
-        .collect()
+        self.read(SQL_RANGE, |c, st| c.query(st, &[&outlet, &f, &t]))?
+            .iter()
+            .map(entry_from)
+            .collect()
     }
 
     fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> EntryIter<'a> {
         let outlet = outlet.to_owned();
         paged_iter(from_seq, PAGE as usize, move |next| {
             let n = to_i64(next)?;
-            self.read(|c| {
-                c.query(
-                    &format!(
-                        "SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                         WHERE outlet = $1 AND seq >= $2 ORDER BY seq LIMIT $3"
-                    ),
-                    &[&outlet, &n, &PAGE],
-                )
-            })?
-            .iter()
-            .map(entry_from)
-            .collect()
+            self.read(SQL_PAGE, |c, st| c.query(st, &[&outlet, &n, &PAGE]))?
+                .iter()
+                .map(entry_from)
+                .collect()
         })
     }
 
     fn find_index(&self, name: &str, value: &str) -> Result<Vec<(String, u64)>, LedgerError> {
-        self.read(|c| {
-            c.query(
-                "SELECT outlet, seq FROM ledger_index WHERE name = $1 AND value = $2 ORDER BY id",
-                &[&name, &value],
-            )
-        })?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get(0).map_err(corrupt)?,
-                to_u64(r.try_get(1).map_err(corrupt)?)?,
-            ))
-        })
-        .collect()
+        self.read(SQL_FIND, |c, st| c.query(st, &[&name, &value]))?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(corrupt)?,
+                    to_u64(r.try_get(1).map_err(corrupt)?)?,
+                ))
+            })
+            .collect()
     }
 
     fn outlets(&self) -> Result<Vec<String>, LedgerError> {
-        self.read(|c| {
-            c.query(
-                "SELECT outlet FROM ledger_heads WHERE seq > 0 ORDER BY outlet",
-                &[],
-            )
-        })?
-        .iter()
-        .map(|r| r.try_get(0).map_err(corrupt))
-        .collect()
+        self.read(SQL_OUTLETS, |c, st| c.query(st, &[]))?
+            .iter()
+            .map(|r| r.try_get(0).map_err(corrupt))
+            .collect()
     }
 }
 

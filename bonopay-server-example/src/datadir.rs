@@ -75,6 +75,13 @@ pub const DEV_OUTLET: &str = "kin-gombe-01";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
+    /// A PostgreSQL URL (`postgres://user@host:port/db`). When set, the
+    /// ledger, the outbox and the API keys and outlets live there, shared
+    /// by every `bonopay serve` instance pointed at it; better given as
+    /// `BONOPAY_DATABASE_URL` when it carries a password. Unset: SQLite
+    /// files in the data directory (the embedded default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The ledger.
     #[serde(default = "DatabaseConfig::default_ledger")]
     pub ledger: PathBuf,
@@ -95,6 +102,7 @@ impl DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
+            url: None,
             ledger: Self::default_ledger(),
             auth: Self::default_auth(),
         }
@@ -379,6 +387,9 @@ impl Config {
         if let Some(v) = var("BONOPAY_LEDGER_DB") {
             self.database.ledger = PathBuf::from(v);
         }
+        if let Some(v) = var("BONOPAY_DATABASE_URL") {
+            self.database.url = Some(v);
+        }
         if let Some(v) = var("BONOPAY_AUTH_DB") {
             self.database.auth = PathBuf::from(v);
         }
@@ -459,7 +470,7 @@ pub struct DataDir {
     /// The configuration (file, then environment).
     pub config: Config,
     /// The ledger.
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn LedgerStore>,
     /// The signer.
     pub signer: Arc<dyn Signer>,
     /// Whether this call created the directory.
@@ -505,13 +516,25 @@ impl DataDir {
         };
         config.apply_env(|k| std::env::var(k).ok());
         let ledger_path = path.join(&config.database.ledger);
-        let created = !ledger_path.exists();
         let signer = open_signer(path, &config.signer)?;
-        let store = SqliteStore::open(&ledger_path).map_err(|e| e.to_string())?;
+        let (store, created): (Arc<dyn LedgerStore>, bool) = match &config.database.url {
+            Some(url) => {
+                let store = bonopay_ledger::PgStore::connect(url, 16).map_err(|e| e.to_string())?;
+                let created = store.outlets().map_err(|e| e.to_string())?.is_empty();
+                (Arc::new(store), created)
+            }
+            None => {
+                let created = !ledger_path.exists();
+                (
+                    Arc::new(SqliteStore::open(&ledger_path).map_err(|e| e.to_string())?),
+                    created,
+                )
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             config,
-            store: Arc::new(store),
+            store,
             signer,
             created,
         })

@@ -1,29 +1,40 @@
-//! The ApiKeyStore conformance suite on every backend, and SQLite's
-//! durability across a reopen.
+//! The ApiKeyStore conformance suite on the memory and SQLite backends,
+//! and SQLite's durability across a reopen. (PostgreSQL: key_store_pg.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bonopay_server_example::server::auth::{
-    ApiKey, ApiKeyStore, MemoryKeyStore, Outlet, Role, SqliteKeyStore, conformance, hash_token,
+    ApiKey, ApiKeyStore, MemoryKeyStore, Outlet, Role, SqliteKeyStore, hash_token,
 };
+use bonopay_server_example::server::auth_conformance;
 
 #[test]
 fn memory_store_conforms() {
-    conformance::run_all(&|| Box::new(MemoryKeyStore::new()));
+    auth_conformance::run_all(&|| Arc::new(MemoryKeyStore::new()));
 }
 
 #[test]
 fn sqlite_in_memory_conforms() {
-    conformance::run_all(&|| Box::new(SqliteKeyStore::in_memory().unwrap()));
+    auth_conformance::run_all(&|| Arc::new(SqliteKeyStore::in_memory().unwrap()));
 }
 
 #[test]
 fn sqlite_file_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    conformance::run_all(&|| {
-        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Box::new(SqliteKeyStore::open(&dir.path().join(format!("auth-{i}.db"))).unwrap())
+    let n = AtomicUsize::new(0);
+    auth_conformance::run_all(&|| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        Arc::new(SqliteKeyStore::open(&dir.path().join(format!("auth-{i}.db"))).unwrap())
     });
+}
+
+#[test]
+fn sqlite_file_shared_by_several_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    auth_conformance::shared_database(&|| Arc::new(SqliteKeyStore::open(&path).unwrap()));
 }
 
 #[test]

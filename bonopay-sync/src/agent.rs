@@ -103,6 +103,9 @@ pub struct AgentConfig {
     pub backoff_cap_ms: i64,
     /// Items handled per [`SyncAgent::run_once`].
     pub batch: usize,
+    /// How long a claim on an item lasts without renewal (ms); longer
+    /// than any one step (a few HTTP calls with their timeouts).
+    pub lease_ms: i64,
 }
 
 impl Default for AgentConfig {
@@ -113,6 +116,7 @@ impl Default for AgentConfig {
             backoff_base_ms: 1_000,
             backoff_cap_ms: 15 * 60 * 1000,
             batch: 200,
+            lease_ms: 5 * 60 * 1000,
         }
     }
 }
@@ -377,9 +381,20 @@ impl SyncAgent {
             if d.status != DgiInvoiceState::Pending {
                 continue;
             }
+            let now = self.clock.now_ms();
             let item = match d.rn.rsplit_once(':') {
                 Some((outlet, seq)) => match seq.parse::<u64>() {
-                    Ok(seq) => self.outbox.get(outlet, seq)?,
+                    Ok(seq) => match self.outbox.get(outlet, seq)? {
+                        // Ours; claimed (if no other worker holds it) before
+                        // anything is done with it.
+                        Some(_) => {
+                            match self.outbox.claim(outlet, seq, now, self.config.lease_ms)? {
+                                Some(it) => Some(it),
+                                None => continue,
+                            }
+                        }
+                        None => None,
+                    },
                     Err(_) => None,
                 },
                 None => None,
@@ -389,8 +404,11 @@ impl SyncAgent {
                     it.state = ItemState::Submitted;
                     it.uid = Some(p.uid.clone());
                     it.theirs = Some(d.totals);
-                    self.save(&mut it)?;
-                    report.adopted.push(p.uid);
+                    match self.save(&mut it) {
+                        Ok(()) => report.adopted.push(p.uid),
+                        Err(AgentError::Outbox(OutboxError::ClaimLost(_))) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 Some(_) => {
                     // Ours, but its item has another uid or is final: an
@@ -422,22 +440,12 @@ impl SyncAgent {
             enqueued: self.enqueue_new()?,
             ..RunReport::default()
         };
-        // In-flight items first: they hold the e-MCF's pending slots, and
-        // settling them is what lets queued items go (no starvation behind
-        // a batch of queued items waiting for a slot).
-        let now = self.clock.now_ms();
-        let mut items: Vec<OutboxItem> = self
-            .outbox
-            .in_flight()?
-            .into_iter()
-            .filter(|i| i.next_attempt_ms <= now)
-            .collect();
-        items.extend(
+        // Claimed, in-flight items first: they hold the e-MCF's pending
+        // slots, and settling them is what lets queued items go (no
+        // starvation behind a batch of queued items waiting for a slot).
+        let items =
             self.outbox
-                .due(now, self.config.batch)?
-                .into_iter()
-                .filter(|i| !i.state.in_flight()),
-        );
+                .claim_due(self.clock.now_ms(), self.config.lease_ms, self.config.batch)?;
         for mut item in items {
             if item.state == ItemState::Queued
                 && self.outbox.in_flight()?.len() >= self.config.max_pending
@@ -446,7 +454,13 @@ impl SyncAgent {
                 report.deferred += 1;
                 break;
             }
-            self.process(&mut item)?;
+            match self.process(&mut item) {
+                Ok(()) => {}
+                // Another instance took it over (our lease ran out): it is
+                // theirs now, and its stored state tells them where it is.
+                Err(AgentError::Outbox(OutboxError::ClaimLost(_))) => continue,
+                Err(e) => return Err(e),
+            }
             match item.state {
                 ItemState::Synced => {
                     report.synced += 1;
@@ -682,7 +696,7 @@ impl SyncAgent {
     pub fn requeue(&self, outlet: &str, seq: u64) -> Result<OutboxItem, AgentError> {
         let mut item = self
             .outbox
-            .get(outlet, seq)?
+            .claim(outlet, seq, self.clock.now_ms(), self.config.lease_ms)?
             .ok_or_else(|| OutboxError::NotFound(format!("{outlet}:{seq}")))?;
         if item.state != ItemState::Dead {
             return Err(OutboxError::WrongState {

@@ -77,7 +77,7 @@ pub fn update_due_and_changes(store: &dyn OutboxStore) {
     store
         .enqueue("o1", 2, &[item("o1", 1, 10), item("o1", 2, 20)])
         .unwrap();
-    let mut a = store.get("o1", 1).unwrap().unwrap();
+    let mut a = store.claim("o1", 1, 0, 60_000).unwrap().unwrap();
     let before = store.changes_since(0, 100).unwrap();
     assert_eq!(before.len(), 2);
     let c0 = before.iter().map(|i| i.change).max().unwrap();
@@ -108,6 +108,10 @@ pub fn update_due_and_changes(store: &dyn OutboxStore) {
     a.next_attempt_ms = 0;
     store.update(&a).unwrap();
     assert_eq!(store.due(i64::MAX, 100).unwrap().len(), 1);
+    // What a worker claims, it may update; claim_due gives in-flight
+    // items first.
+    let claimed = store.claim_due(i64::MAX - 1, 60_000, 100).unwrap();
+    assert!(claimed.iter().all(|i| !i.state.is_final()));
     // Unknown items cannot be updated.
     let mut ghost = a.clone();
     ghost.seq = 99;
@@ -124,11 +128,11 @@ pub fn summary(store: &dyn OutboxStore) {
         )
         .unwrap();
     store.enqueue("o2", 1, &[item("o2", 1, 5)]).unwrap();
-    let mut x = store.get("o1", 1).unwrap().unwrap();
+    let mut x = store.claim("o1", 1, 0, 60_000).unwrap().unwrap();
     x.state = ItemState::Synced;
     x.updated_ms = 500;
     store.update(&x).unwrap();
-    let mut y = store.get("o1", 2).unwrap().unwrap();
+    let mut y = store.claim("o1", 2, 0, 60_000).unwrap().unwrap();
     y.state = ItemState::Queued;
     y.attempts = 1;
     store.update(&y).unwrap();
@@ -154,7 +158,7 @@ pub fn concurrent_updates(store: Arc<dyn OutboxStore>) {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 for s in (1..=40).filter(|s| s % 4 == t) {
-                    let mut it = store.get("o1", s).unwrap().unwrap();
+                    let mut it = store.claim("o1", s, 0, 60_000).unwrap().unwrap();
                     it.state = ItemState::Synced;
                     store.update(&it).unwrap();
                 }

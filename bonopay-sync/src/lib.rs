@@ -12,6 +12,8 @@ pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod outbox;
+#[cfg(feature = "postgres")]
+pub mod pg_outbox;
 #[cfg(feature = "simulator")]
 pub mod sim;
 #[cfg(feature = "sqlite")]

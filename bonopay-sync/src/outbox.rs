@@ -189,6 +189,10 @@ pub enum OutboxError {
     /// No such item.
     #[error("no outbox item {0}")]
     NotFound(String),
+    /// Another worker (another server instance) holds the item's claim:
+    /// this worker must leave it alone.
+    #[error("outbox item {0} is claimed by another worker")]
+    ClaimLost(String),
     /// The item is not in a state that allows this.
     #[error("outbox item {id} is {state}, not {wanted}")]
     WrongState {
@@ -222,6 +226,52 @@ pub trait OutboxStore: std::fmt::Debug + Send + Sync {
     /// [`OutboxError`].
     fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, OutboxError>;
 
+    /// Claims the items this worker should work on now: those in flight
+    /// whose retry time has come first (they hold the e-MCF's pending
+    /// slots), then the due ones, at most `limit` of the latter. A claim
+    /// lasts `lease_ms` and every [`OutboxStore::update`] by the claimant
+    /// renews it, so agents of several server instances never work on one
+    /// item at once, and an item whose claimant died is taken over when
+    /// its lease ends. Stores used by a single agent need not claim.
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, OutboxError> {
+        let _ = lease_ms;
+        let mut items: Vec<OutboxItem> = self
+            .in_flight()?
+            .into_iter()
+            .filter(|i| i.next_attempt_ms <= now_ms)
+            .collect();
+        items.extend(
+            self.due(now_ms, limit)?
+                .into_iter()
+                .filter(|i| !i.state.in_flight()),
+        );
+        Ok(items)
+    }
+
+    /// Claims one item (to adopt or requeue it): `None` when it does not
+    /// exist or another worker holds a live claim on it.
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    fn claim(
+        &self,
+        outlet: &str,
+        seq: u64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<OutboxItem>, OutboxError> {
+        let _ = (now_ms, lease_ms);
+        self.get(outlet, seq)
+    }
+
     /// Items in flight (submitting, submitted, confirming).
     ///
     /// # Errors
@@ -236,9 +286,11 @@ pub trait OutboxStore: std::fmt::Debug + Send + Sync {
 
     /// Stores the item's state (everything but its identity and request),
     /// durably, and gives it the next change number, which it returns.
+    /// Stores that claim refuse it unless this worker holds the claim.
     ///
     /// # Errors
-    /// [`OutboxError`]; [`OutboxError::NotFound`] for an unknown item.
+    /// [`OutboxError`]; [`OutboxError::NotFound`] for an unknown item;
+    /// [`OutboxError::ClaimLost`] when another worker holds it.
     fn update(&self, item: &OutboxItem) -> Result<u64, OutboxError>;
 
     /// Items changed after change number `after`, in change order.

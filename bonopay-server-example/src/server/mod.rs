@@ -12,6 +12,8 @@
 //! enforced when a handler reads the body).
 
 pub mod auth;
+pub mod auth_conformance;
+pub mod auth_pg;
 pub mod deliveries;
 pub mod error;
 pub mod invoices;

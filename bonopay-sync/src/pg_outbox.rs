@@ -1,0 +1,403 @@
+//! The outbox in PostgreSQL (feature `postgres`), shared by the sync agents
+//! of several server instances.
+//!
+//! Work is claimed, never shared: [`OutboxStore::claim_due`] takes due
+//! items with `FOR UPDATE SKIP LOCKED` (two agents never wait on, or take,
+//! the same rows) and stamps them with this worker's id and a lease;
+//! every [`OutboxStore::update`] must come from the claimant and renews
+//! the lease. An agent that dies loses its items when the lease ends, and
+//! whoever claims them next resumes from their stored, write-ahead state,
+//! so no item is ever worked on by two agents at once (no double CONFIRM)
+//! and none is abandoned.
+
+use bonopay_ledger::PgPool;
+use postgres::Row;
+
+use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
+use crate::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary};
+
+/// Migrations of the outbox tables.
+pub const PG_OUTBOX_MIGRATIONS: &[&str] = &["
+    CREATE TABLE sync_outbox (
+        outlet          TEXT NOT NULL,
+        seq             BIGINT NOT NULL,
+        merchant_nif    TEXT NOT NULL,
+        sealed_at_ms    BIGINT NOT NULL,
+        request         TEXT NOT NULL,
+        ours            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        uid             TEXT,
+        theirs          TEXT,
+        confirmation    TEXT,
+        error           TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+        updated_ms      BIGINT NOT NULL,
+        change          BIGINT NOT NULL,
+        claimed_by      TEXT,
+        claim_until     BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (outlet, seq)
+    );
+    CREATE INDEX sync_outbox_due ON sync_outbox (next_attempt_ms)
+        WHERE state NOT IN ('synced', 'rejected', 'dead');
+    CREATE INDEX sync_outbox_in_flight ON sync_outbox (state)
+        WHERE state IN ('submitting', 'submitted', 'confirming');
+    CREATE INDEX sync_outbox_change ON sync_outbox (change);
+    CREATE SEQUENCE sync_change_seq;
+    CREATE TABLE sync_cursor (outlet TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+"];
+
+/// The outbox over PostgreSQL.
+#[derive(Debug)]
+pub struct PgOutbox {
+    pool: PgPool,
+    worker: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> OutboxError {
+    OutboxError::Unavailable(e.to_string())
+}
+
+/// A database error with the server's message (its `Display` says only
+/// "db error").
+fn db(e: &postgres::Error) -> OutboxError {
+    match e.as_db_error() {
+        Some(d) => OutboxError::Unavailable(format!("{}: {}", d.code().code(), d.message())),
+        None => OutboxError::Unavailable(e.to_string()),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> OutboxError {
+    OutboxError::Corrupt(e.to_string())
+}
+
+fn i64_of(v: u64) -> Result<i64, OutboxError> {
+    i64::try_from(v).map_err(corrupt)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, OutboxError> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+fn read_item(r: &Row) -> Result<OutboxItem, OutboxError> {
+    let g = |e: postgres::Error| corrupt(e);
+    let state: String = r.try_get(6).map_err(g)?;
+    let theirs: Option<String> = r.try_get(8).map_err(g)?;
+    let confirmation: Option<String> = r.try_get(9).map_err(g)?;
+    let request: String = r.try_get(4).map_err(g)?;
+    let ours: String = r.try_get(5).map_err(g)?;
+    let attempts: i32 = r.try_get(11).map_err(g)?;
+    Ok(OutboxItem {
+        outlet: r.try_get(0).map_err(g)?,
+        seq: u64::try_from(r.try_get::<_, i64>(1).map_err(g)?).map_err(corrupt)?,
+        merchant_nif: r.try_get(2).map_err(g)?,
+        sealed_at_ms: r.try_get(3).map_err(g)?,
+        request: serde_json::from_str::<DgiInvoiceRequest>(&request).map_err(corrupt)?,
+        ours: serde_json::from_str::<DgiTotals>(&ours).map_err(corrupt)?,
+        state: ItemState::from_code(&state)
+            .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+        uid: r.try_get(7).map_err(g)?,
+        theirs: theirs
+            .map(|t| serde_json::from_str::<DgiTotals>(&t))
+            .transpose()
+            .map_err(corrupt)?,
+        confirmation: confirmation
+            .map(|c| serde_json::from_str::<DgiConfirmation>(&c))
+            .transpose()
+            .map_err(corrupt)?,
+        error: r.try_get(10).map_err(g)?,
+        attempts: u32::try_from(attempts).map_err(corrupt)?,
+        next_attempt_ms: r.try_get(12).map_err(g)?,
+        updated_ms: r.try_get(13).map_err(g)?,
+        change: u64::try_from(r.try_get::<_, i64>(14).map_err(g)?).map_err(corrupt)?,
+    })
+}
+
+impl PgOutbox {
+    /// Connects and migrates. `worker` names this agent in claims (unique
+    /// per server instance, e.g. host and process id).
+    ///
+    /// # Errors
+    /// [`OutboxError::Unavailable`].
+    pub fn connect(url: &str, worker: &str, max_connections: usize) -> Result<Self, OutboxError> {
+        let me = Self {
+            pool: PgPool::new(url, max_connections),
+            worker: worker.to_owned(),
+        };
+        me.pool
+            .with(|c| -> Result<(), OutboxError> {
+                let mut tx = c.client.transaction().map_err(|e| db(&e))?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS sync_schema (version INTEGER NOT NULL);
+                     LOCK TABLE sync_schema IN EXCLUSIVE MODE;",
+                )
+                .map_err(|e| db(&e))?;
+                let v: i32 = tx
+                    .query_one("SELECT COALESCE(MAX(version), 0) FROM sync_schema", &[])
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| db(&e))?;
+                let have = usize::try_from(v).map_err(corrupt)?;
+                if have > PG_OUTBOX_MIGRATIONS.len() {
+                    return Err(unavailable(format!(
+                        "outbox schema version {have} is newer than this build"
+                    )));
+                }
+                for (i, m) in PG_OUTBOX_MIGRATIONS.iter().enumerate().skip(have) {
+                    tx.batch_execute(m).map_err(|e| db(&e))?;
+                    let n = i32::try_from(i + 1).map_err(corrupt)?;
+                    tx.execute("INSERT INTO sync_schema (version) VALUES ($1)", &[&n])
+                        .map_err(|e| db(&e))?;
+                }
+                tx.commit().map_err(|e| db(&e))
+            })
+            .map_err(unavailable)??;
+        Ok(me)
+    }
+
+    fn rows(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<OutboxItem>, OutboxError> {
+        self.pool
+            .with(|c| -> Result<Vec<OutboxItem>, OutboxError> {
+                let st = c.stmt(sql).map_err(|e| db(&e))?;
+                c.client
+                    .query(&st, params)
+                    .map_err(|e| db(&e))?
+                    .iter()
+                    .map(read_item)
+                    .collect()
+            })
+            .map_err(unavailable)?
+    }
+}
+
+const SQL_DUE: &str =
+    "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+     confirmation, error, attempts, next_attempt_ms, updated_ms, change FROM sync_outbox
+     WHERE state NOT IN ('synced', 'rejected', 'dead') AND next_attempt_ms <= $1
+     ORDER BY next_attempt_ms, sealed_at_ms, outlet, seq LIMIT $2";
+const SQL_IN_FLIGHT: &str =
+    "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+     confirmation, error, attempts, next_attempt_ms, updated_ms, change FROM sync_outbox
+     WHERE state IN ('submitting', 'submitted', 'confirming')";
+const SQL_GET: &str =
+    "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+     confirmation, error, attempts, next_attempt_ms, updated_ms, change FROM sync_outbox
+     WHERE outlet = $1 AND seq = $2";
+const SQL_CHANGES: &str =
+    "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+     confirmation, error, attempts, next_attempt_ms, updated_ms, change FROM sync_outbox
+     WHERE change > $1 ORDER BY change LIMIT $2";
+/// Claims in one statement: in-flight items first, then the due ones;
+/// rows another agent is claiming right now are skipped, not waited for.
+const SQL_CLAIM_DUE: &str = "UPDATE sync_outbox o SET claimed_by = $1, claim_until = $3
+     FROM (SELECT outlet, seq FROM sync_outbox
+           WHERE state NOT IN ('synced', 'rejected', 'dead') AND next_attempt_ms <= $2
+             AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2)
+           ORDER BY (state IN ('submitting', 'submitted', 'confirming')) DESC, next_attempt_ms, sealed_at_ms
+           LIMIT $4 FOR UPDATE SKIP LOCKED) c
+     WHERE o.outlet = c.outlet AND o.seq = c.seq
+     RETURNING o.outlet, o.seq, o.merchant_nif, o.sealed_at_ms, o.request, o.ours, o.state, o.uid,
+       o.theirs, o.confirmation, o.error, o.attempts, o.next_attempt_ms, o.updated_ms, o.change";
+const SQL_CLAIM_ONE: &str = "UPDATE sync_outbox SET claimed_by = $1, claim_until = $3
+     WHERE outlet = $4 AND seq = $5 AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2)
+     RETURNING outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+       confirmation, error, attempts, next_attempt_ms, updated_ms, change";
+
+/// How long a claim lasts past an update, when the update gives no lease.
+const DEFAULT_LEASE_MS: i64 = 5 * 60 * 1000;
+
+impl OutboxStore for PgOutbox {
+    fn cursor(&self, outlet: &str) -> Result<u64, OutboxError> {
+        let v: Option<i64> = self
+            .pool
+            .with(|c| {
+                c.client
+                    .query_opt("SELECT seq FROM sync_cursor WHERE outlet = $1", &[&outlet])
+                    .map(|r| r.and_then(|r| r.try_get(0).ok()))
+            })
+            .map_err(unavailable)?
+            .map_err(|e| db(&e))?;
+        u64::try_from(v.unwrap_or(0)).map_err(corrupt)
+    }
+
+    fn enqueue(&self, outlet: &str, scanned_to: u64, items: &[NewItem]) -> Result<(), OutboxError> {
+        self.pool
+            .with(|c| -> Result<(), OutboxError> {
+                let mut tx = c.client.transaction().map_err(|e| db(&e))?;
+                for it in items {
+                    tx.execute(
+                        "INSERT INTO sync_outbox (outlet, seq, merchant_nif, sealed_at_ms, request, ours,
+                           state, attempts, next_attempt_ms, updated_ms, change)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, 0, $4, nextval('sync_change_seq'))
+                         ON CONFLICT (outlet, seq) DO NOTHING",
+                        &[
+                            &it.outlet,
+                            &i64_of(it.seq)?,
+                            &it.merchant_nif,
+                            &it.sealed_at_ms,
+                            &to_json(&it.request)?,
+                            &to_json(&it.ours)?,
+                        ],
+                    )
+                    .map_err(|e| db(&e))?;
+                }
+                tx.execute(
+                    "INSERT INTO sync_cursor (outlet, seq) VALUES ($1, $2)
+                     ON CONFLICT (outlet) DO UPDATE SET seq = GREATEST(sync_cursor.seq, excluded.seq)",
+                    &[&outlet, &i64_of(scanned_to)?],
+                )
+                .map_err(|e| db(&e))?;
+                tx.commit().map_err(|e| db(&e))
+            })
+            .map_err(unavailable)?
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, OutboxError> {
+        let l = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.rows(SQL_DUE, &[&now_ms, &l])
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, OutboxError> {
+        let l = i64::try_from(limit).unwrap_or(i64::MAX);
+        let until = now_ms.saturating_add(lease_ms);
+        let mut items = self.rows(SQL_CLAIM_DUE, &[&self.worker, &now_ms, &until, &l])?;
+        // RETURNING does not keep the subquery's order.
+        items.sort_by_key(|i| (!i.state.in_flight(), i.next_attempt_ms, i.sealed_at_ms));
+        Ok(items)
+    }
+
+    fn claim(
+        &self,
+        outlet: &str,
+        seq: u64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<OutboxItem>, OutboxError> {
+        Ok(self
+            .rows(
+                SQL_CLAIM_ONE,
+                &[
+                    &self.worker,
+                    &now_ms,
+                    &now_ms.saturating_add(lease_ms),
+                    &outlet,
+                    &i64_of(seq)?,
+                ],
+            )?
+            .pop())
+    }
+
+    fn in_flight(&self) -> Result<Vec<OutboxItem>, OutboxError> {
+        self.rows(SQL_IN_FLIGHT, &[])
+    }
+
+    fn get(&self, outlet: &str, seq: u64) -> Result<Option<OutboxItem>, OutboxError> {
+        Ok(self.rows(SQL_GET, &[&outlet, &i64_of(seq)?])?.pop())
+    }
+
+    fn update(&self, item: &OutboxItem) -> Result<u64, OutboxError> {
+        let theirs = item.theirs.as_ref().map(to_json).transpose()?;
+        let confirmation = item.confirmation.as_ref().map(to_json).transpose()?;
+        let attempts = i32::try_from(item.attempts).map_err(corrupt)?;
+        let seq = i64_of(item.seq)?;
+        let lease_until = item.updated_ms.saturating_add(DEFAULT_LEASE_MS);
+        let changed: Option<i64> = self
+            .pool
+            .with(|c| -> Result<Option<i64>, OutboxError> {
+                let st = c
+                    .stmt(
+                        "UPDATE sync_outbox SET state = $3, uid = $4, theirs = $5, confirmation = $6,
+                           error = $7, attempts = $8, next_attempt_ms = $9, updated_ms = $10,
+                           change = nextval('sync_change_seq'), claim_until = $12
+                         WHERE outlet = $1 AND seq = $2 AND claimed_by = $11
+                         RETURNING change",
+                    )
+                    .map_err(|e| db(&e))?;
+                c.client
+                    .query_opt(
+                        &st,
+                        &[
+                            &item.outlet,
+                            &seq,
+                            &item.state.as_str(),
+                            &item.uid,
+                            &theirs,
+                            &confirmation,
+                            &item.error,
+                            &attempts,
+                            &item.next_attempt_ms,
+                            &item.updated_ms,
+                            &self.worker,
+                            &lease_until,
+                        ],
+                    )
+                    .map_err(|e| db(&e))?
+                    .map(|r| r.try_get(0))
+                    .transpose()
+                    .map_err(corrupt)
+            })
+            .map_err(unavailable)??;
+        match changed {
+            Some(c) => u64::try_from(c).map_err(corrupt),
+            None => match self.get(&item.outlet, item.seq)? {
+                None => Err(OutboxError::NotFound(item.id())),
+                Some(_) => Err(OutboxError::ClaimLost(item.id())),
+            },
+        }
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<OutboxItem>, OutboxError> {
+        let l = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.rows(SQL_CHANGES, &[&i64_of(after)?, &l])
+    }
+
+    fn summary(&self) -> Result<Vec<OutletSummary>, OutboxError> {
+        let rows = self
+            .pool
+            .with(|c| {
+                c.client.query(
+                    "SELECT outlet, state, COUNT(*),
+                        MIN(CASE WHEN state NOT IN ('synced', 'rejected') THEN sealed_at_ms END),
+                        MAX(CASE WHEN state = 'synced' THEN updated_ms END),
+                        SUM(CASE WHEN state NOT IN ('synced', 'rejected') AND attempts > 0 THEN 1 ELSE 0 END)
+                     FROM sync_outbox GROUP BY outlet, state",
+                    &[],
+                )
+            })
+            .map_err(unavailable)?
+            .map_err(|e| db(&e))?;
+        let mut out: std::collections::BTreeMap<String, OutletSummary> = Default::default();
+        for r in rows {
+            let g = |e: postgres::Error| corrupt(e);
+            let outlet: String = r.try_get(0).map_err(g)?;
+            let state: String = r.try_get(1).map_err(g)?;
+            let n: i64 = r.try_get(2).map_err(g)?;
+            let oldest: Option<i64> = r.try_get(3).map_err(g)?;
+            let synced: Option<i64> = r.try_get(4).map_err(g)?;
+            let failing: i64 = r.try_get(5).map_err(g)?;
+            let state = ItemState::from_code(&state)
+                .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?;
+            let s = out.entry(outlet.clone()).or_insert_with(|| OutletSummary {
+                outlet,
+                ..OutletSummary::default()
+            });
+            s.counts.insert(state, u64::try_from(n).map_err(corrupt)?);
+            if let Some(o) = oldest {
+                s.oldest_unsynced_ms = Some(s.oldest_unsynced_ms.map_or(o, |x| x.min(o)));
+            }
+            if let Some(t) = synced {
+                s.last_synced_ms = Some(s.last_synced_ms.map_or(t, |x| x.max(t)));
+            }
+            s.failing += u64::try_from(failing).map_err(corrupt)?;
+        }
+        Ok(out.into_values().collect())
+    }
+}

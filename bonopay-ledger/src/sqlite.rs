@@ -160,6 +160,52 @@ impl SqliteStore {
             .map_err(unavailable)
     }
 
+    /// The index keys recorded with the entries `from..=to` of `outlet`
+    /// (reads return entries without them), for moving a ledger to
+    /// another store with its idempotency keys and lookups intact.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] or [`LedgerError::Corrupt`].
+    pub fn index_keys(
+        &self,
+        outlet: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, crate::entry::IndexKey)>, LedgerError> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, name, value, is_unique FROM entry_index
+                 WHERE outlet = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY rowid",
+            )
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map(
+                params![outlet, to_i64(from)?, to_i64(to.min(i64::MAX as u64))?],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .map_err(unavailable)?;
+        rows.map(|r| {
+            let (seq, name, value, unique) = r.map_err(unavailable)?;
+            Ok((
+                u64::try_from(seq).map_err(corrupt)?,
+                crate::entry::IndexKey {
+                    name,
+                    value,
+                    unique: unique != 0,
+                },
+            ))
+        })
+        .collect()
+    }
+
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, LedgerError> {
         self.writer
             .lock()

@@ -115,7 +115,9 @@ impl Default for AgentConfig {
             max_attempts: 16,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 15 * 60 * 1000,
-            batch: 200,
+            // Claimed at once: small, so the items an instance that dies
+            // was holding wait for its lease only in small numbers.
+            batch: 32,
             lease_ms: 5 * 60 * 1000,
         }
     }

@@ -15,6 +15,7 @@ pub mod canonicalize;
 pub mod dgi_sim;
 pub mod export;
 pub mod ledger;
+pub mod migrate;
 pub mod report;
 pub mod seal;
 pub mod serve;
@@ -59,6 +60,8 @@ pub enum Command {
     Report(report::Args),
     /// Write an outlet's audit bundle (JSON Lines) from a data directory.
     Export(export::Args),
+    /// Move a SQLite data directory into PostgreSQL, and verify the move.
+    Migrate(migrate::Args),
     /// Check an audit bundle offline: chain, counters, signatures, and
     /// every report recomputed. Exit 0 valid, 1 invalid, 2 unreadable.
     Verify(verify::Args),
@@ -117,6 +120,7 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Report(args) => report::run(args),
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::DgiSim(args) => dgi_sim::run(args),
     }
 }

@@ -130,15 +130,24 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         dir.signer.key_id()
     ));
     let auth_db = dir.file(&dir.config.database.auth);
-    let keys = SqliteKeyStore::open(&auth_db).map_err(|e| Failure::Message(e.to_string()))?;
+    // API keys and outlets: shared in PostgreSQL when the data lives there
+    // (several instances behind a load balancer), else auth.db.
+    let keys: Arc<dyn ApiKeyStore> = match &dir.config.database.url {
+        Some(url) => Arc::new(
+            crate::server::auth_pg::PgKeyStore::connect(url)
+                .map_err(|e| Failure::Message(e.to_string()))?,
+        ),
+        None => {
+            Arc::new(SqliteKeyStore::open(&auth_db).map_err(|e| Failure::Message(e.to_string()))?)
+        }
+    };
     let deliveries = deliveries(&dir.config.deliveries, &auth_db).map_err(Failure::Message)?;
-    for (merchant, token) in bootstrap(&keys, &dir.config.merchants).map_err(Failure::Message)? {
+    for (merchant, token) in bootstrap(&*keys, &dir.config.merchants).map_err(Failure::Message)? {
         say(&format!(
             "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"
         ));
     }
     let fiscalizer = Arc::new(dir.fiscalizer().map_err(Failure::Message)?);
-    let keys = Arc::new(keys);
     // --- webhooks (issue 7): the service over auth.db ---
     let webhooks = crate::server::webhooks::Webhooks::open(&auth_db)
         .map_err(|e| Failure::Message(e.to_string()))?;
@@ -247,10 +256,24 @@ fn dgi_sync(
         Duration::from_secs(dir.config.dgi.timeout_secs.unwrap_or(30)),
     )
     .map_err(|e| e.to_string())?;
-    let outbox: Arc<dyn OutboxStore> = Arc::new(
-        bonopay_sync::sqlite_outbox::SqliteOutbox::open(dir.file(&dir.config.database.ledger))
-            .map_err(|e| e.to_string())?,
-    );
+    let outbox: Arc<dyn OutboxStore> = match &dir.config.database.url {
+        // Shared by every instance; each claims its own work.
+        Some(db) => {
+            let worker = format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "bonopay".into()),
+                std::process::id()
+            );
+            Arc::new(
+                bonopay_sync::pg_outbox::PgOutbox::connect(db, &worker, 4)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        None => Arc::new(
+            bonopay_sync::sqlite_outbox::SqliteOutbox::open(dir.file(&dir.config.database.ledger))
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let agent = Arc::new(bonopay_sync::agent::SyncAgent::new(
         Arc::clone(fiscalizer.store()),
         Arc::clone(&outbox),
@@ -274,13 +297,12 @@ fn dgi_sync(
 #[derive(Clone)]
 struct Closer {
     fiscalizer: Arc<bonopay_signer::Fiscalizer>,
-    keys: Arc<SqliteKeyStore>,
+    keys: Arc<dyn ApiKeyStore>,
     names: std::collections::HashMap<String, String>,
 }
 
 impl Closer {
     fn close_all(&self) {
-        use crate::server::auth::ApiKeyStore;
         let outlets = match self.fiscalizer.store().outlets() {
             Ok(o) => o,
             Err(e) => {

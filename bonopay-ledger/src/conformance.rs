@@ -524,3 +524,40 @@ pub fn concurrent_many_outlets(factory: Factory<'_>) {
         assert_gapless(&*store, &format!("o{o}"), 2 * per, acked);
     }
 }
+
+/// Several handles on one storage (several server instances on one
+/// database, or several processes on one SQLite file), their threads all
+/// appending to one outlet and to their own: no gap, no duplicate, no fork.
+pub fn concurrent_handles(stores: &[Arc<dyn LedgerStore>]) {
+    let per = 30;
+    let handles: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let hot = Arc::clone(s);
+            let own = Arc::clone(s);
+            [
+                thread::spawn(move || ("shared".to_owned(), hammer(hot, "shared".into(), per))),
+                thread::spawn(move || {
+                    let o = format!("own{i}");
+                    (o.clone(), hammer(own, o, per))
+                }),
+            ]
+        })
+        .collect();
+    let mut by_outlet: std::collections::BTreeMap<String, Vec<Entry>> = Default::default();
+    for h in handles {
+        let (o, acked) = h.join().unwrap();
+        by_outlet.entry(o).or_default().extend(acked);
+    }
+    for (o, acked) in &by_outlet {
+        let expected = if o == "shared" {
+            per * stores.len()
+        } else {
+            per
+        };
+        for s in stores {
+            assert_gapless(&**s, o, expected, acked);
+        }
+    }
+}

@@ -212,6 +212,10 @@ impl PgPool {
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Heads as this process last committed them: the fast path's
+    /// expectation. Never trusted: the database compares it (seq and hash)
+    /// with the stored head in the same statement that writes.
+    heads: Mutex<std::collections::HashMap<String, Head>>,
 }
 
 fn to_i64(v: u64) -> Result<i64, LedgerError> {
@@ -464,6 +468,7 @@ impl PgStore {
     pub fn connect(url: &str, max_connections: usize) -> Result<Self, LedgerError> {
         let store = Self {
             pool: PgPool::new(url, max_connections),
+            heads: Mutex::new(std::collections::HashMap::new()),
         };
         store.migrate()?;
         Ok(store)
@@ -514,6 +519,99 @@ impl PgStore {
             })?
             .map_err(unavailable)?;
         u32::try_from(v).map_err(corrupt)
+    }
+
+    /// The single-statement path. Returns the settled results (indexed
+    /// like `entries`) and the indices left for the locking path, or
+    /// `None` when it does not apply.
+    #[allow(clippy::type_complexity)]
+    fn fast_path(
+        &self,
+        conn: &mut PgConn,
+        entries: &[Entry],
+    ) -> Option<(Vec<Option<Result<Head, LedgerError>>>, Vec<usize>)> {
+        let start: Vec<Head> = {
+            let cache = self.heads.lock().ok()?;
+            let mut outlets: Vec<&str> = entries.iter().map(|e| e.outlet.as_str()).collect();
+            outlets.sort_unstable();
+            outlets.dedup();
+            outlets
+                .iter()
+                .map(|o| cache.get(*o).cloned())
+                .collect::<Option<Vec<_>>>()?
+        };
+        // Every entry must continue the expected heads, with no key twice.
+        let mut heads = start.clone();
+        for (i, e) in entries.iter().enumerate() {
+            let slot = heads.iter().position(|h| h.outlet == e.outlet)?;
+            let dup = entries[..i].iter().any(|a| {
+                a.index.iter().any(|x| {
+                    x.unique
+                        && e.index
+                            .iter()
+                            .any(|k| k.unique && k.name == x.name && k.value == x.value)
+                })
+            });
+            if dup {
+                return None;
+            }
+            heads[slot] = check_append(&heads[slot], e).ok()?;
+        }
+        let build = || -> Result<(HeadColumns, Vec<i64>, Vec<Vec<u8>>, EntryColumns, IndexColumns), LedgerError> {
+            let mut h = HeadColumns::default();
+            let mut exp_seq = Vec::new();
+            let mut exp_hash = Vec::new();
+            for (old, new) in start.iter().zip(&heads) {
+                h.push(new)?;
+                exp_seq.push(to_i64(old.seq)?);
+                exp_hash.push(old.hash.to_vec());
+            }
+            let mut c = EntryColumns::default();
+            let mut ix = IndexColumns::default();
+            for e in entries {
+                c.push(e)?;
+                for k in &e.index {
+                    ix.name.push(k.name.clone());
+                    ix.value.push(k.value.clone());
+                    ix.outlet.push(e.outlet.clone());
+                    ix.seq.push(to_i64(e.seq)?);
+                    ix.unique.push(k.unique);
+                }
+            }
+            Ok((h, exp_seq, exp_hash, c, ix))
+        };
+        let (h, exp_seq, exp_hash, c, ix) = build().ok()?;
+        let st = conn.stmt(SQL_FAST_BATCH).ok()?;
+        // One statement in autocommit: atomic on its own, one round trip.
+        let rows = conn
+            .client
+            .query(
+                &st,
+                &[
+                    &h.outlet, &exp_seq, &exp_hash, &h.seq, &h.hash, &h.year, &h.total, &h.c[0],
+                    &h.c[1], &h.c[2], &h.c[3], &h.c[4], &h.c[5], &h.z, &h.time, &c.outlet, &c.seq,
+                    &c.kind, &c.year, &c.time, &c.itype, &c.total, &c.tcount, &c.z, &c.prev,
+                    &c.hash, &c.header, &c.payload, &ix.name, &ix.value, &ix.outlet, &ix.seq,
+                    &ix.unique,
+                ],
+            )
+            .ok()?;
+        let written: Vec<String> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+        // Results for the outlets whose expected head held; the others
+        // (another instance moved them) go to the locking path.
+        let mut results = vec![None; entries.len()];
+        let mut rest = Vec::new();
+        let mut running = start;
+        for (i, e) in entries.iter().enumerate() {
+            if written.contains(&e.outlet) {
+                let slot = running.iter().position(|h| h.outlet == e.outlet)?;
+                running[slot] = running[slot].advance(e);
+                results[i] = Some(Ok(running[slot].clone()));
+            } else {
+                rest.push(i);
+            }
+        }
+        Some((results, rest))
     }
 
     /// The connection pool (other stores of the server share the database).
@@ -744,6 +842,37 @@ const SQL_PAGE: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice_
      WHERE outlet = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
 const SQL_FIND: &str =
     "SELECT outlet, seq FROM ledger_index WHERE name = $1 AND value = $2 ORDER BY id";
+/// The fast path: compare-and-swap every head (seq and hash as this
+/// process expects them) and insert the entries and index keys of the
+/// outlets whose head held, in one statement. Under READ COMMITTED an
+/// UPDATE that meets a row another transaction is changing waits for it
+/// and re-checks its WHERE on the new version, so a head moved meanwhile
+/// simply does not match, and nothing of that outlet is written.
+const SQL_FAST_BATCH: &str = "WITH h AS (
+    UPDATE ledger_heads t SET seq = u.seq, hash = u.hash, fiscal_year = u.y, total = u.t,
+        c_fv = u.a, c_ft = u.b, c_fa = u.c, c_ev = u.d, c_et = u.e, c_ea = u.f,
+        z_number = u.z, time_ms = u.tm
+    FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::int8[], $5::bytea[], $6::int4[], $7::int8[],
+        $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[])
+        AS u(outlet, exp_seq, exp_hash, seq, hash, y, t, a, b, c, d, e, f, z, tm)
+    WHERE t.outlet = u.outlet AND t.seq = u.exp_seq AND t.hash = u.exp_hash
+    RETURNING t.outlet
+), ins AS (
+    INSERT INTO ledger_entries (outlet, seq, kind, fiscal_year, time_ms, invoice_type,
+        total_counter, type_counter, z_number, prev_hash, entry_hash, header, payload)
+    SELECT x.* FROM unnest($16::text[], $17::int8[], $18::text[], $19::int4[], $20::int8[], $21::text[],
+        $22::int8[], $23::int8[], $24::int8[], $25::bytea[], $26::bytea[], $27::bytea[], $28::bytea[])
+        AS x(outlet, seq, kind, y, tm, it, tc, ty, z, prev, hash, header, payload)
+    WHERE x.outlet IN (SELECT outlet FROM h)
+    RETURNING 1
+), ix AS (
+    INSERT INTO ledger_index (name, value, outlet, seq, is_unique)
+    SELECT k.* FROM unnest($29::text[], $30::text[], $31::text[], $32::int8[], $33::bool[])
+        AS k(name, value, outlet, seq, u)
+    WHERE k.outlet IN (SELECT outlet FROM h)
+    RETURNING 1
+)
+SELECT outlet FROM h";
 const SQL_OUTLETS: &str = "SELECT outlet FROM ledger_heads WHERE seq > 0 ORDER BY outlet";
 
 impl LedgerStore for PgStore {
@@ -760,8 +889,42 @@ impl LedgerStore for PgStore {
         if entries.is_empty() {
             return Vec::new();
         }
-        match self.pool.with(|conn| Self::append_on(conn, entries)) {
-            Ok(r) => r,
+        let out = self.pool.with(|conn| {
+            // Fast path: one statement, no lock round trip, when this
+            // process knows the heads; whatever it cannot settle (a head
+            // moved by another instance, a taken key, a refused entry)
+            // goes through the locking path.
+            let (mut results, rest) = match self.fast_path(conn, entries) {
+                Some(done) => done,
+                None => (vec![None; entries.len()], (0..entries.len()).collect()),
+            };
+            if !rest.is_empty() {
+                let subset: Vec<Entry> = rest.iter().map(|&i| entries[i].clone()).collect();
+                for (i, r) in rest.into_iter().zip(Self::append_on(conn, &subset)) {
+                    results[i] = Some(r);
+                }
+            }
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(unavailable("entry not settled"))))
+                .collect::<Vec<_>>()
+        });
+        match out {
+            Ok(r) => {
+                if let Ok(mut cache) = self.heads.lock() {
+                    for (e, r) in entries.iter().zip(&r) {
+                        match r {
+                            Ok(h) if h.seq == e.seq => {
+                                cache.insert(h.outlet.clone(), h.clone());
+                            }
+                            _ => {
+                                cache.remove(&e.outlet);
+                            }
+                        }
+                    }
+                }
+                r
+            }
             Err(e) => fail_all(e),
         }
     }

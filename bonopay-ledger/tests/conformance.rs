@@ -1,7 +1,7 @@
 //! The conformance suite, run against every backend and decorator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bonopay_ledger::conformance::run_all;
 use bonopay_ledger::{FaultyStore, GroupCommit, LedgerStore, MemoryStore, SqliteStore};
@@ -68,4 +68,27 @@ fn group_commit_over_postgres() {
         Box::new(GroupCommit::new(store, 64)) as Box<dyn LedgerStore>
     });
     drop(dbs);
+}
+
+#[test]
+fn several_handles_on_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let stores: Vec<Arc<dyn LedgerStore>> = (0..3)
+        .map(|_| Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn LedgerStore>)
+        .collect();
+    bonopay_ledger::conformance::concurrent_handles(&stores);
+}
+
+#[test]
+fn several_handles_on_one_postgres_database() {
+    // Three "instances", each with its own pool and head cache.
+    let db = bonopay_ledger::TestDb::create().unwrap();
+    let stores: Vec<Arc<dyn LedgerStore>> = (0..3)
+        .map(|_| {
+            Arc::new(bonopay_ledger::PgStore::connect(&db.url, 4).unwrap()) as Arc<dyn LedgerStore>
+        })
+        .collect();
+    bonopay_ledger::conformance::concurrent_handles(&stores);
+    drop(stores);
 }

@@ -370,3 +370,37 @@ fn dropping_the_store_inside_an_async_task_does_not_panic() {
     // The connections were closed on a helper thread.
     assert_store_connections_close(&mut admin(), &db.name);
 }
+
+#[test]
+fn instances_bootstrapping_together_create_one_owner_key() {
+    // Eight `bonopay serve` instances starting at once on an empty shared
+    // database, released together by a barrier, five times over: one
+    // bootstrap owner key each time, one registration per outlet.
+    let merchants = bonopay_server_example::datadir::Config::dev_merchants();
+    for _ in 0..5 {
+        let db = TestDb::new();
+        let gate = std::sync::Barrier::new(8);
+        let created: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let store = db.store();
+                    // Warm the connection so the race is on the inserts.
+                    let _ = store.list_keys("warm-up");
+                    let (merchants, gate) = (merchants.clone(), &gate);
+                    s.spawn(move || {
+                        gate.wait();
+                        bonopay_server_example::cli::serve::bootstrap(&store, &merchants)
+                            .unwrap()
+                            .len()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(created, 1);
+        let store = db.store();
+        let nif = &merchants[0].nif;
+        assert_eq!(store.list_keys(nif).unwrap().len(), 1);
+        assert!(store.outlet(&merchants[0].outlets[0].id).unwrap().is_some());
+    }
+}

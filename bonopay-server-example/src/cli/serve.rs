@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::Failure;
 use crate::datadir::{DataDir, DeliveriesConfig};
 use crate::server::auth::{
-    ApiKey, ApiKeyStore, AuthError, Outlet, Role, SqliteKeyStore, hash_token, new_key_id, new_token,
+    ApiKey, ApiKeyStore, AuthError, Outlet, Role, SqliteKeyStore, hash_token, new_token,
 };
 use crate::server::deliveries::{Deliveries, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel};
 use crate::server::{AppState, Limits, MerchantProfile, router};
@@ -68,7 +68,18 @@ pub fn bootstrap(
                     merchant_nif: m.nif.clone(),
                     created_at: now(),
                 }) {
-                    Ok(()) | Err(AuthError::OutletTaken(_)) => {}
+                    Ok(()) => {}
+                    // Another instance registered it at the same moment:
+                    // fine if for this merchant, an error otherwise.
+                    Err(AuthError::OutletTaken(_)) => match keys.outlet(&o.id) {
+                        Ok(Some(x)) if x.merchant_nif == m.nif => {}
+                        _ => {
+                            return Err(format!(
+                                "outlet {} of merchant {} in config.json is registered to another merchant",
+                                o.id, m.nif
+                            ));
+                        }
+                    },
                     Err(e) => return Err(e.to_string()),
                 },
             }
@@ -79,8 +90,11 @@ pub fn bootstrap(
             .is_empty()
         {
             let token = new_token().map_err(|e| e.to_string())?;
+            // One fixed id per merchant: instances starting together on an
+            // empty shared database race on the primary key, and only one
+            // bootstrap owner key is created (the others print none).
             let key = ApiKey {
-                id: new_key_id().map_err(|e| e.to_string())?,
+                id: format!("key_bootstrap_{}", m.nif),
                 merchant_nif: m.nif.clone(),
                 role: Role::Owner,
                 outlets: None,
@@ -88,9 +102,21 @@ pub fn bootstrap(
                 created_at: now(),
                 revoked: false,
             };
-            keys.insert_key(&key, &hash_token(&token))
-                .map_err(|e| e.to_string())?;
-            created.push((m.nif.clone(), token));
+            match keys.insert_key(&key, &hash_token(&token)) {
+                Ok(()) => created.push((m.nif.clone(), token)),
+                Err(e) => {
+                    // Lost the race if the key now exists; a real error
+                    // otherwise.
+                    let exists = keys
+                        .list_keys(&m.nif)
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .any(|k| k.id == key.id);
+                    if !exists {
+                        return Err(e.to_string());
+                    }
+                }
+            }
         }
     }
     Ok(created)

@@ -147,12 +147,20 @@ fn child(mode: &str, dir: &Path) {
             let mut line = Vec::new();
             r.read_until(b'\n', &mut line).unwrap();
             let mut v = Verifier::new(&line).unwrap();
+            let mut batch: Vec<Vec<u8>> = Vec::with_capacity(512);
             loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line).unwrap() == 0 {
+                let mut l = Vec::new();
+                let n = r.read_until(b'\n', &mut l).unwrap();
+                if n > 0 {
+                    batch.push(l);
+                }
+                if (n == 0 || batch.len() == 512) && !batch.is_empty() {
+                    v.feed_batch(&batch);
+                    batch.clear();
+                }
+                if n == 0 {
                     break;
                 }
-                v.feed(&line, false);
             }
             let report = v.finish();
             let secs = t.elapsed().as_secs_f64();

@@ -404,6 +404,9 @@ pub struct Verifier {
     session: Option<Stats>,
     last_z_seq: u64,
     articles: Option<ArticleStats>,
+    /// The signature verdict of the next entry, when a batch checked it
+    /// ahead on another thread (`Some(body)` for signed events).
+    pre: Option<Result<Option<Value>, String>>,
     last_a: Option<(u64, u64)>,
     days: BTreeMap<String, Period>,
     months: BTreeMap<String, Period>,
@@ -462,6 +465,7 @@ impl Verifier {
             days: BTreeMap::new(),
             months: BTreeMap::new(),
             years: BTreeMap::new(),
+            pre: None,
         };
         me.hasher.update(first_line);
         match b["time_zone"].as_str().map(Tz::from_str) {
@@ -540,6 +544,44 @@ impl Verifier {
         self.entry(e, explain)
     }
 
+    /// Feeds a run of lines, checking their signatures on all cores first
+    /// (the costly part: P-256 verification), then walking them in order
+    /// exactly as [`Verifier::feed`] does. Same outcome, faster.
+    pub fn feed_batch(&mut self, lines: &[Vec<u8>]) {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, 8);
+        let chunk = lines.len().div_ceil(threads).max(1);
+        let check = &self.check;
+        let keys: &(dyn crate::sealed::KeyLookup + Sync) = &self.keys;
+        let verdicts: Vec<Option<Result<Option<Value>, String>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = lines
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|raw| {
+                                let e = entry_of_line(raw)?;
+                                Some(signature_verdict(check, keys, &e))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (raw, v) in lines.iter().zip(verdicts) {
+            if self.error.is_some() {
+                break;
+            }
+            self.pre = v;
+            self.feed(raw, false);
+            self.pre = None;
+        }
+    }
+
     fn entry(&mut self, e: &Value, explain: bool) -> Option<Step> {
         let stated_seq = e["seq"].as_u64();
         let (Some(prev), Some(hash), Some(header), Some(payload)) = (
@@ -610,16 +652,9 @@ impl Verifier {
                     .into(),
             );
         }
-        if crate::event::schema_of(entry.kind).is_none() {
-            self.check.check(entry)?;
-        }
-        let body = if crate::event::schema_of(entry.kind).is_some() {
-            Some(
-                verify_event(entry, &self.keys)
-                    .map_err(|e| format!("signed {}: {e}", entry.kind))?,
-            )
-        } else {
-            None
+        let body = match self.pre.take() {
+            Some(verdict) => verdict?,
+            None => signature_verdict(&self.check, &self.keys, entry)?,
         };
         if entry.kind.is_numbered() {
             self.checked.invoices += 1;
@@ -865,4 +900,33 @@ fn first_difference(stated: &Value, mine: &Value, path: &str) -> String {
 #[must_use]
 pub fn is_genesis(outlet: &str, hash: &Hash) -> bool {
     genesis_hash(outlet) == *hash
+}
+
+/// The entry an entry line states (without judging it), for the parallel
+/// signature pass; `None` when the line is not one (the walk reports it).
+fn entry_of_line(raw: &[u8]) -> Option<Entry> {
+    let v: Value = serde_json::from_slice(trim(raw)).ok()?;
+    let e = v.get("entry")?;
+    Entry::from_parts(
+        hash_of(&e["prev_hash"])?,
+        hash_of(&e["entry_hash"])?,
+        e["header"].as_str()?.as_bytes().to_vec(),
+        e["payload"].as_str()?.as_bytes().to_vec(),
+    )
+    .ok()
+}
+
+/// Checks an entry's signature: the sealed invoice's, or the signed
+/// event's (whose body is returned); other kinds carry none.
+fn signature_verdict(
+    check: &SignatureCheck,
+    keys: &(dyn crate::sealed::KeyLookup + Sync),
+    entry: &Entry,
+) -> Result<Option<Value>, String> {
+    if crate::event::schema_of(entry.kind).is_some() {
+        return verify_event(entry, keys)
+            .map(Some)
+            .map_err(|e| format!("signed {}: {e}", entry.kind));
+    }
+    check.check(entry).map(|()| None)
 }

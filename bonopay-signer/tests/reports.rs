@@ -451,7 +451,17 @@ fn verify(lines: &[Vec<u8>]) -> bonopay_signer::bundle::BundleReport {
     for l in &lines[1..] {
         v.feed(l, false);
     }
-    v.finish()
+    let one_by_one = v.finish();
+    // The batched walk (signatures checked ahead on all cores) must reach
+    // exactly the same verdict, whatever the batch boundaries.
+    for size in [1, 3, 64] {
+        let mut v = Verifier::new(&lines[0]).unwrap();
+        for chunk in lines[1..].chunks(size) {
+            v.feed_batch(chunk);
+        }
+        assert_eq!(v.finish(), one_by_one, "batches of {size}");
+    }
+    one_by_one
 }
 
 /// A day of trading with everything a bundle can hold.

@@ -106,20 +106,39 @@ fn verify_reader(mut reader: Box<dyn BufRead>, args: &Args) -> Result<String, Fa
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut steps = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
-            break;
-        }
-        if let Some(step) = v.feed(&line, args.explain) {
-            if args.json {
-                steps.push(step_json(&step));
-            } else {
-                let _ = out.write_all(step_text(&step).as_bytes());
+    if args.explain {
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
+                break;
+            }
+            if let Some(step) = v.feed(&line, true) {
+                if args.json {
+                    steps.push(step_json(&step));
+                } else {
+                    let _ = out.write_all(step_text(&step).as_bytes());
+                }
             }
         }
-        if v.failed() && !args.explain {
-            break;
+    } else {
+        // Batches: signatures are checked on all cores ahead of the walk.
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(512);
+        loop {
+            let mut l = Vec::with_capacity(4096);
+            let n = reader.read_until(b'\n', &mut l).map_err(read_err)?;
+            if n > 0 {
+                batch.push(l);
+            }
+            if (n == 0 || batch.len() == 512) && !batch.is_empty() {
+                v.feed_batch(&batch);
+                batch.clear();
+                if v.failed() {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
         }
     }
     let _ = out.flush();

@@ -36,6 +36,11 @@ pub mod index {
     pub const AUTH_CODE: &str = "auth_code";
     /// Original's authentication code → each credit note against it.
     pub const CREDITS: &str = "credits";
+    /// `{original's code}/{n}` for the n-th credit note against an original
+    /// (unique): two credit notes checked against the same earlier state
+    /// (on two server instances) cannot both be sealed, so their quantities
+    /// can never together exceed what was sold.
+    pub const CREDIT_SEQ: &str = "credit_seq";
     /// `{outlet}/{z_number}` → the Z report (unique).
     pub const Z_REPORT: &str = "z_report";
     /// `{outlet}/{a_number}` → the A report (unique).
@@ -408,9 +413,10 @@ impl Fiscalizer {
         let _credit_guard = credit_lock
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if let Some(reference) = &credit_ref {
-            self.check_credit_note(req, reference)?;
-        }
+        let mut credit_seq = match &credit_ref {
+            Some(reference) => Some(self.check_credit_note(req, reference)? + 1),
+            None => None,
+        };
 
         let outlet_lock = lock_for(&self.outlet_locks, &req.outlet_id);
         let mut attempts = 0;
@@ -433,7 +439,7 @@ impl Fiscalizer {
                 &request_jcs,
                 &request_sha,
                 &scoped_key,
-                credit_ref.as_deref(),
+                credit_ref.as_deref().zip(credit_seq),
             );
             let (entry, invoice, predicted) = match built {
                 Ok(b) => b,
@@ -476,6 +482,19 @@ impl Fiscalizer {
                     // Another writer moved the head, or an entry this one
                     // was placed on failed.
                     self.forget_head(&req.outlet_id);
+                    continue;
+                }
+                Err(LedgerError::Duplicate { name, .. })
+                    if name == index::CREDIT_SEQ
+                        && attempts <= self.config.max_conflict_retries =>
+                {
+                    // Another instance sealed a credit note against the
+                    // same original meanwhile: check the quantities again
+                    // against it (this may now refuse the note).
+                    self.forget_head(&req.outlet_id);
+                    if let Some(reference) = &credit_ref {
+                        credit_seq = Some(self.check_credit_note(req, reference)? + 1);
+                    }
                     continue;
                 }
                 Err(LedgerError::Duplicate { name, .. })
@@ -588,7 +607,8 @@ impl Fiscalizer {
     /// The DGI credit-note rules (§1.26): the original exists and belongs to
     /// the same merchant; credited items exist on it at the same unit price;
     /// quantities credited over all credit notes never exceed those sold.
-    fn check_credit_note(&self, req: &InvoiceRequest, reference: &str) -> Result<(), SealError> {
+    /// Returns how many credit notes were sealed against the original.
+    fn check_credit_note(&self, req: &InvoiceRequest, reference: &str) -> Result<u64, SealError> {
         let not_found = || {
             invalid(
                 "credit_note.reference",
@@ -634,11 +654,12 @@ impl Fiscalizer {
         }
         // Already credited, over every earlier credit note against it.
         let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
-        for (outlet, seq) in self
+        let earlier = self
             .store
             .find_index(index::CREDITS, reference)
-            .map_err(SealError::Storage)?
-        {
+            .map_err(SealError::Storage)?;
+        let count = earlier.len() as u64;
+        for (outlet, seq) in earlier {
             if let Some(prev) = self.load(&outlet, seq)? {
                 let prev_req = prev.invoice.request().map_err(SealError::Corrupt)?;
                 for it in prev_req["items"].as_array().into_iter().flatten() {
@@ -691,7 +712,7 @@ impl Fiscalizer {
             }
         }
         if errors.is_empty() {
-            Ok(())
+            Ok(count)
         } else {
             Err(SealError::Invalid(ValidationErrors(errors)))
         }
@@ -705,7 +726,7 @@ impl Fiscalizer {
         request_jcs: &str,
         request_sha: &str,
         scoped_key: &str,
-        credit_ref: Option<&str>,
+        credit_ref: Option<(&str, u64)>,
     ) -> Result<(Entry, SealedInvoice, bonopay_ledger::Head), SealError> {
         let outlet = &req.outlet_id;
         let head = self.head(outlet)?;
@@ -796,8 +817,9 @@ impl Fiscalizer {
             IndexKey::unique(index::IDEMPOTENCY, scoped_key),
             IndexKey::unique(index::AUTH_CODE, auth_code.clone()),
         ];
-        if let Some(r) = credit_ref {
+        if let Some((r, n)) = credit_ref {
             keys.push(IndexKey::multi(index::CREDITS, r));
+            keys.push(IndexKey::unique(index::CREDIT_SEQ, format!("{r}/{n}")));
         }
         let entry = prepared.seal(payload.clone()).with_index(keys);
         let predicted = head.advance(&entry);

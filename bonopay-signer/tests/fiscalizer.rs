@@ -722,3 +722,51 @@ fn two_fiscalizers_on_one_store_never_fork_or_skip() {
     let report = verify_store(&*store, "kin-01", &SignatureCheck::new(keys));
     assert!(report.is_valid(), "{:?}", report.error);
 }
+
+#[test]
+fn two_instances_racing_credit_notes_never_credit_more_than_was_sold() {
+    // Two fiscalizers (two server instances: separate in-process locks) on
+    // one store. Soap was sold 3 times; each instance tries to credit 2 at
+    // the same moment. However they interleave, at most one is sealed.
+    for round in 0..20 {
+        let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+        let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate().unwrap());
+        let a = Arc::new(Fiscalizer::new(
+            Arc::clone(&store),
+            Arc::clone(&signer),
+            FiscalizerConfig::new("NID-BONO-0001"),
+        ));
+        let b = Arc::new(Fiscalizer::new(
+            Arc::clone(&store),
+            signer,
+            FiscalizerConfig::new("NID-BONO-0001"),
+        ));
+        let orig = a.seal(&sale("kin-01"), "sale").unwrap();
+        let code = orig.invoice.elements.authentication_code.clone();
+        let note = credit(
+            &code,
+            "RAM",
+            json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1160", "quantity": "2", "tax_group": "B"}]),
+            "2320",
+        );
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let handles: Vec<_> = [(a, "n-a"), (b, "n-b")]
+            .into_iter()
+            .map(|(f, key)| {
+                let (note, gate) = (note.clone(), Arc::clone(&gate));
+                thread::spawn(move || {
+                    gate.wait();
+                    f.seal(&note, key)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let sealed = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(sealed, 1, "round {round}: {results:?}");
+        let refused = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        let SealError::Invalid(v) = refused else {
+            panic!("round {round}: {refused:?}")
+        };
+        assert_eq!(v.0[0].code, ErrorCode::CreditExceedsSold);
+    }
+}

@@ -27,7 +27,6 @@ use std::str::FromStr;
 
 use bonopay_ledger::{
     ChainOnly, Entry, EntryCheck, EntryKind, Hash, Head, LedgerError, LedgerStore, check_one,
-    genesis_hash,
 };
 use chrono::Datelike;
 use chrono_tz::Tz;
@@ -894,12 +893,6 @@ fn first_difference(stated: &Value, mine: &Value, path: &str) -> String {
         _ => {}
     }
     format!("{path}: stated {stated}, recomputed {mine}")
-}
-
-/// The genesis hash check a verifier can do on a bundle starting at 0.
-#[must_use]
-pub fn is_genesis(outlet: &str, hash: &Hash) -> bool {
-    genesis_hash(outlet) == *hash
 }
 
 /// The entry an entry line states (without judging it), for the parallel

@@ -10,6 +10,7 @@ mod error;
 pub mod event;
 mod fiscalizer;
 mod key;
+pub mod layout;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod report;

@@ -22,6 +22,8 @@ use bonopay_ledger::{Entry, EntryKind};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Block;
+
 /// `schema` of a sealed Z report.
 pub const Z_SCHEMA: &str = "bonopay/z-report/v1";
 /// `schema` of a sealed A report.
@@ -638,93 +640,43 @@ impl Paper {
     }
 }
 
-/// Lays out thermal-printer text: left and right columns, rules, wrapping.
+/// Builds a report as layout blocks ([`crate::layout`], shared with
+/// receipts) and lays it out at the paper's width.
 #[derive(Debug)]
 pub(crate) struct Text {
     width: usize,
-    out: String,
+    blocks: Vec<Block>,
 }
 
 impl Text {
     pub(crate) fn new(paper: Paper) -> Self {
         Self {
             width: paper.columns(),
-            out: String::new(),
+            blocks: Vec::new(),
         }
     }
 
     pub(crate) fn rule(&mut self, c: char) {
-        self.out.extend(std::iter::repeat_n(c, self.width));
-        self.out.push('\n');
+        self.blocks.push(Block::Rule(c));
     }
 
     pub(crate) fn center(&mut self, s: &str) {
-        for line in wrap(s, self.width) {
-            let pad = (self.width - line.chars().count()) / 2;
-            self.out.extend(std::iter::repeat_n(' ', pad));
-            self.out.push_str(&line);
-            self.out.push('\n');
-        }
+        self.blocks.push(Block::Center(s.to_owned()));
     }
 
     pub(crate) fn line(&mut self, s: &str) {
-        for line in wrap(s, self.width) {
-            self.out.push_str(&line);
-            self.out.push('\n');
-        }
+        self.blocks.push(Block::Line(s.to_owned()));
     }
 
-    /// `left ......... right`, the left side wrapped if it does not fit.
+    /// `left` and `right`, right-aligned (on two lines if they do not fit).
     pub(crate) fn pair(&mut self, left: &str, right: &str) {
-        let rlen = right.chars().count();
-        let room = self.width.saturating_sub(rlen + 1).max(1);
-        let mut lines = wrap(left, room);
-        let last = lines.pop().unwrap_or_default();
-        for l in lines {
-            self.out.push_str(&l);
-            self.out.push('\n');
-        }
-        let pad = self
-            .width
-            .saturating_sub(last.chars().count() + rlen)
-            .max(1);
-        self.out.push_str(&last);
-        self.out.extend(std::iter::repeat_n(' ', pad));
-        self.out.push_str(right);
-        self.out.push('\n');
+        self.blocks
+            .push(Block::Pair(left.to_owned(), right.to_owned()));
     }
 
     pub(crate) fn finish(self) -> String {
-        self.out
+        crate::layout::to_text(&self.blocks, self.width)
     }
-}
-
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        let mut word = word.to_owned();
-        while word.chars().count() > width {
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            lines.push(word.chars().take(width).collect());
-            word = word.chars().skip(width).collect();
-        }
-        let extra = usize::from(!line.is_empty());
-        if line.chars().count() + extra + word.chars().count() > width && !line.is_empty() {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(&word);
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
-    }
-    lines
 }
 
 fn money(d: &Decimal) -> String {

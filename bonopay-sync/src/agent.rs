@@ -206,10 +206,6 @@ enum Next {
     Stop,
 }
 
-fn describe(e: &TransportError) -> String {
-    e.to_string()
-}
-
 impl SyncAgent {
     /// An agent with the system clock, a time-seeded jitter source and the
     /// default configuration.
@@ -542,11 +538,11 @@ impl SyncAgent {
             Err(e @ (TransportError::Unreachable(_) | TransportError::Unauthorized(_))) => {
                 // Certainly not created.
                 item.state = ItemState::Queued;
-                self.fail(item, describe(&e))
+                self.fail(item, e.to_string())
             }
             Err(e) => {
                 // Maybe created: stay `submitting` and reconcile next time.
-                self.fail(item, describe(&e))
+                self.fail(item, e.to_string())
             }
         }
     }
@@ -555,7 +551,7 @@ impl SyncAgent {
     fn find_lost_post(&self, item: &mut OutboxItem) -> Result<Next, AgentError> {
         let status = match self.transport.status() {
             Ok(s) => s,
-            Err(e) => return self.fail(item, describe(&e)),
+            Err(e) => return self.fail(item, e.to_string()),
         };
         let owned: BTreeSet<String> = self
             .outbox
@@ -577,7 +573,7 @@ impl SyncAgent {
                     return Ok(Next::Continue);
                 }
                 Ok(_) => {}
-                Err(e) => return self.fail(item, describe(&e)),
+                Err(e) => return self.fail(item, e.to_string()),
             }
         }
         // Not pending: the POST never arrived, or its invoice expired
@@ -597,7 +593,7 @@ impl SyncAgent {
             match self.transport.cancel(&uid) {
                 Ok(()) => {}
                 Err(TransportError::Rejected { code, .. }) if code == codes::UNKNOWN_OR_FINAL => {}
-                Err(e) => return self.fail(item, format!("cancelling {uid}: {}", describe(&e))),
+                Err(e) => return self.fail(item, format!("cancelling {uid}: {e}")),
             }
             item.state = ItemState::Rejected;
             item.error = Some(format!(
@@ -634,7 +630,7 @@ impl SyncAgent {
             Err(e) => {
                 // Otherwise ask the DGI where the uid stands (on the next
                 // attempt) rather than guess.
-                self.fail(item, describe(&e))
+                self.fail(item, e.to_string())
             }
         }
     }
@@ -686,7 +682,7 @@ impl SyncAgent {
                 self.save(item)?;
                 Ok(Next::Stop)
             }
-            Err(e) => self.fail(item, describe(&e)),
+            Err(e) => self.fail(item, e.to_string()),
         }
     }
 

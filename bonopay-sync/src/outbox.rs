@@ -176,6 +176,63 @@ pub struct OutletSummary {
     pub failing: u64,
 }
 
+/// The per-outlet, per-state aggregate every backend's
+/// [`OutboxStore::summary`] runs (plain SQL that SQLite and PostgreSQL
+/// both accept); rows go to [`SummaryRows::add`].
+pub const SUMMARY_SQL: &str = "SELECT outlet, state, COUNT(*),
+        MIN(CASE WHEN state NOT IN ('synced', 'rejected') THEN sealed_at_ms END),
+        MAX(CASE WHEN state = 'synced' THEN updated_ms END),
+        SUM(CASE WHEN state NOT IN ('synced', 'rejected') AND attempts > 0 THEN 1 ELSE 0 END)
+     FROM sync_outbox GROUP BY outlet, state";
+
+/// Folds the rows of [`SUMMARY_SQL`] into per-outlet summaries.
+#[derive(Debug, Default)]
+pub struct SummaryRows(std::collections::BTreeMap<String, OutletSummary>);
+
+impl SummaryRows {
+    /// One row: outlet, state, count, oldest unsynced seal time, last
+    /// sync time, failing count.
+    ///
+    /// # Errors
+    /// [`OutboxError::Corrupt`] for an unknown state or a negative count.
+    pub fn add(
+        &mut self,
+        outlet: String,
+        state: &str,
+        n: i64,
+        oldest: Option<i64>,
+        synced: Option<i64>,
+        failing: i64,
+    ) -> Result<(), OutboxError> {
+        let corrupt = |e: String| OutboxError::Corrupt(e);
+        let state = ItemState::from_code(state)
+            .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?;
+        let s = self
+            .0
+            .entry(outlet.clone())
+            .or_insert_with(|| OutletSummary {
+                outlet,
+                ..OutletSummary::default()
+            });
+        s.counts
+            .insert(state, u64::try_from(n).map_err(|e| corrupt(e.to_string()))?);
+        if let Some(o) = oldest {
+            s.oldest_unsynced_ms = Some(s.oldest_unsynced_ms.map_or(o, |x| x.min(o)));
+        }
+        if let Some(t) = synced {
+            s.last_synced_ms = Some(s.last_synced_ms.map_or(t, |x| x.max(t)));
+        }
+        s.failing += u64::try_from(failing).map_err(|e| corrupt(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The summaries, by outlet.
+    #[must_use]
+    pub fn finish(self) -> Vec<OutletSummary> {
+        self.0.into_values().collect()
+    }
+}
+
 /// Why the outbox failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

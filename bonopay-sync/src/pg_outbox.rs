@@ -14,7 +14,10 @@ use bonopay_ledger::PgPool;
 use postgres::Row;
 
 use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
-use crate::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary};
+use crate::outbox::{
+    ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary, SUMMARY_SQL,
+    SummaryRows,
+};
 
 /// Migrations of the outbox tables.
 pub const PG_OUTBOX_MIGRATIONS: &[&str] = &["
@@ -362,42 +365,21 @@ impl OutboxStore for PgOutbox {
     fn summary(&self) -> Result<Vec<OutletSummary>, OutboxError> {
         let rows = self
             .pool
-            .with(|c| {
-                c.client.query(
-                    "SELECT outlet, state, COUNT(*),
-                        MIN(CASE WHEN state NOT IN ('synced', 'rejected') THEN sealed_at_ms END),
-                        MAX(CASE WHEN state = 'synced' THEN updated_ms END),
-                        SUM(CASE WHEN state NOT IN ('synced', 'rejected') AND attempts > 0 THEN 1 ELSE 0 END)
-                     FROM sync_outbox GROUP BY outlet, state",
-                    &[],
-                )
-            })
+            .with(|c| c.client.query(SUMMARY_SQL, &[]))
             .map_err(unavailable)?
             .map_err(|e| db(&e))?;
-        let mut out: std::collections::BTreeMap<String, OutletSummary> = Default::default();
+        let mut out = SummaryRows::default();
         for r in rows {
             let g = |e: postgres::Error| corrupt(e);
-            let outlet: String = r.try_get(0).map_err(g)?;
-            let state: String = r.try_get(1).map_err(g)?;
-            let n: i64 = r.try_get(2).map_err(g)?;
-            let oldest: Option<i64> = r.try_get(3).map_err(g)?;
-            let synced: Option<i64> = r.try_get(4).map_err(g)?;
-            let failing: i64 = r.try_get(5).map_err(g)?;
-            let state = ItemState::from_code(&state)
-                .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?;
-            let s = out.entry(outlet.clone()).or_insert_with(|| OutletSummary {
-                outlet,
-                ..OutletSummary::default()
-            });
-            s.counts.insert(state, u64::try_from(n).map_err(corrupt)?);
-            if let Some(o) = oldest {
-                s.oldest_unsynced_ms = Some(s.oldest_unsynced_ms.map_or(o, |x| x.min(o)));
-            }
-            if let Some(t) = synced {
-                s.last_synced_ms = Some(s.last_synced_ms.map_or(t, |x| x.max(t)));
-            }
-            s.failing += u64::try_from(failing).map_err(corrupt)?;
+            out.add(
+                r.try_get(0).map_err(g)?,
+                r.try_get(1).map_err(g)?,
+                r.try_get(2).map_err(g)?,
+                r.try_get(3).map_err(g)?,
+                r.try_get(4).map_err(g)?,
+                r.try_get(5).map_err(g)?,
+            )?;
         }
-        Ok(out.into_values().collect())
+        Ok(out.finish())
     }
 }

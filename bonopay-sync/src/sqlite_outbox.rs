@@ -10,7 +10,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
-use crate::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary};
+use crate::outbox::{
+    ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary, SUMMARY_SQL,
+    SummaryRows,
+};
 
 /// Migrations of the outbox tables, in order.
 pub const OUTBOX_MIGRATIONS: &[&str] = &["
@@ -315,47 +318,20 @@ impl OutboxStore for SqliteOutbox {
 
     fn summary(&self) -> Result<Vec<OutletSummary>, OutboxError> {
         let conn = self.conn()?;
-        let mut out: std::collections::BTreeMap<String, OutletSummary> = Default::default();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT outlet, state, COUNT(*),
-                        MIN(CASE WHEN state NOT IN ('synced', 'rejected') THEN sealed_at_ms END),
-                        MAX(CASE WHEN state = 'synced' THEN updated_ms END),
-                        SUM(CASE WHEN state NOT IN ('synced', 'rejected') AND attempts > 0 THEN 1 ELSE 0 END)
-                 FROM sync_outbox GROUP BY outlet, state",
-            )
-            .map_err(unavailable)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(unavailable)?;
-        for row in rows {
-            let (outlet, state, n, oldest, synced, failing) = row.map_err(unavailable)?;
-            let state = ItemState::from_code(&state)
-                .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?;
-            let s = out.entry(outlet.clone()).or_insert_with(|| OutletSummary {
-                outlet,
-                ..OutletSummary::default()
-            });
-            s.counts.insert(state, u64::try_from(n).map_err(corrupt)?);
-            if let Some(o) = oldest {
-                s.oldest_unsynced_ms = Some(s.oldest_unsynced_ms.map_or(o, |x| x.min(o)));
-            }
-            if let Some(t) = synced {
-                s.last_synced_ms = Some(s.last_synced_ms.map_or(t, |x| x.max(t)));
-            }
-            s.failing += u64::try_from(failing).map_err(corrupt)?;
+        let mut stmt = conn.prepare_cached(SUMMARY_SQL).map_err(unavailable)?;
+        let mut rows = stmt.query([]).map_err(unavailable)?;
+        let mut out = SummaryRows::default();
+        while let Some(r) = rows.next().map_err(unavailable)? {
+            let g = |e: rusqlite::Error| corrupt(e);
+            out.add(
+                r.get(0).map_err(g)?,
+                &r.get::<_, String>(1).map_err(g)?,
+                r.get(2).map_err(g)?,
+                r.get(3).map_err(g)?,
+                r.get(4).map_err(g)?,
+                r.get(5).map_err(g)?,
+            )?;
         }
-        // Outlets whose items are all still queued have a cursor but may
-        // have no synced time: they are reported all the same.
-        Ok(out.into_values().collect())
+        Ok(out.finish())
     }
 }

@@ -6,12 +6,12 @@
 //! bearer token for the given NIF, and runs until Ctrl-C or SIGTERM.
 //! Its state lives in memory only: a restart forgets every invoice.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use bonopay_sync::sim::{SimConfig, Simulator, SystemClock};
 
 use super::Failure;
+use super::serve::{say, shutdown};
 
 /// How long the printed token is valid: long enough for a development
 /// session, unlike the DGI's short-lived ones.
@@ -39,12 +39,6 @@ pub struct Args {
     /// across restarts; by default a random key per run.
     #[arg(long, env = "BONOPAY_DGI_SIM_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn random_secret() -> Result<Vec<u8>, Failure> {
@@ -98,25 +92,4 @@ pub fn run(args: &Args) -> Result<String, Failure> {
             .map_err(|e| Failure::Message(format!("server: {e}")))
     })?;
     Ok(String::new())
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

@@ -33,7 +33,8 @@ pub struct Args {
     pub listen: Option<String>,
 }
 
-fn say(line: &str) {
+/// Prints a line on stdout at once (tests and operators read it live).
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -364,7 +365,8 @@ impl Closer {
     }
 }
 
-async fn shutdown() {
+/// Resolves on Ctrl-C or SIGTERM: graceful shutdown.
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -14,10 +14,9 @@
 //! Text only: the printer driver (ESC/POS code page, QR command) is the
 //! POS's job; `receipt.svg` gives the QR image.
 
-use std::fmt::Write as _;
-
 use bonopay_core::{CreditNature, InvoiceRequest, InvoiceType};
 use bonopay_signer::SealedInvoice;
+pub use bonopay_signer::layout::Block;
 use serde_json::Value;
 
 use super::MerchantProfile;
@@ -26,54 +25,6 @@ use super::MerchantProfile;
 pub const COLUMNS_58MM: usize = 32;
 /// Columns of an 80 mm roll.
 pub const COLUMNS_80MM: usize = 48;
-
-fn len(s: &str) -> usize {
-    s.chars().count()
-}
-
-/// Splits `text` into lines of at most `width` characters, at spaces when
-/// it can.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        let mut word = word.to_owned();
-        while len(&word) > width {
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            let head: String = word.chars().take(width).collect();
-            word = word.chars().skip(width).collect();
-            lines.push(head);
-        }
-        let extra = usize::from(!line.is_empty());
-        if len(&line) + extra + len(&word) > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(&word);
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
-    }
-    lines
-}
-
-/// One element of a receipt, before layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Block {
-    /// Text, wrapped at spaces.
-    Line(String),
-    /// Centred text (headings, the seller), wrapped.
-    Center(String),
-    /// A label on the left and a value aligned right; on two lines when
-    /// they do not fit.
-    Pair(String, String),
-    /// A full-width rule made of this character.
-    Rule(char),
-}
 
 /// The receipt of a sealed invoice as a width-independent list of
 /// [`Block`]s: the one model behind `receipt.txt` (laid out at 32 or 48
@@ -104,22 +55,7 @@ impl Receipt {
     /// block), which graphic renderers print in bold.
     #[must_use]
     pub fn styled_lines(&self, width: usize) -> Vec<(String, bool)> {
-        let mut lines = Vec::new();
-        for b in &self.blocks {
-            let mut out = Out {
-                text: String::new(),
-                width: width.max(20),
-            };
-            match b {
-                Block::Line(t) => out.line(t),
-                Block::Center(t) => out.center(t),
-                Block::Pair(l, r) => out.lr(l, r),
-                Block::Rule(c) => out.rule(*c),
-            }
-            let heading = matches!(b, Block::Center(_));
-            lines.extend(out.text.lines().map(|l| (l.to_owned(), heading)));
-        }
-        lines
+        bonopay_signer::layout::lay_out(&self.blocks, width.max(20))
     }
 
     fn line(&mut self, s: &str) {
@@ -137,44 +73,6 @@ impl Receipt {
 
     fn rule(&mut self, c: char) {
         self.blocks.push(Block::Rule(c));
-    }
-}
-
-struct Out {
-    text: String,
-    width: usize,
-}
-
-impl Out {
-    fn line(&mut self, s: &str) {
-        for l in wrap(s, self.width) {
-            self.text.push_str(l.trim_end());
-            self.text.push('\n');
-        }
-    }
-
-    fn center(&mut self, s: &str) {
-        for l in wrap(s, self.width) {
-            let pad = (self.width - len(&l)) / 2;
-            let _ = writeln!(self.text, "{}{}", " ".repeat(pad), l);
-        }
-    }
-
-    /// `left` and `right` on one line, right-aligned; on two if they do
-    /// not fit.
-    fn lr(&mut self, left: &str, right: &str) {
-        if len(left) + 1 + len(right) <= self.width {
-            let pad = self.width - len(left) - len(right);
-            let _ = writeln!(self.text, "{left}{}{right}", " ".repeat(pad));
-        } else {
-            self.line(left);
-            let pad = self.width.saturating_sub(len(right));
-            let _ = writeln!(self.text, "{}{right}", " ".repeat(pad));
-        }
-    }
-
-    fn rule(&mut self, c: char) {
-        let _ = writeln!(self.text, "{}", c.to_string().repeat(self.width));
     }
 }
 
@@ -375,35 +273,4 @@ pub fn build(sealed: &SealedInvoice, merchant: &MerchantProfile) -> Result<Recei
     out.line(&el.qr);
     out.rule('=');
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    #[test]
-    fn wrap_never_exceeds_the_width() {
-        let text = "Savon de Marseille extra-doux parfumé à la lavande 0123456789012345678901234567890123456789";
-        for w in [20, 32, 48] {
-            let lines = wrap(text, w);
-            assert!(lines.iter().all(|l| len(l) <= w), "{lines:?}");
-            assert_eq!(
-                lines.concat().replace(' ', ""),
-                text.replace(' ', ""),
-                "nothing lost"
-            );
-        }
-    }
-
-    #[test]
-    fn lr_aligns_right_or_splits() {
-        let mut o = Out {
-            text: String::new(),
-            width: 10,
-        };
-        o.lr("ab", "12");
-        o.lr("abcdefgh", "1234");
-        assert_eq!(o.text, "ab      12\nabcdefgh\n      1234\n");
-    }
 }

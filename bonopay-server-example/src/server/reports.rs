@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bonopay_signer::bundle::{ExportRequest, Exporter};
 use bonopay_signer::report::Paper;
-use bonopay_signer::{IncompleteSale, Report, ReportIdentity};
+use bonopay_signer::{Fiscalizer, IncompleteSale, Report, ReportIdentity, SealError};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,20 @@ fn must_close(who: &ApiKey) -> Result<(), ApiError> {
     }
 }
 
+/// Runs a Fiscalizer call for `outlet` on the blocking pool, after
+/// checking that `who` may see the outlet.
+async fn on_outlet<T: Send + 'static>(
+    state: &Shared,
+    who: &ApiKey,
+    outlet: String,
+    f: impl FnOnce(&Fiscalizer, &str, &ReportIdentity) -> Result<T, SealError> + Send + 'static,
+) -> Result<T, ApiError> {
+    authorize_outlet(state, who, &outlet).await?;
+    let id = identity(state, who);
+    let st = Arc::clone(state);
+    blocking(move || f(&st.fiscalizer, &outlet, &id).map_err(|e| seal_error(&st, e))).await
+}
+
 /// The X report: the current session's statistics (since the last Z),
 /// without closing it.
 #[utoipa::path(
@@ -123,15 +137,7 @@ pub async fn x_report(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    authorize_outlet(&state, &who, &outlet).await?;
-    let id = identity(&state, &who);
-    let st = Arc::clone(&state);
-    let r = blocking(move || {
-        st.fiscalizer
-            .x_report(&outlet, &id)
-            .map_err(|e| seal_error(&st, e))
-    })
-    .await?;
+    let r = on_outlet(&state, &who, outlet, |f, o, id| f.x_report(o, id)).await?;
     respond(vec![r], &q, StatusCode::OK)
 }
 
@@ -158,15 +164,7 @@ pub async fn z_report(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     must_close(&who)?;
-    authorize_outlet(&state, &who, &outlet).await?;
-    let id = identity(&state, &who);
-    let st = Arc::clone(&state);
-    let r = blocking(move || {
-        st.fiscalizer
-            .z_report(&outlet, &id)
-            .map_err(|e| seal_error(&st, e))
-    })
-    .await?;
+    let r = on_outlet(&state, &who, outlet, |f, o, id| f.z_report(o, id)).await?;
     respond(vec![r], &q, StatusCode::CREATED)
 }
 
@@ -197,14 +195,7 @@ pub async fn list_z_reports(
     Principal(who): Principal,
     ApiPath(outlet): ApiPath<String>,
 ) -> Result<Json<Vec<ZListItem>>, ApiError> {
-    authorize_outlet(&state, &who, &outlet).await?;
-    let st = Arc::clone(&state);
-    let list = blocking(move || {
-        st.fiscalizer
-            .z_reports(&outlet)
-            .map_err(|e| seal_error(&st, e))
-    })
-    .await?;
+    let list = on_outlet(&state, &who, outlet, |f, o, _| f.z_reports(o)).await?;
     Ok(Json(
         list.into_iter()
             .map(|(z_number, seq)| ZListItem { z_number, seq })
@@ -234,22 +225,14 @@ pub async fn get_z_report(
     ApiPath((outlet, number)): ApiPath<(String, u64)>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    authorize_outlet(&state, &who, &outlet).await?;
-    let st = Arc::clone(&state);
-    let r = blocking(move || {
-        let list = st
-            .fiscalizer
-            .z_reports(&outlet)
-            .map_err(|e| seal_error(&st, e))?;
-        let Some((_, seq)) = list.into_iter().find(|(z, _)| *z == number) else {
-            return Err(ApiError::NotFound);
-        };
-        st.fiscalizer
-            .load_report(&outlet, seq)
-            .map_err(|e| seal_error(&st, e))?
-            .ok_or(ApiError::NotFound)
+    let r = on_outlet(&state, &who, outlet, move |f, o, _| {
+        match f.z_reports(o)?.into_iter().find(|(z, _)| *z == number) {
+            Some((_, seq)) => f.load_report(o, seq),
+            None => Ok(None),
+        }
     })
-    .await?;
+    .await?
+    .ok_or(ApiError::NotFound)?;
     respond(vec![r], &q, StatusCode::OK)
 }
 
@@ -272,15 +255,7 @@ pub async fn a_report_preview(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    authorize_outlet(&state, &who, &outlet).await?;
-    let id = identity(&state, &who);
-    let st = Arc::clone(&state);
-    let r = blocking(move || {
-        st.fiscalizer
-            .a_report(&outlet, &id, false)
-            .map_err(|e| seal_error(&st, e))
-    })
-    .await?;
+    let r = on_outlet(&state, &who, outlet, |f, o, id| f.a_report(o, id, false)).await?;
     respond(vec![r], &q, StatusCode::OK)
 }
 
@@ -305,15 +280,7 @@ pub async fn a_report_seal(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     must_close(&who)?;
-    authorize_outlet(&state, &who, &outlet).await?;
-    let id = identity(&state, &who);
-    let st = Arc::clone(&state);
-    let r = blocking(move || {
-        st.fiscalizer
-            .a_report(&outlet, &id, true)
-            .map_err(|e| seal_error(&st, e))
-    })
-    .await?;
+    let r = on_outlet(&state, &who, outlet, |f, o, id| f.a_report(o, id, true)).await?;
     respond(vec![r], &q, StatusCode::CREATED)
 }
 
@@ -338,24 +305,11 @@ pub async fn close_periods(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     must_close(&who)?;
-    authorize_outlet(&state, &who, &outlet).await?;
-    let id = identity(&state, &who);
-    let st = Arc::clone(&state);
-    let done = blocking(move || {
-        st.fiscalizer
-            .close_periods(&outlet, &id)
-            .map_err(|e| seal_error(&st, e))
-    })
-    .await?;
-    if done.len() == 1 {
-        // Keep the shape stable: always a list for closings.
-        let docs = vec![done[0].to_json()];
-        if q.format.as_deref().unwrap_or("json") == "json" {
-            return Ok(Json(serde_json::json!({ "reports": docs })).into_response());
-        }
-    }
-    if done.is_empty() && q.format.as_deref().unwrap_or("json") == "json" {
-        return Ok(Json(serde_json::json!({ "reports": [] })).into_response());
+    let done = on_outlet(&state, &who, outlet, |f, o, id| f.close_periods(o, id)).await?;
+    if q.format.as_deref().unwrap_or("json") == "json" {
+        // Always a list for closings, even of one or none.
+        let docs: Vec<_> = done.iter().map(Report::to_json).collect();
+        return Ok(Json(serde_json::json!({ "reports": docs })).into_response());
     }
     respond(done, &q, StatusCode::OK)
 }
@@ -402,7 +356,6 @@ pub async fn incomplete_sale(
             who.role
         )));
     }
-    authorize_outlet(&state, &who, &outlet).await?;
     let amount: Decimal = req.amount.parse().map_err(|_| {
         ApiError::invalid("amount", "invalid_decimal", "amount is a decimal string")
     })?;
@@ -413,11 +366,8 @@ pub async fn incomplete_sale(
         amount,
         reason: req.reason,
     };
-    let st = Arc::clone(&state);
-    let r = blocking(move || {
-        st.fiscalizer
-            .record_incomplete_sale(&outlet, &sale)
-            .map_err(|e| seal_error(&st, e))
+    let r = on_outlet(&state, &who, outlet, move |f, o, _| {
+        f.record_incomplete_sale(o, &sale)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(r.to_json())).into_response())

@@ -156,3 +156,37 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// One request through the router in process, with a bearer key and an
+/// optional JSON body; the status and the JSON answer (or null).
+pub async fn call_router(
+    router: &axum::Router,
+    method: axum::http::Method,
+    uri: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (axum::http::StatusCode, Value) {
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(body.map_or_else(axum::body::Body::empty, |b| {
+            axum::body::Body::from(serde_json::to_vec(&b).unwrap())
+        }))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(router.clone(), req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}

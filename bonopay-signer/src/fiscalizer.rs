@@ -1,7 +1,8 @@
 //! The sealing pipeline: one entry point that turns a validated invoice
 //! request into a sealed invoice with its five security elements.
 //!
-//! Steps, in order: validate and compute taxes → idempotency lookup →
+//! Steps, in order: validate and compute taxes → idempotency lookup (see
+//! [`ReplayCheck`]) →
 //! credit-note checks → (per outlet, serialized) read the chain head →
 //! trusted timestamp → prepare the next numbers → build the sealed payload
 //! (it embeds `prev_hash`) → sign → append to the ledger with the
@@ -169,6 +170,40 @@ pub struct FiscalizerConfig {
     /// stored invoices are read back (idempotent replays, credit-note
     /// originals). The current signer's key is always trusted.
     pub trusted_keys: Vec<crate::PublicKey>,
+    /// When a seal looks its idempotency key up before signing.
+    pub replay_check: ReplayCheck,
+}
+
+/// When [`Fiscalizer::seal`] looks its idempotency key up in the ledger
+/// before signing.
+///
+/// Either way a key is sealed once: the ledger's unique index on the key
+/// settles it at append, and a request whose key is already taken gets the
+/// original seal back (`replayed`). The lookup before signing only decides
+/// what a retry *costs*. A client retries because a seal was slow, and
+/// nearly always because signing was (a busy or remote HSM): answering the
+/// retry from the ledger then saves a signature that would take as long as
+/// the original. With a fast signer the lookup is the dearer part: on
+/// PostgreSQL it is a round trip per invoice, about a quarter of the CPU a
+/// seal costs there (BENCHMARKS.md, issue 8), while signing again costs
+/// tens of microseconds and the store's unique key answers the retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayCheck {
+    /// Before every signature.
+    Always,
+    /// Only while a recent signature (a moving average of the last few)
+    /// took longer than this; otherwise the retry is found at append.
+    WhenSigningSlowerThan(std::time::Duration),
+}
+
+impl Default for ReplayCheck {
+    /// Before signing whenever signing takes more than 1 ms: far above a
+    /// software key or a local token, below any HSM slow enough to make a
+    /// client time out.
+    fn default() -> Self {
+        Self::WhenSigningSlowerThan(std::time::Duration::from_millis(1))
+    }
 }
 
 impl fmt::Debug for FiscalizerConfig {
@@ -198,6 +233,7 @@ impl FiscalizerConfig {
             reference_rates: Arc::new(NoReferenceRates),
             max_conflict_retries: 16,
             trusted_keys: Vec::new(),
+            replay_check: ReplayCheck::default(),
         }
     }
 }
@@ -236,6 +272,8 @@ pub struct Fiscalizer {
     pub(crate) outlet_locks: Locks,
     heads: Mutex<HashMap<String, bonopay_ledger::Head>>,
     credit_locks: Locks,
+    /// Moving average of the signer's latency, in µs (see [`ReplayCheck`]).
+    sign_micros: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Fiscalizer {
@@ -282,7 +320,31 @@ impl Fiscalizer {
             outlet_locks: Mutex::default(),
             credit_locks: Mutex::default(),
             heads: Mutex::default(),
+            sign_micros: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Whether this seal looks its key up before signing.
+    fn check_replay_first(&self) -> bool {
+        match self.config.replay_check {
+            ReplayCheck::Always => true,
+            ReplayCheck::WhenSigningSlowerThan(limit) => {
+                let avg = self.sign_micros.load(std::sync::atomic::Ordering::Relaxed);
+                u128::from(avg) > limit.as_micros()
+            }
+        }
+    }
+
+    /// Folds one signature's latency into the moving average (weight 1/4,
+    /// so one slow signature is enough to turn the lookup on, and a few
+    /// fast ones turn it off again).
+    fn record_sign_latency(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self.sign_micros.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |avg| Some(avg - avg / 4 + us / 4),
+        );
     }
 
     /// The ledger store.
@@ -393,12 +455,12 @@ impl Fiscalizer {
         let request_sha = sha256_hex(request_jcs.as_bytes());
         let scoped_key = format!("{}/{}", req.merchant_nif, idempotency_key);
 
-        // A retried request is answered from the ledger before anything
-        // is signed: a client retries because a seal was slow (a busy HSM),
-        // and signing again only to find the key taken at append would make
-        // the retry as slow as the original. (The store's unique key at
-        // append still settles concurrent duplicates.)
-        if let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)? {
+        // While signing is slow, a retried request is answered from the
+        // ledger before anything is signed (see `ReplayCheck`). The store's
+        // unique key at append settles every other case.
+        if self.check_replay_first()
+            && let Some(done) = self.replay(&scoped_key, &request_sha, idempotency_key)?
+        {
             return Ok(done);
         }
 
@@ -807,10 +869,10 @@ impl Fiscalizer {
             v: 1,
             vtotal: tax.dgi.vtotal.to_string(),
         };
-        let out = self
-            .signer
-            .sign(&tuple.digest())
-            .map_err(SealError::SignerUnavailable)?;
+        let started = std::time::Instant::now();
+        let signed = self.signer.sign(&tuple.digest());
+        self.record_sign_latency(started.elapsed());
+        let out = signed.map_err(SealError::SignerUnavailable)?;
         let auth_code = auth_code_of(&out.signature);
         let payload = payload_bytes(&auth_code, body.as_bytes(), &out, &tuple);
         let mut keys = vec![

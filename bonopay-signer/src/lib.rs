@@ -22,8 +22,8 @@ mod software;
 pub use device::SimulatedDef;
 pub use error::{SignerError, VerifyError};
 pub use fiscalizer::{
-    Clock, Fiscalizer, FiscalizerConfig, ManualClock, SealError, Sealed, SignatureCheck,
-    SystemClock, index,
+    Clock, Fiscalizer, FiscalizerConfig, ManualClock, ReplayCheck, SealError, Sealed,
+    SignatureCheck, SystemClock, index,
 };
 pub use key::{Algorithm, PublicKey, Signature, domain_digest, key_id_of};
 pub use reports::{

@@ -8,8 +8,8 @@ use std::thread;
 use bonopay_core::{ErrorCode, InvoiceRequest, parse_invoice};
 use bonopay_ledger::{ChainOnly, LedgerStore, MemoryStore, SqliteStore, verify_store};
 use bonopay_signer::{
-    FaultySigner, Fiscalizer, FiscalizerConfig, ManualClock, PublicKey, SealError, SealedInvoice,
-    SignatureCheck, Signer, SimulatedDef, SoftwareSigner, verify_qr,
+    FaultySigner, Fiscalizer, FiscalizerConfig, ManualClock, PublicKey, ReplayCheck, SealError,
+    SealedInvoice, SignatureCheck, Signer, SimulatedDef, SoftwareSigner, verify_qr,
 };
 use serde_json::{Value, json};
 
@@ -769,4 +769,99 @@ fn two_instances_racing_credit_notes_never_credit_more_than_was_sold() {
         };
         assert_eq!(v.0[0].code, ErrorCode::CreditExceedsSold);
     }
+}
+
+/// Counts signatures; optionally slow (a busy HSM).
+#[derive(Debug)]
+struct CountingSigner {
+    inner: SoftwareSigner,
+    delay: std::time::Duration,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl CountingSigner {
+    fn new(delay_ms: u64) -> Self {
+        Self {
+            inner: SoftwareSigner::generate().unwrap(),
+            delay: std::time::Duration::from_millis(delay_ms),
+            calls: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+    fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Signer for CountingSigner {
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    fn public_key(&self) -> &PublicKey {
+        self.inner.public_key()
+    }
+    fn sign(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<bonopay_signer::SignOutput, bonopay_signer::SignerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        thread::sleep(self.delay);
+        self.inner.sign(digest)
+    }
+}
+
+fn rig_checking(signer: Arc<CountingSigner>, check: ReplayCheck) -> Fiscalizer {
+    let mut config = FiscalizerConfig::new("NID-BONO-0001");
+    config.replay_check = check;
+    Fiscalizer::with_clock(
+        Arc::new(MemoryStore::new()),
+        signer,
+        Arc::new(ManualClock::new(T0)),
+        config,
+    )
+}
+
+#[test]
+fn while_signing_is_slow_a_retry_is_answered_without_signing() {
+    let signer = Arc::new(CountingSigner::new(20));
+    let f = rig_checking(
+        Arc::clone(&signer),
+        ReplayCheck::WhenSigningSlowerThan(std::time::Duration::from_millis(1)),
+    );
+    let first = f.seal(&sale("kin-01"), "k").unwrap();
+    assert_eq!(signer.calls(), 1);
+    let again = f.seal(&sale("kin-01"), "k").unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.invoice.elements, first.invoice.elements);
+    assert_eq!(signer.calls(), 1, "the retry was signed again");
+    // A new key still seals.
+    assert!(!f.seal(&sale("kin-01"), "k2").unwrap().replayed);
+    assert_eq!(signer.calls(), 2);
+}
+
+#[test]
+fn with_a_fast_signer_a_retry_signs_again_but_seals_nothing_new() {
+    let signer = Arc::new(CountingSigner::new(0));
+    // No signer is this slow: the key is never looked up first.
+    let f = rig_checking(
+        Arc::clone(&signer),
+        ReplayCheck::WhenSigningSlowerThan(std::time::Duration::from_secs(3600)),
+    );
+    let first = f.seal(&sale("kin-01"), "k").unwrap();
+    let again = f.seal(&sale("kin-01"), "k").unwrap();
+    assert_eq!(signer.calls(), 2, "the retry is found at append");
+    assert!(again.replayed && !first.replayed);
+    assert_eq!(again.invoice.elements, first.invoice.elements);
+    assert_eq!(f.store().head("kin-01").unwrap().seq, 1, "nothing consumed");
+    // And the next invoice continues the chain at 2.
+    let next = f.seal(&sale("kin-01"), "k3").unwrap();
+    assert_eq!(next.seq, 2);
+}
+
+#[test]
+fn replay_check_always_never_signs_a_retry() {
+    let signer = Arc::new(CountingSigner::new(0));
+    let f = rig_checking(Arc::clone(&signer), ReplayCheck::Always);
+    f.seal(&sale("kin-01"), "k").unwrap();
+    assert!(f.seal(&sale("kin-01"), "k").unwrap().replayed);
+    assert_eq!(signer.calls(), 1);
 }

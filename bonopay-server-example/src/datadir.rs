@@ -5,7 +5,8 @@
 //! <data dir>/
 //!   config.json          NID, time zone, signer, merchants, … (created with defaults)
 //!   ledger.db            the SQLite ledger (WAL, synchronous=FULL)
-//!   auth.db              API keys (hashed) and outlets, for `bonopay serve`
+//!   auth.db              API keys (hashed) and outlets, webhooks, receipt deliveries,
+//!                        for `bonopay serve` (all in PostgreSQL instead with `database.url`)
 //!   keys/seal-p256.pem   the software signing key (PKCS#8, mode 0600)
 //!   keys/seal-p256.pub.pem  its public key, for auditors
 //! ```
@@ -76,8 +77,9 @@ pub const DEV_OUTLET: &str = "kin-gombe-01";
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// A PostgreSQL URL (`postgres://user@host:port/db`). When set, the
-    /// ledger, the outbox and the API keys and outlets live there, shared
-    /// by every `bonopay serve` instance pointed at it; better given as
+    /// ledger, the outbox, the API keys and outlets, the webhooks and the
+    /// receipt-delivery log live there, shared by every `bonopay serve`
+    /// instance pointed at it; better given as
     /// `BONOPAY_DATABASE_URL` when it carries a password. Unset: SQLite
     /// files in the data directory (the embedded default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +87,7 @@ pub struct DatabaseConfig {
     /// The ledger.
     #[serde(default = "DatabaseConfig::default_ledger")]
     pub ledger: PathBuf,
-    /// API keys and outlets.
+    /// API keys and outlets, webhooks, receipt deliveries.
     #[serde(default = "DatabaseConfig::default_auth")]
     pub auth: PathBuf,
 }

@@ -1,18 +1,32 @@
 //! `bonopay migrate`: a SQLite data directory moves into PostgreSQL with
 //! its chains byte for byte (verified), its idempotency keys (a replay
-//! still answers the original seal), its DGI upload states and its API
-//! keys; a tampered source is refused, and a non-empty target too.
+//! still answers the original seal), its DGI upload states, its API keys,
+//! its webhooks (subscribers, events, deliveries and their states, attempt
+//! logs, cursors) and its receipt deliveries; a tampered source is
+//! refused, and a non-empty target too. The webhook and receipt copy is
+//! atomic and idempotent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use bonopay_ledger::{LedgerStore, PgStore, SqliteStore, TestDb};
+use bonopay_server_example::cli::migrate::{CopiedExtras, copy_webhooks_and_deliveries};
 use bonopay_server_example::cli::serve::bootstrap;
 use bonopay_server_example::datadir::DataDir;
 use bonopay_server_example::server::auth::{ApiKeyStore, SqliteKeyStore, hash_token};
+use bonopay_server_example::server::deliveries::{
+    DeliveryStore, SqliteDeliveryStore, conformance::record as receipt,
+};
+use bonopay_server_example::server::deliveries_pg::PgDeliveryStore;
+use bonopay_server_example::server::webhooks::{
+    EventType, NewEvent, SqliteWebhookStore, Subscriber, WebhookStore,
+};
+use bonopay_server_example::server::webhooks_conformance::{LEASE, T0, failure, success};
+use bonopay_server_example::server::webhooks_pg::PgWebhookStore;
 use bonopay_signer::{Fiscalizer, FiscalizerConfig};
 use bonopay_sync::outbox::{ItemState, OutboxStore};
 use common::*;
@@ -36,6 +50,169 @@ fn bonopay(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Webhook and receipt history as `bonopay serve` leaves it in `auth`: a
+/// live and a deleted subscriber, three events (two produced from the
+/// ledger with the cursor moved past the Z report, one from the sync
+/// agent), one delivery delivered, one waiting for its retry, one dead, the
+/// deleted subscriber's cancelled, and two receipts.
+fn webhook_history(auth: &Path) {
+    let s = SqliteWebhookStore::open(auth).unwrap();
+    for (id, events) in [
+        ("whk_live", EventType::ALL.to_vec()),
+        ("whk_gone", vec![EventType::InvoiceSealed]),
+    ] {
+        let sub = Subscriber {
+            id: id.into(),
+            merchant_nif: NIF_A.into(),
+            url: format!("https://erp.example.cd/{id}"),
+            events,
+            created_at: "2026-02-25T06:13:20.000Z".into(),
+        };
+        assert!(
+            s.insert_subscriber(&sub, &format!("whsec_{id}"), 16)
+                .unwrap()
+        );
+    }
+    let sealed = |seq: u64| NewEvent {
+        id: format!("invoice.sealed:{OUTLET_A}:{seq}"),
+        merchant_nif: NIF_A.into(),
+        kind: EventType::InvoiceSealed,
+        payload: format!(r#"{{"seq":{seq}}}"#),
+    };
+    assert_eq!(
+        s.commit_events(OUTLET_A, 1, &[sealed(1), sealed(2)], 5, T0)
+            .unwrap(),
+        Some(2)
+    );
+    let synced = NewEvent {
+        id: format!("invoice.synced:{OUTLET_A}:1"),
+        kind: EventType::InvoiceSynced,
+        ..sealed(1)
+    };
+    assert!(s.enqueue(&synced, T0 + 1).unwrap());
+    assert!(s.delete_subscriber(NIF_A, "whk_gone").unwrap());
+    let claims = s.claim_due(T0 + 1, T0 + LEASE, 10).unwrap();
+    assert_eq!(claims.len(), 3);
+    let none = |_: u32| None;
+    let later = |_: u32| Some(T0 + 5_000);
+    s.record(&claims[0], &success(T0 + 2), &none).unwrap();
+    s.record(&claims[1], &failure(T0 + 2), &later).unwrap();
+    s.record(&claims[2], &failure(T0 + 2), &none).unwrap();
+    let receipts = SqliteDeliveryStore::open(auth).unwrap();
+    receipts
+        .record(&receipt("dlv_1", NIF_A, &format!("{OUTLET_A}:1")))
+        .unwrap();
+    receipts
+        .record(&receipt("dlv_2", NIF_A, &format!("{OUTLET_A}:1")))
+        .unwrap();
+}
+
+/// What [`webhook_history`] leaves, counted as the copy counts it.
+const HISTORY: CopiedExtras = CopiedExtras {
+    subscribers: 2,
+    events: 3,
+    deliveries: 5,
+    attempts: 3,
+    cursors: 1,
+    receipt_deliveries: 2,
+};
+
+/// The target answers exactly what the source does: subscribers, logs
+/// with their delivery states, cursor, receipts, and the delivery waiting
+/// for its retry is due then, signed with the same secret and body.
+fn assert_same_webhooks_and_receipts(auth: &Path, url: &str) {
+    let src = SqliteWebhookStore::open(auth).unwrap();
+    let dst = PgWebhookStore::connect(url).unwrap();
+    assert_eq!(
+        dst.list_subscribers(NIF_A).unwrap(),
+        src.list_subscribers(NIF_A).unwrap()
+    );
+    assert_eq!(dst.list_subscribers(NIF_A).unwrap().len(), 1);
+    let log = dst.delivery_log(NIF_A, "whk_live", 100).unwrap().unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(
+        log,
+        src.delivery_log(NIF_A, "whk_live", 100).unwrap().unwrap()
+    );
+    assert_eq!(dst.delivery_log(NIF_A, "whk_gone", 100).unwrap(), None);
+    assert_eq!(dst.cursor(OUTLET_A).unwrap(), 5);
+    assert_eq!(
+        PgDeliveryStore::connect(url)
+            .unwrap()
+            .list(NIF_A, &format!("{OUTLET_A}:1"))
+            .unwrap(),
+        SqliteDeliveryStore::open(auth)
+            .unwrap()
+            .list(NIF_A, &format!("{OUTLET_A}:1"))
+            .unwrap()
+    );
+    assert!(
+        dst.claim_due(T0 + 4_999, T0 + LEASE, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let due = dst.claim_due(T0 + 5_000, T0 + LEASE, 10).unwrap();
+    let was = src.claim_due(T0 + 5_000, T0 + LEASE, 10).unwrap();
+    assert_eq!(
+        due.len(),
+        1,
+        "the delivery waiting for its retry, and only it"
+    );
+    assert_eq!(
+        (&due[0].event_id, &due[0].url, &due[0].secret, &due[0].body),
+        (&was[0].event_id, &was[0].url, &was[0].secret, &was[0].body)
+    );
+}
+
+#[test]
+fn the_webhook_and_receipt_copy_is_atomic_and_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let auth = tmp.path().join("auth.db");
+    webhook_history(&auth);
+    // A row the target cannot hold (an attempt number beyond INTEGER),
+    // read after the subscribers, events and deliveries were inserted.
+    let conn = rusqlite::Connection::open(&auth).unwrap();
+    conn.execute(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, status, started_at, completed_at)
+         SELECT id, 3000000000, 'failed', 't', 't' FROM webhook_deliveries ORDER BY id LIMIT 1",
+        [],
+    )
+    .unwrap();
+    let db = TestDb::create().unwrap();
+    assert!(copy_webhooks_and_deliveries(&auth, &db.url).is_err());
+    let mut pg = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    for table in [
+        "webhook_subscribers",
+        "webhook_events",
+        "webhook_deliveries",
+        "webhook_attempts",
+        "webhook_cursors",
+        "receipt_deliveries",
+    ] {
+        let n: i64 = pg
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}: a failed copy copies nothing");
+    }
+    conn.execute(
+        "DELETE FROM webhook_attempts WHERE attempt = 3000000000",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(
+        copy_webhooks_and_deliveries(&auth, &db.url).unwrap(),
+        HISTORY
+    );
+    assert_eq!(
+        copy_webhooks_and_deliveries(&auth, &db.url).unwrap(),
+        CopiedExtras::default(),
+        "a second copy copies nothing more"
+    );
+    assert_same_webhooks_and_receipts(&auth, &db.url);
 }
 
 #[test]
@@ -67,6 +244,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     let keys = SqliteKeyStore::open(&data.join("auth.db")).unwrap();
     let dir = DataDir::open_or_init(&data).unwrap();
     let tokens = bootstrap(&keys, &dir.config.merchants).unwrap();
+    webhook_history(&data.join("auth.db"));
     let outbox = bonopay_sync::sqlite_outbox::SqliteOutbox::open(data.join("ledger.db")).unwrap();
     {
         let item = bonopay_sync::conformance::item(OUTLET_A, 1, 10);
@@ -93,6 +271,20 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     assert_eq!(report["outlets"][0]["verified"], true);
     assert_eq!(report["outbox_items_moved"], 1);
     assert_eq!(report["api_keys_moved"], 1);
+    assert_eq!(
+        report["webhooks_moved"],
+        serde_json::json!({
+            "subscribers": HISTORY.subscribers,
+            "events": HISTORY.events,
+            "deliveries": HISTORY.deliveries,
+            "attempts": HISTORY.attempts,
+            "cursors": HISTORY.cursors,
+        })
+    );
+    assert_eq!(
+        report["receipt_deliveries_moved"],
+        HISTORY.receipt_deliveries
+    );
 
     // The same heads, byte for byte.
     let src = SqliteStore::open(data.join("ledger.db")).unwrap();
@@ -119,6 +311,8 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     let found = pg_keys.key_by_hash(&hash_token(&tokens[0].1)).unwrap();
     assert_eq!(found.unwrap().merchant_nif, NIF_A);
     assert!(pg_keys.outlet(OUTLET_A).unwrap().is_some());
+    // The webhooks and receipts moved.
+    assert_same_webhooks_and_receipts(&data.join("auth.db"), &db.url);
 
     // A second run refuses: the target already holds the outlet.
     let out = bonopay(&["migrate", "--data-dir", d], &env, "");

@@ -4,7 +4,8 @@
 //! instance SIGKILLed mid-run (its clients retry elsewhere with the same
 //! key), and every instance's sync agent uploading to one e-MCF simulator.
 //! At the end: every chain verifies with gapless counters, each key sealed
-//! exactly once, and each invoice confirmed at the DGI exactly once.
+//! exactly once, and each invoice confirmed at the DGI exactly once. (And
+//! a webhook subscriber created through one instance is listed by another.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -99,6 +100,28 @@ fn three_instances_one_database_no_gap_no_fork_each_key_once_each_upload_once() 
             .unwrap();
         assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
     }
+    // Webhook subscribers live in the database too: created through one
+    // instance, listed by another (Z reports only: no traffic here).
+    let created: Value = http
+        .post(format!("{}/v1/webhooks", bases[0]))
+        .bearer_auth(&owner)
+        .json(&json!({"url": "https://erp.example.cd/hooks", "events": ["report.z_closed"]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let listed: Value = http
+        .get(format!("{}/v1/webhooks", bases[1]))
+        .bearer_auth(&owner)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed, json!([created["webhook"]]));
+    assert!(
+        !tmp.path().join("i1/auth.db").exists(),
+        "nothing is kept in auth.db when the data lives in PostgreSQL"
+    );
 
     // Tills: 6 on the hot outlet, 1 on each of the others; each sends 60
     // invoices, round robin over the instances, retrying a failed request

@@ -7,16 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
+#[path = "common/receiver.rs"]
+mod receiver;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
 use bonopay_ledger::{LedgerStore, SqliteStore};
 use bonopay_server_example::cli::serve::bootstrap;
 use bonopay_server_example::datadir::{MerchantConfig, OutletConfig};
@@ -28,6 +29,7 @@ use bonopay_server_example::server::{AppState, router};
 use bonopay_signer::{Clock, Fiscalizer, FiscalizerConfig, ManualClock, SoftwareSigner};
 use bonopay_sync::webhook::{REPLAY_WINDOW_SECS, WebhookSignatureError, verify};
 use common::*;
+use receiver::Receiver;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -183,136 +185,6 @@ impl App {
     }
 }
 
-// ----- the receiver ---------------------------------------------------------
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Got {
-    path: String,
-    event_id: String,
-    event_type: String,
-    timestamp: i64,
-    raw: Vec<u8>,
-    body: Value,
-    verified: Result<(), WebhookSignatureError>,
-    answered: u16,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Got>>>,
-    /// Answer 500 to this many requests, then 200.
-    fail_next: Arc<AtomicU32>,
-    /// Secret per path (as set after each subscription).
-    secrets: Arc<Mutex<HashMap<String, String>>>,
-    clock: Arc<ManualClock>,
-    base: String,
-}
-
-impl Receiver {
-    /// A receiver listening on 127.0.0.1, verifying against `clock`.
-    async fn start(clock: &Arc<ManualClock>) -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let r = Receiver {
-            got: Arc::default(),
-            fail_next: Arc::default(),
-            secrets: Arc::default(),
-            clock: Arc::clone(clock),
-            base: format!("http://{addr}"),
-        };
-        let app = Router::new()
-            .route("/slow", axum::routing::post(slow))
-            .route("/{path}", axum::routing::post(receive))
-            .with_state(r.clone());
-        tokio::spawn(axum::serve(listener, app).into_future());
-        r
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.base)
-    }
-
-    fn set_secret(&self, path: &str, secret: &str) {
-        self.secrets
-            .lock()
-            .unwrap()
-            .insert(path.to_owned(), secret.to_owned());
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn got_at(&self, path: &str) -> Vec<Got> {
-        self.got().into_iter().filter(|g| g.path == path).collect()
-    }
-}
-
-async fn receive(
-    State(r): State<Receiver>,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    raw: Bytes,
-) -> StatusCode {
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let signature = h("bonopay-signature");
-    let secret = r
-        .secrets
-        .lock()
-        .unwrap()
-        .get(&path)
-        .cloned()
-        .unwrap_or_default();
-    let now_secs = r.clock.now_ms().div_euclid(1000);
-    let verified = verify(
-        secret.as_bytes(),
-        &signature,
-        &raw,
-        now_secs,
-        REPLAY_WINDOW_SECS,
-    );
-    let timestamp = signature
-        .split(',')
-        .find_map(|p| p.strip_prefix("t="))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(-1);
-    let answered = if verified.is_err() {
-        401
-    } else if r
-        .fail_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        500
-    } else {
-        200
-    };
-    assert_eq!(h("content-type"), "application/json");
-    r.got.lock().unwrap().push(Got {
-        path,
-        event_id: h("bonopay-event-id"),
-        event_type: h("bonopay-event-type"),
-        timestamp,
-        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
-        raw: raw.to_vec(),
-        verified,
-        answered,
-    });
-    StatusCode::from_u16(answered).unwrap()
-}
-
-async fn slow() -> StatusCode {
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    StatusCode::OK
-}
-
 /// A port nothing listens on.
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -332,7 +204,7 @@ fn ms_of(rfc3339: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_invoices_and_z_reports_are_delivered_signed_and_once() {
     let app = app();
-    let rx = Receiver::start(&app.clock).await;
+    let rx = Receiver::start(app.clock.clone()).await;
     let (all_id, all_secret) = app.subscribe(&rx.url("all"), None).await;
     rx.set_secret("all", &all_secret);
     let (z_id, z_secret) = app
@@ -468,7 +340,7 @@ async fn sealed_invoices_and_z_reports_are_delivered_signed_and_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_receiver_gets_retries_with_backoff_then_succeeds() {
     let app = app();
-    let rx = Receiver::start(&app.clock).await;
+    let rx = Receiver::start(app.clock.clone()).await;
     let (id, secret) = app.subscribe(&rx.url("h"), None).await;
     rx.set_secret("h", &secret);
     rx.fail_next.store(3, Ordering::SeqCst);
@@ -550,7 +422,7 @@ async fn deliveries_die_after_the_attempt_budget_and_timeouts_count_as_failures(
         timeout: Duration::from_millis(300),
         ..RetryPolicy::default()
     });
-    let rx = Receiver::start(&app.clock).await;
+    let rx = Receiver::start(app.clock.clone()).await;
     let (down, _) = app
         .subscribe(&format!("http://127.0.0.1:{}/h", closed_port()), None)
         .await;
@@ -592,7 +464,7 @@ async fn deliveries_die_after_the_attempt_budget_and_timeouts_count_as_failures(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_pending_deliveries_and_never_resends_delivered_ones() {
     let app = app();
-    let rx = Receiver::start(&app.clock).await;
+    let rx = Receiver::start(app.clock.clone()).await;
     let (id, secret) = app.subscribe(&rx.url("h"), None).await;
     rx.set_secret("h", &secret);
 
@@ -811,7 +683,7 @@ async fn owner_only_merchant_isolation_and_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_event_is_idempotent_and_reaches_matching_subscribers_only() {
     let app = app();
-    let rx = Receiver::start(&app.clock).await;
+    let rx = Receiver::start(app.clock.clone()).await;
     let (_, all) = app.subscribe(&rx.url("all"), None).await;
     rx.set_secret("all", &all);
     let (_, sealed_only) = app

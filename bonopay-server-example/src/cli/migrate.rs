@@ -7,11 +7,14 @@
 //! references, report numbers), appended through the PostgreSQL store's
 //! compare-and-swap, so the target checks the chain as it receives it; the
 //! DGI outbox with each invoice's upload state (nothing synced is sent
-//! again); the API keys (hashes only) and outlets. Then the verifier walks
-//! every chain in PostgreSQL (hashes, counters, every signature) and
-//! compares it with the source byte for byte: headers, payloads and
-//! hashes. The target must hold none of the outlets already; the source is
-//! only read. Webhook subscriptions and delivery logs stay in `auth.db`.
+//! again); the API keys (hashes only) and outlets; the webhook subscribers
+//! (with their secrets), events, deliveries with their states and due
+//! times, attempt logs and per-outlet cursors, and the receipt delivery
+//! log ([`copy_webhooks_and_deliveries`]: one transaction, idempotent).
+//! Then the verifier walks every chain in PostgreSQL (hashes, counters,
+//! every signature) and compares it with the source byte for byte:
+//! headers, payloads and hashes. The target must hold none of the outlets
+//! already; the source is only read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,8 +106,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     // 2. The outbox, state and all.
     let outbox = copy_outbox(&dir.file(&dir.config.database.ledger), &args.to)?;
 
-    // 3. API keys and outlets.
+    // 3. API keys and outlets; webhooks and receipt deliveries.
     let auth = copy_auth(&dir.file(&dir.config.database.auth), &args.to)?;
+    let extras = copy_webhooks_and_deliveries(&dir.file(&dir.config.database.auth), &args.to)?;
 
     // 4. Verify in PostgreSQL, and compare with the source byte for byte.
     let check = SignatureCheck::new(dir.trusted_keys().map_err(Failure::Message)?);
@@ -150,6 +154,8 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         "outbox_items_moved": outbox,
         "api_keys_moved": auth.0,
         "outlets_registered": auth.1,
+        "webhooks_moved": extras.webhooks_json(),
+        "receipt_deliveries_moved": extras.receipt_deliveries,
         "outlets": reports,
         "next": "set database.url (or BONOPAY_DATABASE_URL) to the target and restart bonopay serve",
     }))
@@ -166,13 +172,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
 /// are, unclaimed, and the per-outlet cursors.
 fn copy_outbox(ledger: &std::path::Path, url: &str) -> Result<u64, Failure> {
     let conn = rusqlite::Connection::open(ledger).map_err(msg)?;
-    let has: bool = conn
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sync_outbox'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(msg)?;
+    let has = has_table(&conn, "sync_outbox")?;
     // Creates the target tables.
     drop(bonopay_sync::pg_outbox::PgOutbox::connect(url, "migrate", 1).map_err(msg)?);
     if !has {
@@ -180,58 +180,76 @@ fn copy_outbox(ledger: &std::path::Path, url: &str) -> Result<u64, Failure> {
     }
     let mut pg = postgres::Client::connect(url, postgres::NoTls).map_err(msg)?;
     let mut tx = pg.transaction().map_err(msg)?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
-                    confirmation, error, attempts, next_attempt_ms, updated_ms FROM sync_outbox",
-        )
-        .map_err(msg)?;
-    let mut rows = stmt.query([]).map_err(msg)?;
-    let mut n = 0u64;
-    while let Some(r) = rows.next().map_err(msg)? {
-        let get_s = |i| r.get::<_, String>(i).map_err(msg);
-        let get_o = |i| r.get::<_, Option<String>>(i).map_err(msg);
-        let get_i = |i| r.get::<_, i64>(i).map_err(msg);
-        let attempts = i32::try_from(get_i(11)?).map_err(msg)?;
-        tx.execute(
-            "INSERT INTO sync_outbox (outlet, seq, merchant_nif, sealed_at_ms, request, ours, state,
-               uid, theirs, confirmation, error, attempts, next_attempt_ms, updated_ms, change)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, nextval('sync_change_seq'))",
-            &[
-                &get_s(0)?,
-                &get_i(1)?,
-                &get_s(2)?,
-                &get_i(3)?,
-                &get_s(4)?,
-                &get_s(5)?,
-                &get_s(6)?,
-                &get_o(7)?,
-                &get_o(8)?,
-                &get_o(9)?,
-                &get_o(10)?,
-                &attempts,
-                &get_i(12)?,
-                &get_i(13)?,
-            ],
-        )
-        .map_err(msg)?;
-        n += 1;
-    }
-    let mut cur = conn
-        .prepare("SELECT outlet, seq FROM sync_cursor")
-        .map_err(msg)?;
-    let mut cursors = cur.query([]).map_err(msg)?;
-    while let Some(r) = cursors.next().map_err(msg)? {
-        let outlet: String = r.get(0).map_err(msg)?;
-        let seq: i64 = r.get(1).map_err(msg)?;
-        tx.execute(
-            "INSERT INTO sync_cursor (outlet, seq) VALUES ($1, $2)
-             ON CONFLICT (outlet) DO UPDATE SET seq = GREATEST(sync_cursor.seq, excluded.seq)",
-            &[&outlet, &seq],
-        )
-        .map_err(msg)?;
-    }
+    let n = copy_rows(
+        &conn,
+        &mut tx,
+        "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+                confirmation, error, attempts, next_attempt_ms, updated_ms FROM sync_outbox",
+        "INSERT INTO sync_outbox (outlet, seq, merchant_nif, sealed_at_ms, request, ours, state,
+           uid, theirs, confirmation, error, attempts, next_attempt_ms, updated_ms, change)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, nextval('sync_change_seq'))",
+        |r| {
+            Ok(Some(vec![
+                Box::new(r.get::<_, String>(0)?),
+                Box::new(r.get::<_, i64>(1)?),
+                Box::new(r.get::<_, String>(2)?),
+                Box::new(r.get::<_, i64>(3)?),
+                Box::new(r.get::<_, String>(4)?),
+                Box::new(r.get::<_, String>(5)?),
+                Box::new(r.get::<_, String>(6)?),
+                Box::new(r.get::<_, Option<String>>(7)?),
+                Box::new(r.get::<_, Option<String>>(8)?),
+                Box::new(r.get::<_, Option<String>>(9)?),
+                Box::new(r.get::<_, Option<String>>(10)?),
+                Box::new(r.get::<_, i32>(11)?),
+                Box::new(r.get::<_, i64>(12)?),
+                Box::new(r.get::<_, i64>(13)?),
+            ]))
+        },
+    )?;
+    copy_rows(
+        &conn,
+        &mut tx,
+        "SELECT outlet, seq FROM sync_cursor",
+        "INSERT INTO sync_cursor (outlet, seq) VALUES ($1, $2)
+         ON CONFLICT (outlet) DO UPDATE SET seq = GREATEST(sync_cursor.seq, excluded.seq)",
+        |r| {
+            Ok(Some(vec![
+                Box::new(r.get::<_, String>(0)?),
+                Box::new(r.get::<_, i64>(1)?),
+            ]))
+        },
+    )?;
     tx.commit().map_err(msg)?;
+    Ok(n)
+}
+
+/// Parameters of one PostgreSQL statement, made of one SQLite row.
+type Params = Vec<Box<dyn postgres::types::ToSql + Sync>>;
+
+/// Runs `insert` (prepared once, in `tx`) with the parameters `params`
+/// makes of every row `select` reads from `conn` (`None` skips the row);
+/// the number of rows the inserts wrote. SQLite's conversions check the
+/// values (an integer too large for the target's `INTEGER` is an error,
+/// not a wrap).
+fn copy_rows(
+    conn: &rusqlite::Connection,
+    tx: &mut postgres::Transaction<'_>,
+    select: &str,
+    insert: &str,
+    mut params: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Option<Params>>,
+) -> Result<u64, Failure> {
+    let insert = tx.prepare(insert).map_err(msg)?;
+    let mut select = conn.prepare(select).map_err(msg)?;
+    let mut rows = select.query([]).map_err(msg)?;
+    let mut n = 0;
+    while let Some(r) = rows.next().map_err(msg)? {
+        let Some(values) = params(r).map_err(msg)? else {
+            continue;
+        };
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values.iter().map(|v| &**v).collect();
+        n += tx.execute(&insert, &refs).map_err(msg)?;
+    }
     Ok(n)
 }
 
@@ -293,4 +311,231 @@ fn copy_auth(auth: &std::path::Path, url: &str) -> Result<(u64, u64), Failure> {
         keys += 1;
     }
     Ok((keys, outlets))
+}
+
+/// What [`copy_webhooks_and_deliveries`] inserted (rows already in the
+/// target are not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopiedExtras {
+    /// Webhook subscribers (deleted ones too: their logs stay readable to
+    /// no one, but their deliveries refer to them).
+    pub subscribers: u64,
+    /// Webhook events.
+    pub events: u64,
+    /// Webhook deliveries.
+    pub deliveries: u64,
+    /// Logged webhook attempts.
+    pub attempts: u64,
+    /// Per-outlet producer cursors (inserted or moved forward).
+    pub cursors: u64,
+    /// Receipt delivery records.
+    pub receipt_deliveries: u64,
+}
+
+impl CopiedExtras {
+    fn webhooks_json(&self) -> serde_json::Value {
+        json!({
+            "subscribers": self.subscribers,
+            "events": self.events,
+            "deliveries": self.deliveries,
+            "attempts": self.attempts,
+            "cursors": self.cursors,
+        })
+    }
+}
+
+fn has_table(conn: &rusqlite::Connection, name: &str) -> Result<bool, Failure> {
+    conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .map_err(msg)
+}
+
+/// Copies the webhook tables (subscribers, events, deliveries, attempts,
+/// cursors) and the receipt deliveries of the SQLite `auth` database into
+/// PostgreSQL at `url`, creating the target tables first.
+///
+/// **Atomic**: one PostgreSQL transaction; a failure copies nothing.
+/// **Idempotent**: a row already in the target (same subscriber id, event
+/// id, (event, subscriber) delivery, receipt delivery id) is left as it
+/// is, so a second run copies nothing more. Deliveries get new ids in the
+/// target (its identity column), and their attempts follow them; the
+/// attempts of a delivery that was already there are not copied again. A
+/// cursor only moves forward. The source is only read.
+///
+/// # Errors
+/// [`Failure::Message`] when either database fails (nothing is copied).
+pub fn copy_webhooks_and_deliveries(
+    auth: &std::path::Path,
+    url: &str,
+) -> Result<CopiedExtras, Failure> {
+    let mut n = CopiedExtras::default();
+    if !auth.exists() {
+        return Ok(n);
+    }
+    // Creates (migrates) the target tables.
+    drop(crate::server::webhooks_pg::PgWebhookStore::connect_with_pool_size(url, 1).map_err(msg)?);
+    drop(
+        crate::server::deliveries_pg::PgDeliveryStore::connect_with_pool_size(url, 1)
+            .map_err(msg)?,
+    );
+    let conn = rusqlite::Connection::open(auth).map_err(msg)?;
+    let mut pg = postgres::Client::connect(url, postgres::NoTls).map_err(msg)?;
+    let mut tx = pg.transaction().map_err(msg)?;
+    let text = |r: &rusqlite::Row<'_>, i| r.get::<_, String>(i);
+
+    if has_table(&conn, "webhook_subscribers")? {
+        n.subscribers = copy_rows(
+            &conn,
+            &mut tx,
+            "SELECT id, merchant_nif, url, secret, events, created_at, disabled
+             FROM webhook_subscribers ORDER BY rowid",
+            "INSERT INTO webhook_subscribers (id, merchant_nif, url, secret, events, created_at, disabled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            |r| {
+                let events: Vec<String> = text(r, 4)?
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Ok(Some(vec![
+                    Box::new(text(r, 0)?),
+                    Box::new(text(r, 1)?),
+                    Box::new(text(r, 2)?),
+                    Box::new(text(r, 3)?),
+                    Box::new(events),
+                    Box::new(text(r, 5)?),
+                    Box::new(r.get::<_, bool>(6)?),
+                ]))
+            },
+        )?;
+    }
+    if has_table(&conn, "webhook_events")? {
+        n.events = copy_rows(
+            &conn,
+            &mut tx,
+            "SELECT event_id, merchant_nif, type, payload, created_at
+             FROM webhook_events ORDER BY rowid",
+            "INSERT INTO webhook_events (event_id, merchant_nif, type, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+            |r| {
+                let mut values: Params = Vec::new();
+                for i in 0..5 {
+                    values.push(Box::new(text(r, i)?));
+                }
+                Ok(Some(values))
+            },
+        )?;
+    }
+    if has_table(&conn, "webhook_deliveries")? && has_table(&conn, "webhook_attempts")? {
+        // Deliveries get the target's ids: source id -> target id, for the
+        // deliveries inserted now (the others' attempts are there already).
+        let mut ids = std::collections::HashMap::new();
+        let insert = tx
+            .prepare(
+                "INSERT INTO webhook_deliveries
+                     (event_id, subscriber_id, state, attempts, next_attempt_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (event_id, subscriber_id) DO NOTHING RETURNING id",
+            )
+            .map_err(msg)?;
+        let mut st = conn
+            .prepare(
+                "SELECT id, event_id, subscriber_id, state, attempts, next_attempt_ms, created_at
+                 FROM webhook_deliveries ORDER BY id",
+            )
+            .map_err(msg)?;
+        let mut rows = st.query([]).map_err(msg)?;
+        while let Some(r) = rows.next().map_err(msg)? {
+            let inserted = tx
+                .query_opt(
+                    &insert,
+                    &[
+                        &text(r, 1).map_err(msg)?,
+                        &text(r, 2).map_err(msg)?,
+                        &text(r, 3).map_err(msg)?,
+                        &r.get::<_, i32>(4).map_err(msg)?,
+                        &r.get::<_, Option<i64>>(5).map_err(msg)?,
+                        &text(r, 6).map_err(msg)?,
+                    ],
+                )
+                .map_err(msg)?;
+            if let Some(row) = inserted {
+                let id: i64 = r.get(0).map_err(msg)?;
+                ids.insert(id, row.try_get::<_, i64>(0).map_err(msg)?);
+                n.deliveries += 1;
+            }
+        }
+        n.attempts = copy_rows(
+            &conn,
+            &mut tx,
+            "SELECT delivery_id, attempt, status, http_status, error, started_at,
+                    completed_at, next_attempt_at
+             FROM webhook_attempts ORDER BY rowid",
+            "INSERT INTO webhook_attempts (delivery_id, attempt, status, http_status, error,
+                 started_at, completed_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (delivery_id, attempt) DO NOTHING",
+            |r| {
+                let Some(delivery) = ids.get(&r.get::<_, i64>(0)?) else {
+                    return Ok(None);
+                };
+                Ok(Some(vec![
+                    Box::new(*delivery),
+                    Box::new(r.get::<_, i32>(1)?),
+                    Box::new(text(r, 2)?),
+                    Box::new(r.get::<_, Option<i32>>(3)?),
+                    Box::new(r.get::<_, Option<String>>(4)?),
+                    Box::new(text(r, 5)?),
+                    Box::new(text(r, 6)?),
+                    Box::new(r.get::<_, Option<String>>(7)?),
+                ]))
+            },
+        )?;
+    }
+    if has_table(&conn, "webhook_cursors")? {
+        n.cursors = copy_rows(
+            &conn,
+            &mut tx,
+            "SELECT outlet, next_seq FROM webhook_cursors",
+            "INSERT INTO webhook_cursors (outlet, next_seq) VALUES ($1, $2)
+             ON CONFLICT (outlet) DO UPDATE SET next_seq = excluded.next_seq
+             WHERE webhook_cursors.next_seq < excluded.next_seq",
+            |r| {
+                Ok(Some(vec![
+                    Box::new(text(r, 0)?),
+                    Box::new(r.get::<_, i64>(1)?),
+                ]))
+            },
+        )?;
+    }
+    if has_table(&conn, "deliveries")? {
+        n.receipt_deliveries = copy_rows(
+            &conn,
+            &mut tx,
+            "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error,
+                    created_at, completed_at
+             FROM deliveries ORDER BY rowid",
+            "INSERT INTO receipt_deliveries (id, invoice_id, merchant_nif, channel, recipient,
+                 status, error, created_at, completed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            |r| {
+                Ok(Some(vec![
+                    Box::new(text(r, 0)?),
+                    Box::new(text(r, 1)?),
+                    Box::new(text(r, 2)?),
+                    Box::new(text(r, 3)?),
+                    Box::new(text(r, 4)?),
+                    Box::new(text(r, 5)?),
+                    Box::new(r.get::<_, Option<String>>(6)?),
+                    Box::new(text(r, 7)?),
+                    Box::new(text(r, 8)?),
+                ]))
+            },
+        )?;
+    }
+    tx.commit().map_err(msg)?;
+    Ok(n)
 }

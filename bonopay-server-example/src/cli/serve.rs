@@ -16,7 +16,10 @@ use crate::datadir::{DataDir, DeliveriesConfig};
 use crate::server::auth::{
     ApiKey, ApiKeyStore, AuthError, Outlet, Role, SqliteKeyStore, hash_token, new_token,
 };
-use crate::server::deliveries::{Deliveries, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel};
+use crate::server::deliveries::{
+    Deliveries, DeliveryStore, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel,
+};
+use crate::server::webhooks::Webhooks;
 use crate::server::{AppState, Limits, MerchantProfile, router};
 
 /// Options of `bonopay serve`.
@@ -130,7 +133,18 @@ pub fn bootstrap(
 /// A message naming a bad SMTP URL or sender, or an unopenable database.
 pub fn deliveries(config: &DeliveriesConfig, auth_db: &Path) -> Result<Deliveries, String> {
     let store = SqliteDeliveryStore::open(auth_db).map_err(|e| e.to_string())?;
-    let mut d = Deliveries::new(Arc::new(store));
+    deliveries_in(config, Arc::new(store))
+}
+
+/// The delivery channels of `config`, recording in `store`.
+///
+/// # Errors
+/// A message naming a bad SMTP URL or sender.
+pub fn deliveries_in(
+    config: &DeliveriesConfig,
+    store: Arc<dyn DeliveryStore>,
+) -> Result<Deliveries, String> {
+    let mut d = Deliveries::new(store);
     if let Some(url) = &config.smtp_url {
         let from = config.smtp_from.as_deref().unwrap_or("bonopay@localhost");
         d = d.with_email(SmtpMailer::from_url(url, from)?);
@@ -157,27 +171,35 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         dir.signer.key_id()
     ));
     let auth_db = dir.file(&dir.config.database.auth);
-    // API keys and outlets: shared in PostgreSQL when the data lives there
-    // (several instances behind a load balancer), else auth.db.
-    let keys: Arc<dyn ApiKeyStore> = match &dir.config.database.url {
-        Some(url) => Arc::new(
-            crate::server::auth_pg::PgKeyStore::connect(url)
-                .map_err(|e| Failure::Message(e.to_string()))?,
-        ),
-        None => {
-            Arc::new(SqliteKeyStore::open(&auth_db).map_err(|e| Failure::Message(e.to_string()))?)
-        }
-    };
-    let deliveries = deliveries(&dir.config.deliveries, &auth_db).map_err(Failure::Message)?;
+    // API keys and outlets, webhooks, receipt deliveries: shared in
+    // PostgreSQL when the data lives there (several instances behind a load
+    // balancer see the same ones), else auth.db.
+    let msg = |e: &dyn std::fmt::Display| Failure::Message(e.to_string());
+    let (keys, webhooks, delivery_store): (Arc<dyn ApiKeyStore>, Webhooks, Arc<dyn DeliveryStore>) =
+        match &dir.config.database.url {
+            Some(url) => (
+                Arc::new(crate::server::auth_pg::PgKeyStore::connect(url).map_err(|e| msg(&e))?),
+                Webhooks::postgres(url).map_err(|e| msg(&e))?,
+                Arc::new(
+                    crate::server::deliveries_pg::PgDeliveryStore::connect(url)
+                        .map_err(|e| msg(&e))?,
+                ),
+            ),
+            None => (
+                Arc::new(SqliteKeyStore::open(&auth_db).map_err(|e| msg(&e))?),
+                Webhooks::open(&auth_db).map_err(|e| msg(&e))?,
+                Arc::new(SqliteDeliveryStore::open(&auth_db).map_err(|e| msg(&e))?),
+            ),
+        };
+    let deliveries =
+        deliveries_in(&dir.config.deliveries, delivery_store).map_err(Failure::Message)?;
     for (merchant, token) in bootstrap(&*keys, &dir.config.merchants).map_err(Failure::Message)? {
         say(&format!(
             "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"
         ));
     }
     let fiscalizer = Arc::new(dir.fiscalizer().map_err(Failure::Message)?);
-    // --- webhooks (issue 7): the service over auth.db ---
-    let webhooks = crate::server::webhooks::Webhooks::open(&auth_db)
-        .map_err(|e| Failure::Message(e.to_string()))?;
+    // --- webhooks (issue 7): producer sources ---
     let webhook_sources: (
         Arc<dyn bonopay_ledger::LedgerStore>,
         Arc<dyn crate::server::auth::ApiKeyStore>,

@@ -239,6 +239,17 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Sets a connection to `auth.db` (or an in-memory database) up as every
+/// store kept there wants it — WAL, `synchronous=FULL`, a 5 s busy timeout
+/// (the key, webhook and receipt stores each hold a connection to the same
+/// file) — and creates `schema`.
+pub(crate) fn prepare_auth_db(conn: &Connection, schema: &str) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(schema)
+}
+
 /// [`ApiKeyStore`] on SQLite (`auth.db`).
 pub struct SqliteKeyStore {
     conn: Mutex<Connection>,
@@ -293,13 +304,7 @@ impl SqliteKeyStore {
     }
 
     fn init(conn: Connection) -> Result<Self, AuthError> {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(storage)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(storage)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
+        prepare_auth_db(&conn, SCHEMA).map_err(storage)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

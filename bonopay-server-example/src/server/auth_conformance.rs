@@ -79,8 +79,8 @@ fn outlet(id: &str, merchant: &str) -> Outlet {
 }
 
 /// Runs `f(i)` on [`THREADS`] threads released together; the results in
-/// thread order.
-fn race<T: Send + 'static>(f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+/// thread order. (The other stores' suites race with it too.)
+pub(crate) fn race<T: Send + 'static>(f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
     let f = Arc::new(f);
     let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)

@@ -1,9 +1,13 @@
 //! Receipt deliveries: `POST /v1/invoices/{id}/deliveries` sends the PDF
 //! receipt by e-mail (SMTP, with lettre) or through a [`MessagingChannel`]
 //! (a WhatsApp-style HTTP API, [`WhatsAppHttpChannel`]); every attempt,
-//! sent or failed, is recorded in a [`DeliveryStore`] (the `deliveries`
-//! table of `auth.db` in `bonopay serve`) and listed by
-//! `GET /v1/invoices/{id}/deliveries`.
+//! sent or failed, is recorded in a [`DeliveryStore`] and listed by
+//! `GET /v1/invoices/{id}/deliveries`. `bonopay serve` records in the
+//! `deliveries` table of `auth.db` ([`SqliteDeliveryStore`]), or, when its
+//! data lives in PostgreSQL, in `receipt_deliveries` there
+//! ([`PgDeliveryStore`](super::deliveries_pg::PgDeliveryStore)), so every
+//! instance lists every attempt. The backends pass one conformance suite
+//! ([`conformance`], feature `conformance`).
 //!
 //! Owner, cashier and integration keys may deliver receipts of the outlets
 //! they are bound to; auditors may only list deliveries. Another merchant's
@@ -35,6 +39,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::prepare_auth_db;
 use super::error::{ApiError, ErrorBody};
 use super::invoices::{load_for, pdf_of};
 use super::receipt_pdf::PageFormat;
@@ -59,6 +64,14 @@ impl Channel {
             Channel::Whatsapp => "whatsapp",
         }
     }
+
+    /// The channel named `s` (as [`Channel::as_str`] writes it).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [Channel::Email, Channel::Whatsapp]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
 }
 
 /// Outcome of an attempt.
@@ -69,6 +82,25 @@ pub enum DeliveryStatus {
     Sent,
     /// The channel failed; see `error`.
     Failed,
+}
+
+impl DeliveryStatus {
+    /// The lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// The status named `s` (as [`DeliveryStatus::as_str`] writes it).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [DeliveryStatus::Sent, DeliveryStatus::Failed]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
 }
 
 /// One recorded delivery attempt.
@@ -104,7 +136,9 @@ pub enum DeliveryStoreError {
     Storage(String),
 }
 
-/// Durable record of delivery attempts. Synchronous and object-safe.
+/// Durable record of delivery attempts. Synchronous and object-safe. An id
+/// is recorded once (a second record with it is a
+/// [`DeliveryStoreError::Storage`]); lists are oldest first.
 pub trait DeliveryStore: fmt::Debug + Send + Sync {
     /// Records an attempt.
     ///
@@ -129,10 +163,18 @@ pub struct MemoryDeliveryStore(Mutex<Vec<DeliveryRecord>>);
 
 impl DeliveryStore for MemoryDeliveryStore {
     fn record(&self, delivery: &DeliveryRecord) -> Result<(), DeliveryStoreError> {
-        self.0
+        let mut all = self
+            .0
             .lock()
-            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?
-            .push(delivery.clone());
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+        // As the databases' primary key: an id is recorded once.
+        if all.iter().any(|d| d.id == delivery.id) {
+            return Err(DeliveryStoreError::Storage(format!(
+                "delivery {} is recorded already",
+                delivery.id
+            )));
+        }
+        all.push(delivery.clone());
         Ok(())
     }
 
@@ -165,7 +207,7 @@ impl fmt::Debug for SqliteDeliveryStore {
     }
 }
 
-fn storage(e: impl fmt::Display) -> DeliveryStoreError {
+pub(crate) fn storage(e: impl fmt::Display) -> DeliveryStoreError {
     DeliveryStoreError::Storage(e.to_string())
 }
 
@@ -191,16 +233,25 @@ impl SqliteDeliveryStore {
     /// [`DeliveryStoreError::Storage`].
     pub fn open(path: &Path) -> Result<Self, DeliveryStoreError> {
         let conn = Connection::open(path).map_err(storage)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(storage)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(storage)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
+        prepare_auth_db(&conn, SCHEMA).map_err(storage)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
     }
+}
+
+/// A stored record's channel and status, checked: a name this build does
+/// not know is a storage error, not a guess.
+pub(crate) fn checked(
+    mut d: DeliveryRecord,
+    channel: &str,
+    status: &str,
+) -> Result<DeliveryRecord, DeliveryStoreError> {
+    d.channel =
+        Channel::parse(channel).ok_or_else(|| storage(format!("unknown channel `{channel}`")))?;
+    d.status = DeliveryStatus::parse(status)
+        .ok_or_else(|| storage(format!("unknown status `{status}`")))?;
+    Ok(d)
 }
 
 impl DeliveryStore for SqliteDeliveryStore {
@@ -209,10 +260,6 @@ impl DeliveryStore for SqliteDeliveryStore {
             .conn
             .lock()
             .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
-        let status = match d.status {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Failed => "failed",
-        };
         conn.execute(
             "INSERT INTO deliveries (id, invoice_id, merchant_nif, channel, recipient, status, error, created_at, completed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -222,7 +269,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                 d.merchant_nif,
                 d.channel.as_str(),
                 d.recipient,
-                status,
+                d.status.as_str(),
                 d.error,
                 d.created_at,
                 d.completed_at
@@ -268,22 +315,11 @@ impl DeliveryStore for SqliteDeliveryStore {
                 ))
             })
             .map_err(storage)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut d, channel, status) = row.map_err(storage)?;
-            d.channel = match channel.as_str() {
-                "email" => Channel::Email,
-                "whatsapp" => Channel::Whatsapp,
-                other => return Err(storage(format!("unknown channel `{other}`"))),
-            };
-            d.status = match status.as_str() {
-                "sent" => DeliveryStatus::Sent,
-                "failed" => DeliveryStatus::Failed,
-                other => return Err(storage(format!("unknown status `{other}`"))),
-            };
-            out.push(d);
-        }
-        Ok(out)
+        rows.map(|row| {
+            let (d, channel, status) = row.map_err(storage)?;
+            checked(d, &channel, &status)
+        })
+        .collect()
     }
 }
 
@@ -711,6 +747,150 @@ pub async fn list_deliveries(
     })
     .await?;
     Ok(Json(list))
+}
+
+/// The conformance suite every [`DeliveryStore`] backend runs (feature
+/// `conformance`): memory, SQLite and PostgreSQL. Each check panics with a
+/// message naming the broken promise.
+///
+/// ```
+/// use std::sync::Arc;
+/// use bonopay_server_example::server::deliveries::{MemoryDeliveryStore, conformance};
+///
+/// conformance::run_all(&|| Arc::new(MemoryDeliveryStore::default()));
+/// ```
+#[cfg(feature = "conformance")]
+pub mod conformance {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Arc;
+
+    use super::{Channel, DeliveryRecord, DeliveryStatus, DeliveryStore, DeliveryStoreError};
+    pub use crate::server::auth_conformance::THREADS;
+    use crate::server::auth_conformance::race;
+
+    /// Opens a store: a fresh, empty one for [`run_all`]; one more handle
+    /// on the same database for [`shared_database`].
+    pub type Open<'a> = &'a dyn Fn() -> Arc<dyn DeliveryStore>;
+
+    /// A failed WhatsApp attempt `id` for `invoice_id` of `merchant`.
+    #[must_use]
+    pub fn record(id: &str, merchant: &str, invoice_id: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            id: id.into(),
+            invoice_id: invoice_id.into(),
+            merchant_nif: merchant.into(),
+            channel: Channel::Whatsapp,
+            recipient: "+243812345678".into(),
+            status: DeliveryStatus::Failed,
+            error: Some("the messaging API answered 503".into()),
+            created_at: "2026-03-01T08:00:00.000Z".into(),
+            completed_at: "2026-03-01T08:00:01.250Z".into(),
+        }
+    }
+
+    /// Runs every check, each on a fresh store (except
+    /// [`shared_database`]).
+    pub fn run_all(fresh: Open<'_>) {
+        round_trips_oldest_first_per_merchant_and_invoice(fresh);
+        an_id_is_recorded_once(fresh);
+        concurrent_records(fresh);
+    }
+
+    /// Every field reads back as written; a list holds one merchant's
+    /// attempts at one invoice, oldest first.
+    pub fn round_trips_oldest_first_per_merchant_and_invoice(fresh: Open<'_>) {
+        let s = fresh();
+        let first = record("dlv_1", "A1", "o1:1");
+        let second = DeliveryRecord {
+            id: "dlv_2".into(),
+            channel: Channel::Email,
+            recipient: "caissier+reçus@exemple.cd".into(),
+            status: DeliveryStatus::Sent,
+            error: None,
+            ..record("dlv_2", "A1", "o1:1")
+        };
+        let other_invoice = record("dlv_3", "A1", "o1:2");
+        let other_merchant = record("dlv_4", "B2", "o1:1");
+        for d in [&first, &other_invoice, &second, &other_merchant] {
+            s.record(d).unwrap();
+        }
+        assert_eq!(
+            s.list("A1", "o1:1").unwrap(),
+            vec![first, second],
+            "oldest first, fields as written"
+        );
+        assert_eq!(s.list("A1", "o1:2").unwrap(), vec![other_invoice]);
+        assert_eq!(s.list("B2", "o1:1").unwrap(), vec![other_merchant]);
+        assert!(s.list("B2", "o1:2").unwrap().is_empty());
+        assert!(s.list("a1", "o1:1").unwrap().is_empty(), "case-sensitive");
+    }
+
+    /// A second record with a taken id fails and changes nothing.
+    pub fn an_id_is_recorded_once(fresh: Open<'_>) {
+        let s = fresh();
+        let d = record("dlv_dup", "A1", "o1:1");
+        s.record(&d).unwrap();
+        let again = DeliveryRecord {
+            status: DeliveryStatus::Sent,
+            error: None,
+            ..d.clone()
+        };
+        assert!(matches!(
+            s.record(&again),
+            Err(DeliveryStoreError::Storage(_))
+        ));
+        assert_eq!(s.list("A1", "o1:1").unwrap(), vec![d]);
+    }
+
+    /// [`THREADS`] threads record at once: nothing is lost, and each
+    /// thread's records list in the order it made them.
+    pub fn concurrent_records(fresh: Open<'_>) {
+        const PER_THREAD: usize = 10;
+        let s = fresh();
+        let theirs = Arc::clone(&s);
+        race(move |t| {
+            for i in 0..PER_THREAD {
+                theirs
+                    .record(&record(&format!("dlv_{t}_{i}"), "A1", "o1:1"))
+                    .unwrap_or_else(|e| panic!("record {t}/{i} refused: {e}"));
+            }
+        });
+        let all = s.list("A1", "o1:1").unwrap();
+        assert_eq!(all.len(), THREADS * PER_THREAD, "no record lost");
+        for t in 0..THREADS {
+            let mine: Vec<String> = all
+                .iter()
+                .map(|d| d.id.clone())
+                .filter(|id| id.starts_with(&format!("dlv_{t}_")))
+                .collect();
+            let expected: Vec<String> = (0..PER_THREAD).map(|i| format!("dlv_{t}_{i}")).collect();
+            assert_eq!(mine, expected, "thread {t}'s records, oldest first");
+        }
+    }
+
+    /// Several handles on one database (as several server instances):
+    /// what one records, the others list at once, in order. `open` returns
+    /// a new handle on the same, initially empty, database on every call.
+    pub fn shared_database(open: Open<'_>) {
+        let a = open();
+        let b = open();
+        let first = record("dlv_a", "A1", "o1:1");
+        let second = record("dlv_b", "A1", "o1:1");
+        a.record(&first).unwrap();
+        b.record(&second).unwrap();
+        for s in [&a, &b] {
+            assert_eq!(
+                s.list("A1", "o1:1").unwrap(),
+                vec![first.clone(), second.clone()],
+                "every handle lists every attempt, oldest first"
+            );
+        }
+        assert!(
+            b.record(&first).is_err(),
+            "an id taken through a is taken for b"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -28,16 +28,20 @@
 //! doubling to at most 1 h, 12 attempts, then the delivery is `dead`).
 //! Every attempt is logged and listed by `GET /v1/webhooks/{id}/deliveries`.
 //!
-//! **Durability.** Everything lives in SQLite (the `webhook_*` tables of
-//! `auth.db`): subscribers, events, one delivery per (event, subscriber)
-//! with its state and next due time, the attempt log, and a per-outlet
-//! cursor into the ledger. The producer ([`Webhooks::produce`]) turns new
-//! ledger entries into events and advances the outlet's cursor in the same
-//! SQLite transaction, so no entry is skipped or enqueued twice across
-//! crashes. The dispatcher ([`Webhooks::dispatch_due`]) claims due
-//! deliveries with a lease, sends them, and records each outcome; a crash
-//! mid-send re-sends after the lease. `bonopay serve` runs both every two
-//! seconds ([`Webhooks::spawn`]); on start it resumes whatever is due.
+//! **Durability.** Everything lives behind a [`WebhookStore`]: in SQLite
+//! (the `webhook_*` tables of `auth.db`, [`SqliteWebhookStore`]) or, for
+//! several instances over one database, in PostgreSQL
+//! ([`PgWebhookStore`](super::webhooks_pg::PgWebhookStore)): subscribers,
+//! events, one delivery per (event, subscriber) with its state and next due
+//! time, the attempt log, and a per-outlet cursor into the ledger. The
+//! producer ([`Webhooks::produce`]) turns new ledger entries into events
+//! and advances the outlet's cursor in the same transaction, after checking
+//! that the cursor has not moved, so no entry is skipped or enqueued twice
+//! across crashes or by two instances at once. The dispatcher
+//! ([`Webhooks::dispatch_due`]) claims due deliveries with a lease, sends
+//! them, and records each outcome; a crash mid-send re-sends after the
+//! lease. `bonopay serve` runs both every two seconds ([`Webhooks::spawn`]);
+//! on start it resumes whatever is due.
 
 use std::fmt;
 use std::path::Path;
@@ -59,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{ApiKey, ApiKeyStore};
+use super::auth::{ApiKey, ApiKeyStore, prepare_auth_db};
 use super::error::{ApiError, ErrorBody, FieldError};
 use super::{ApiJson, ApiPath, ApiQuery, Principal, Shared, blocking};
 
@@ -156,7 +160,7 @@ impl WebhookError {
     }
 }
 
-fn storage(e: impl fmt::Display) -> WebhookError {
+pub(crate) fn storage(e: impl fmt::Display) -> WebhookError {
     WebhookError::Storage(e.to_string())
 }
 
@@ -306,7 +310,7 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
@@ -315,7 +319,7 @@ impl DeliveryState {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [
             DeliveryState::Pending,
             DeliveryState::Delivered,
@@ -369,6 +373,348 @@ pub struct RunSummary {
     pub dead: usize,
 }
 
+// ----- storage ---------------------------------------------------------------
+
+/// An event to enqueue ([`WebhookStore::enqueue`],
+/// [`WebhookStore::commit_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique id (`invoice.sealed:{outlet}:{seq}`, …): an event is stored
+    /// once, whoever enqueues it again.
+    pub id: String,
+    /// Its merchant: only this merchant's subscribers receive it.
+    pub merchant_nif: String,
+    /// Its type: only subscribers that want it receive it.
+    pub kind: EventType,
+    /// The request body's `data`, as JSON text.
+    pub payload: String,
+}
+
+/// A delivery claimed for one attempt ([`WebhookStore::claim_due`]): the
+/// signed request to send and where.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// The delivery (one event for one subscriber).
+    pub delivery_id: i64,
+    /// The event's id (`Bonopay-Event-Id`).
+    pub event_id: String,
+    /// The event's type (`Bonopay-Event-Type`).
+    pub event_type: String,
+    /// The request body: `{"id", "type", "merchant_nif", "created_at", "data"}`.
+    pub body: Vec<u8>,
+    /// The subscriber's URL.
+    pub url: String,
+    /// The subscriber's signing secret.
+    pub secret: String,
+    /// The delivery's due time while claimed: the end of the lease. It is
+    /// also the claim's identity: once a lease has ended and another
+    /// dispatcher has claimed the delivery, its due time is that
+    /// dispatcher's lease, and [`WebhookStore::record`] lets the late one
+    /// log its attempt but not reschedule the delivery.
+    pub lease_until_ms: i64,
+}
+
+impl fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("delivery_id", &self.delivery_id)
+            .field("event_id", &self.event_id)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("lease_until_ms", &self.lease_until_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request body of a stored event, as every backend builds it.
+pub(crate) fn event_body(
+    event_id: &str,
+    event_type: &str,
+    merchant_nif: &str,
+    payload: &str,
+    created_at: &str,
+) -> Vec<u8> {
+    let data: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+    let body = json!({
+        "id": event_id,
+        "type": event_type,
+        "merchant_nif": merchant_nif,
+        "created_at": created_at,
+        "data": data,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    /// The receiver's HTTP status, if it answered.
+    pub http_status: Option<u16>,
+    /// Why it failed; `None` for a 2xx answer.
+    pub error: Option<String>,
+    /// When it started (Unix ms).
+    pub started_ms: i64,
+    /// When it ended (Unix ms).
+    pub completed_ms: i64,
+}
+
+/// What recording an attempt did to its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The attempt succeeded.
+    Sent,
+    /// The attempt failed; another one will be made.
+    Retry,
+    /// The attempt failed and was the last one: the delivery is dead.
+    Dead,
+}
+
+/// When the next attempt after failed attempt `n` (from 1) is due (Unix
+/// ms), or `None` if attempt `n` was the last. The service's retry policy,
+/// handed to [`WebhookStore::record`] so the store applies it to the
+/// attempt count it holds locked.
+pub type Schedule<'a> = &'a dyn Fn(u32) -> Option<i64>;
+
+/// The storage of the webhook service: subscribers, events, one delivery
+/// per (event, subscriber) with its state and due time, the attempt log,
+/// and a per-outlet cursor into the ledger. Synchronous and object-safe;
+/// the service ([`Webhooks`]) holds it as `Arc<dyn WebhookStore>` and calls
+/// it from blocking threads. [`SqliteWebhookStore`] (`auth.db`) and
+/// [`PgWebhookStore`](super::webhooks_pg::PgWebhookStore) (shared by
+/// several server instances) implement it and pass one conformance suite
+/// ([`webhooks_conformance`](super::webhooks_conformance), feature
+/// `conformance`).
+///
+/// Times are given by the caller (the service's clock), never read from
+/// the database's, so tests drive them and every instance agrees with its
+/// own signatures.
+pub trait WebhookStore: fmt::Debug + Send + Sync {
+    /// Stores `subscriber` with its signing `secret`, unless its merchant
+    /// has `max_per_merchant` subscribers already (`Ok(false)`). The count
+    /// and the insert are one atomic step: racing creations never exceed
+    /// the limit.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`], also for a duplicate id.
+    fn insert_subscriber(
+        &self,
+        subscriber: &Subscriber,
+        secret: &str,
+        max_per_merchant: usize,
+    ) -> Result<bool, WebhookError>;
+
+    /// The merchant's subscribers (not deleted ones), oldest first.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn list_subscribers(&self, merchant_nif: &str) -> Result<Vec<Subscriber>, WebhookError>;
+
+    /// Deletes subscriber `id` of `merchant_nif` and cancels its pending
+    /// deliveries (its log is kept); `false` if the merchant has no such
+    /// subscriber.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn delete_subscriber(&self, merchant_nif: &str, id: &str) -> Result<bool, WebhookError>;
+
+    /// The attempt log of subscriber `id` of `merchant_nif`, newest first,
+    /// at most `limit` attempts; `None` if the merchant has no such
+    /// subscriber.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn delivery_log(
+        &self,
+        merchant_nif: &str,
+        id: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<DeliveryAttempt>>, WebhookError>;
+
+    /// Stores `event` if its id is new, with a pending delivery due at
+    /// `now_ms` for every current subscriber of its merchant that wants
+    /// its type; `false` (and nothing changed) if the id was stored before.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn enqueue(&self, event: &NewEvent, now_ms: i64) -> Result<bool, WebhookError>;
+
+    /// The first ledger seq of `outlet` not turned into events yet (1 for
+    /// an outlet never seen).
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn cursor(&self, outlet: &str) -> Result<u64, WebhookError>;
+
+    /// Enqueues `events` (the events of `outlet`'s entries `from_seq ..
+    /// next_seq`) and moves the cursor from `from_seq` to `next_seq`, in
+    /// one transaction — if the cursor is still at `from_seq`. Otherwise
+    /// another producer got there first: nothing is written and the answer
+    /// is `None`. `Some(n)`: `n` events were new (an event stored before,
+    /// say after a lost cursor, is not enqueued again). The cursor never
+    /// moves backwards.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn commit_events(
+        &self,
+        outlet: &str,
+        from_seq: u64,
+        events: &[NewEvent],
+        next_seq: u64,
+        now_ms: i64,
+    ) -> Result<Option<usize>, WebhookError>;
+
+    /// Claims up to `limit` pending deliveries due at `now_ms` (of
+    /// subscribers not deleted), soonest due first, by moving their due
+    /// time to `lease_until_ms`: no other claim takes them before then,
+    /// from this handle or any other on the same storage. A claim that is
+    /// never recorded (a crash mid-send) lapses at `lease_until_ms`.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, WebhookError>;
+
+    /// Logs an attempt at `claim` as attempt `n` (one more than the
+    /// delivery's stored count) and moves the delivery on: delivered after
+    /// a success; after a failure, pending again at `schedule(n)`, or dead
+    /// if that is `None`. A delivery cancelled meanwhile stays cancelled;
+    /// one claimed by someone else since (its lease had ended) keeps that
+    /// claim, unless this attempt succeeded (then it is delivered).
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`], also for an unknown delivery.
+    fn record(
+        &self,
+        claim: &ClaimedDelivery,
+        outcome: &AttemptOutcome,
+        schedule: Schedule<'_>,
+    ) -> Result<Recorded, WebhookError>;
+}
+
+/// What recording an attempt writes, decided from the delivery's row as it
+/// stands (locked) at that moment: one rule for every backend.
+pub(crate) struct RecordPlan {
+    pub(crate) attempt: u32,
+    pub(crate) state: DeliveryState,
+    pub(crate) next_attempt_ms: Option<i64>,
+    /// The retry this attempt scheduled, for the log.
+    pub(crate) logged_next_ms: Option<i64>,
+    pub(crate) recorded: Recorded,
+}
+
+impl RecordPlan {
+    pub(crate) fn new(
+        attempts: u32,
+        state: &str,
+        next_attempt_ms: Option<i64>,
+        claim: &ClaimedDelivery,
+        outcome: &AttemptOutcome,
+        schedule: Schedule<'_>,
+    ) -> Result<Self, WebhookError> {
+        let state = DeliveryState::parse(state)
+            .ok_or_else(|| WebhookError::Storage(format!("unknown delivery state `{state}`")))?;
+        let attempt = attempts.saturating_add(1);
+        let pending = state == DeliveryState::Pending;
+        let plan = |state, next, logged, recorded| Self {
+            attempt,
+            state,
+            next_attempt_ms: next,
+            logged_next_ms: logged,
+            recorded,
+        };
+        if outcome.error.is_none() {
+            // Delivered is delivered, whoever holds the lease now; a
+            // cancelled (or already finished) delivery keeps its state.
+            let state = if pending {
+                DeliveryState::Delivered
+            } else {
+                state
+            };
+            return Ok(plan(state, None, None, Recorded::Sent));
+        }
+        let ours = pending && next_attempt_ms == Some(claim.lease_until_ms);
+        if pending && !ours {
+            // Taken over after the lease: the current claimant schedules.
+            return Ok(plan(state, next_attempt_ms, None, Recorded::Retry));
+        }
+        let next = schedule(attempt);
+        let recorded = if next.is_some() {
+            Recorded::Retry
+        } else {
+            Recorded::Dead
+        };
+        Ok(match (pending, next) {
+            (true, Some(at)) => plan(DeliveryState::Pending, Some(at), Some(at), recorded),
+            (true, None) => plan(DeliveryState::Dead, None, None, recorded),
+            (false, _) => plan(state, None, None, recorded),
+        })
+    }
+
+    pub(crate) fn status(outcome: &AttemptOutcome) -> &'static str {
+        if outcome.error.is_none() {
+            "sent"
+        } else {
+            "failed"
+        }
+    }
+}
+
+/// A row of the attempt log as stored, before its names are checked.
+pub(crate) struct StoredAttempt {
+    pub(crate) event_id: String,
+    pub(crate) event_type: String,
+    pub(crate) attempt: u32,
+    pub(crate) status: String,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) started_at: String,
+    pub(crate) completed_at: String,
+    pub(crate) next_attempt_at: Option<String>,
+    pub(crate) state: String,
+}
+
+impl StoredAttempt {
+    pub(crate) fn parse(self) -> Result<DeliveryAttempt, WebhookError> {
+        Ok(DeliveryAttempt {
+            event_type: EventType::parse(&self.event_type).ok_or_else(|| {
+                WebhookError::Storage(format!("unknown event type `{}`", self.event_type))
+            })?,
+            event_id: self.event_id,
+            attempt: self.attempt,
+            status: match self.status.as_str() {
+                "sent" => AttemptStatus::Sent,
+                "failed" => AttemptStatus::Failed,
+                other => {
+                    return Err(WebhookError::Storage(format!(
+                        "unknown attempt status `{other}`"
+                    )));
+                }
+            },
+            http_status: self.http_status,
+            error: self.error,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            next_attempt_at: self.next_attempt_at,
+            delivery_state: DeliveryState::parse(&self.state).ok_or_else(|| {
+                WebhookError::Storage(format!("unknown delivery state `{}`", self.state))
+            })?,
+        })
+    }
+}
+
+pub(crate) fn to_i64(n: u64) -> Result<i64, WebhookError> {
+    i64::try_from(n).map_err(storage)
+}
+
+pub(crate) fn to_u64_cursor(n: Option<i64>) -> u64 {
+    n.and_then(|n| u64::try_from(n).ok()).unwrap_or(1).max(1)
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhook_subscribers (
     id           TEXT PRIMARY KEY,
@@ -416,46 +762,386 @@ CREATE TABLE IF NOT EXISTS webhook_cursors (
 );
 ";
 
-/// An event to enqueue.
-struct NewEvent {
-    id: String,
-    merchant_nif: String,
-    kind: EventType,
-    payload: String,
+/// [`WebhookStore`] on SQLite: the `webhook_*` tables of `auth.db` in
+/// `bonopay serve` (one connection; every write an `IMMEDIATE`
+/// transaction, so several handles on one file serialize).
+pub struct SqliteWebhookStore {
+    conn: Mutex<Connection>,
 }
 
-/// A delivery claimed for an attempt.
-struct Due {
-    delivery_id: i64,
-    event_id: String,
-    event_type: String,
-    body: Vec<u8>,
-    url: String,
-    secret: String,
+impl fmt::Debug for SqliteWebhookStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteWebhookStore").finish_non_exhaustive()
+    }
 }
 
-/// The result of an attempt.
-struct Outcome {
-    http_status: Option<u16>,
-    error: Option<String>,
-    started_ms: i64,
-    completed_ms: i64,
+impl SqliteWebhookStore {
+    /// Opens (creating its tables in) the database at `path`.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn open(path: &Path) -> Result<Self, WebhookError> {
+        Self::init(Connection::open(path).map_err(storage)?)
+    }
+
+    /// An in-memory database: nothing survives the store.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`].
+    pub fn in_memory() -> Result<Self, WebhookError> {
+        Self::init(Connection::open_in_memory().map_err(storage)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, WebhookError> {
+        prepare_auth_db(&conn, SCHEMA).map_err(storage)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, WebhookError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| WebhookError::Storage("connection lock poisoned".into()))?;
+        f(&mut conn).map_err(storage)
+    }
 }
 
-/// What recording an outcome did to the delivery.
-enum Recorded {
-    Sent,
-    Retry,
-    Dead,
+/// Inserts the event (if new) and a pending delivery, due now, for each
+/// current subscriber of its merchant that wants its type.
+fn enqueue_tx(tx: &Transaction<'_>, ev: &NewEvent, now_ms: i64) -> rusqlite::Result<bool> {
+    let created_at = rfc3339(now_ms);
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO webhook_events (event_id, merchant_nif, type, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            ev.id,
+            ev.merchant_nif,
+            ev.kind.as_str(),
+            ev.payload,
+            created_at
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let subscribers = {
+        let mut st = tx.prepare_cached(
+            "SELECT id, events FROM webhook_subscribers WHERE merchant_nif = ?1 AND disabled = 0",
+        )?;
+        st.query_map(params![ev.merchant_nif], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for (id, events) in subscribers {
+        if events_of(&events).contains(&ev.kind) {
+            tx.execute(
+                "INSERT OR IGNORE INTO webhook_deliveries
+                     (event_id, subscriber_id, state, attempts, next_attempt_ms, created_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3, ?4)",
+                params![ev.id, id, now_ms, created_at],
+            )?;
+        }
+    }
+    Ok(true)
 }
+
+impl WebhookStore for SqliteWebhookStore {
+    fn insert_subscriber(
+        &self,
+        s: &Subscriber,
+        secret: &str,
+        max_per_merchant: usize,
+    ) -> Result<bool, WebhookError> {
+        let max = i64::try_from(max_per_merchant).unwrap_or(i64::MAX);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM webhook_subscribers WHERE merchant_nif = ?1 AND disabled = 0",
+                params![s.merchant_nif],
+                |r| r.get(0),
+            )?;
+            if n >= max {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO webhook_subscribers (id, merchant_nif, url, secret, events, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    s.id,
+                    s.merchant_nif,
+                    s.url,
+                    secret,
+                    events_text(&s.events),
+                    s.created_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn list_subscribers(&self, merchant_nif: &str) -> Result<Vec<Subscriber>, WebhookError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, merchant_nif, url, events, created_at FROM webhook_subscribers
+                 WHERE merchant_nif = ?1 AND disabled = 0 ORDER BY rowid",
+            )?;
+            st.query_map(params![merchant_nif], |r| {
+                Ok(Subscriber {
+                    id: r.get(0)?,
+                    merchant_nif: r.get(1)?,
+                    url: r.get(2)?,
+                    events: events_of(&r.get::<_, String>(3)?),
+                    created_at: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn delete_subscriber(&self, merchant_nif: &str, id: &str) -> Result<bool, WebhookError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE webhook_subscribers SET disabled = 1
+                 WHERE id = ?1 AND merchant_nif = ?2 AND disabled = 0",
+                params![id, merchant_nif],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET state = 'cancelled', next_attempt_ms = NULL
+                     WHERE subscriber_id = ?1 AND state = 'pending'",
+                    params![id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn delivery_log(
+        &self,
+        merchant_nif: &str,
+        id: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<DeliveryAttempt>>, WebhookError> {
+        let rows = self.with(|c| {
+            let exists = c
+                .query_row(
+                    "SELECT 1 FROM webhook_subscribers WHERE id = ?1 AND merchant_nif = ?2 AND disabled = 0",
+                    params![id, merchant_nif],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let mut st = c.prepare_cached(
+                "SELECT d.event_id, e.type, a.attempt, a.status, a.http_status, a.error,
+                        a.started_at, a.completed_at, a.next_attempt_at, d.state
+                 FROM webhook_attempts a
+                 JOIN webhook_deliveries d ON d.id = a.delivery_id
+                 JOIN webhook_events e ON e.event_id = d.event_id
+                 WHERE d.subscriber_id = ?1
+                 ORDER BY a.rowid DESC LIMIT ?2",
+            )?;
+            st.query_map(params![id, limit], |r| {
+                Ok(StoredAttempt {
+                    event_id: r.get(0)?,
+                    event_type: r.get(1)?,
+                    attempt: r.get(2)?,
+                    status: r.get(3)?,
+                    http_status: r.get(4)?,
+                    error: r.get(5)?,
+                    started_at: r.get(6)?,
+                    completed_at: r.get(7)?,
+                    next_attempt_at: r.get(8)?,
+                    state: r.get(9)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map(Some)
+        })?;
+        rows.map(|rows| rows.into_iter().map(StoredAttempt::parse).collect())
+            .transpose()
+    }
+
+    fn enqueue(&self, ev: &NewEvent, now_ms: i64) -> Result<bool, WebhookError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let new = enqueue_tx(&tx, ev, now_ms)?;
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
+    fn cursor(&self, outlet: &str) -> Result<u64, WebhookError> {
+        let next: Option<i64> = self.with(|c| {
+            c.query_row(
+                "SELECT next_seq FROM webhook_cursors WHERE outlet = ?1",
+                params![outlet],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(to_u64_cursor(next))
+    }
+
+    fn commit_events(
+        &self,
+        outlet: &str,
+        from_seq: u64,
+        events: &[NewEvent],
+        next_seq: u64,
+        now_ms: i64,
+    ) -> Result<Option<usize>, WebhookError> {
+        let next = to_i64(next_seq)?;
+        self.with(|c| {
+            // IMMEDIATE: the write lock is taken before the cursor is read,
+            // so the check and the move are one step for every connection.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored: Option<i64> = tx
+                .query_row(
+                    "SELECT next_seq FROM webhook_cursors WHERE outlet = ?1",
+                    params![outlet],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if to_u64_cursor(stored) != from_seq {
+                return Ok(None);
+            }
+            let mut n = 0;
+            for ev in events {
+                if enqueue_tx(&tx, ev, now_ms)? {
+                    n += 1;
+                }
+            }
+            tx.execute(
+                "INSERT INTO webhook_cursors (outlet, next_seq) VALUES (?1, ?2)
+                 ON CONFLICT(outlet) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
+                params![outlet, next],
+            )?;
+            tx.commit()?;
+            Ok(Some(n))
+        })
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, WebhookError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due = {
+                let mut st = tx.prepare_cached(
+                    "SELECT d.id, e.event_id, e.type, e.merchant_nif, e.payload, e.created_at, s.url, s.secret
+                     FROM webhook_deliveries d
+                     JOIN webhook_events e ON e.event_id = d.event_id
+                     JOIN webhook_subscribers s ON s.id = d.subscriber_id
+                     WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND s.disabled = 0
+                     ORDER BY d.next_attempt_ms, d.id LIMIT ?2",
+                )?;
+                st.query_map(params![now_ms, limit], |r| {
+                    let event_id: String = r.get(1)?;
+                    let event_type: String = r.get(2)?;
+                    let body = event_body(
+                        &event_id,
+                        &event_type,
+                        &r.get::<_, String>(3)?,
+                        &r.get::<_, String>(4)?,
+                        &r.get::<_, String>(5)?,
+                    );
+                    Ok(ClaimedDelivery {
+                        delivery_id: r.get(0)?,
+                        event_id,
+                        event_type,
+                        body,
+                        url: r.get(6)?,
+                        secret: r.get(7)?,
+                        lease_until_ms,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            for d in &due {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_ms = ?2 WHERE id = ?1",
+                    params![d.delivery_id, lease_until_ms],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+    }
+
+    fn record(
+        &self,
+        claim: &ClaimedDelivery,
+        o: &AttemptOutcome,
+        schedule: Schedule<'_>,
+    ) -> Result<Recorded, WebhookError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (attempts, state, next): (u32, String, Option<i64>) = tx.query_row(
+                "SELECT attempts, state, next_attempt_ms FROM webhook_deliveries WHERE id = ?1",
+                params![claim.delivery_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let plan = match RecordPlan::new(attempts, &state, next, claim, o, schedule) {
+                Ok(plan) => plan,
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.execute(
+                "UPDATE webhook_deliveries SET attempts = ?2, state = ?3, next_attempt_ms = ?4
+                 WHERE id = ?1",
+                params![
+                    claim.delivery_id,
+                    plan.attempt,
+                    plan.state.as_str(),
+                    plan.next_attempt_ms
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, status, http_status, error,
+                     started_at, completed_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    claim.delivery_id,
+                    plan.attempt,
+                    RecordPlan::status(o),
+                    o.http_status,
+                    o.error,
+                    rfc3339(o.started_ms),
+                    rfc3339(o.completed_ms),
+                    plan.logged_next_ms.map(rfc3339),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Ok(plan.recorded))
+        })?
+    }
+}
+
+// ----- the service -------------------------------------------------------------
 
 /// The webhook service: subscribers, the event queue, the producer that
-/// derives events from the ledger, and the dispatcher. Cheap to clone (the
-/// clones share one SQLite connection). Its methods that touch SQLite are
-/// blocking; async code calls them on the blocking pool.
+/// derives events from the ledger, and the dispatcher, over a
+/// [`WebhookStore`]. It keeps what is not storage: HTTP sending, the retry
+/// policy, the clock and the jitter. Cheap to clone (the clones share one
+/// store). Its methods that touch the store are blocking; async code calls
+/// them on the blocking pool.
 #[derive(Clone)]
 pub struct Webhooks {
-    db: Arc<Mutex<Connection>>,
+    store: Arc<dyn WebhookStore>,
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
     policy: RetryPolicy,
@@ -465,12 +1151,13 @@ pub struct Webhooks {
 impl fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhooks")
+            .field("store", &self.store)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
@@ -501,37 +1188,48 @@ fn join_error(e: tokio::task::JoinError) -> WebhookError {
 }
 
 impl Webhooks {
-    /// Opens (creating its tables in) the database at `path` — `auth.db`
+    /// The service over SQLite at `path` (creating its tables) — `auth.db`
     /// in `bonopay serve`.
     ///
     /// # Errors
     /// [`WebhookError::Storage`].
     pub fn open(path: &Path) -> Result<Self, WebhookError> {
-        Self::init(Connection::open(path).map_err(storage)?)
+        Self::with_store(Arc::new(SqliteWebhookStore::open(path)?))
     }
 
-    /// An in-memory database (tests, examples): nothing survives the process.
+    /// The service over an in-memory database (tests, examples): nothing
+    /// survives the process.
     ///
     /// # Errors
     /// [`WebhookError::Storage`].
     pub fn in_memory() -> Result<Self, WebhookError> {
-        Self::init(Connection::open_in_memory().map_err(storage)?)
+        Self::with_store(Arc::new(SqliteWebhookStore::in_memory()?))
     }
 
-    fn init(conn: Connection) -> Result<Self, WebhookError> {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(storage)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(storage)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
+    /// The service over the PostgreSQL database at `url` (migrating it),
+    /// shared with every other instance connected to it: see
+    /// [`PgWebhookStore`](super::webhooks_pg::PgWebhookStore).
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`] if the database cannot be reached or
+    /// migrated.
+    pub fn postgres(url: &str) -> Result<Self, WebhookError> {
+        Self::with_store(Arc::new(super::webhooks_pg::PgWebhookStore::connect(url)?))
+    }
+
+    /// The service over `store`, with the system clock, random jitter and
+    /// the default [`RetryPolicy`].
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`] if the HTTP client cannot be built.
+    pub fn with_store(store: Arc<dyn WebhookStore>) -> Result<Self, WebhookError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| WebhookError::Storage(format!("HTTP client: {e}")))?;
         Ok(Self {
-            db: Arc::new(Mutex::new(conn)),
+            store,
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
             policy: RetryPolicy::default(),
@@ -567,15 +1265,10 @@ impl Webhooks {
         &self.policy
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, WebhookError> {
-        let mut conn = self
-            .db
-            .lock()
-            .map_err(|_| WebhookError::Storage("connection lock poisoned".into()))?;
-        f(&mut conn).map_err(storage)
+    /// The store the service works on.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn WebhookStore> {
+        &self.store
     }
 
     // ----- subscribers -------------------------------------------------
@@ -593,45 +1286,18 @@ impl Webhooks {
         url: &str,
         events: &[EventType],
     ) -> Result<Option<CreatedWebhook>, WebhookError> {
-        let id = format!("whk_{}", hex::encode(random_bytes::<8>()?));
+        let webhook = Subscriber {
+            id: format!("whk_{}", hex::encode(random_bytes::<8>()?)),
+            merchant_nif: merchant_nif.to_owned(),
+            url: url.to_owned(),
+            events: events.to_vec(),
+            created_at: rfc3339(self.clock.now_ms()),
+        };
         let secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()?));
-        let created_at = rfc3339(self.clock.now_ms());
-        let max = i64::try_from(MAX_SUBSCRIBERS_PER_MERCHANT).unwrap_or(i64::MAX);
-        let inserted = self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM webhook_subscribers WHERE merchant_nif = ?1 AND disabled = 0",
-                params![merchant_nif],
-                |r| r.get(0),
-            )?;
-            if n >= max {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO webhook_subscribers (id, merchant_nif, url, secret, events, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id,
-                    merchant_nif,
-                    url,
-                    secret,
-                    events_text(events),
-                    created_at
-                ],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })?;
-        Ok(inserted.then(|| CreatedWebhook {
-            webhook: Subscriber {
-                id,
-                merchant_nif: merchant_nif.to_owned(),
-                url: url.to_owned(),
-                events: events.to_vec(),
-                created_at,
-            },
-            secret,
-        }))
+        let inserted =
+            self.store
+                .insert_subscriber(&webhook, &secret, MAX_SUBSCRIBERS_PER_MERCHANT)?;
+        Ok(inserted.then_some(CreatedWebhook { webhook, secret }))
     }
 
     /// The merchant's subscribers (not deleted ones), oldest first.
@@ -639,22 +1305,7 @@ impl Webhooks {
     /// # Errors
     /// [`WebhookError::Storage`].
     pub fn list_subscribers(&self, merchant_nif: &str) -> Result<Vec<Subscriber>, WebhookError> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, merchant_nif, url, events, created_at FROM webhook_subscribers
-                 WHERE merchant_nif = ?1 AND disabled = 0 ORDER BY rowid",
-            )?;
-            st.query_map(params![merchant_nif], |r| {
-                Ok(Subscriber {
-                    id: r.get(0)?,
-                    merchant_nif: r.get(1)?,
-                    url: r.get(2)?,
-                    events: events_of(&r.get::<_, String>(3)?),
-                    created_at: r.get(4)?,
-                })
-            })?
-            .collect()
-        })
+        self.store.list_subscribers(merchant_nif)
     }
 
     /// Deletes subscriber `id` of `merchant_nif` and cancels its pending
@@ -664,23 +1315,7 @@ impl Webhooks {
     /// # Errors
     /// [`WebhookError::Storage`].
     pub fn delete_subscriber(&self, merchant_nif: &str, id: &str) -> Result<bool, WebhookError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE webhook_subscribers SET disabled = 1
-                 WHERE id = ?1 AND merchant_nif = ?2 AND disabled = 0",
-                params![id, merchant_nif],
-            )?;
-            if n > 0 {
-                tx.execute(
-                    "UPDATE webhook_deliveries SET state = 'cancelled', next_attempt_ms = NULL
-                     WHERE subscriber_id = ?1 AND state = 'pending'",
-                    params![id],
-                )?;
-            }
-            tx.commit()?;
-            Ok(n > 0)
-        })
+        self.store.delete_subscriber(merchant_nif, id)
     }
 
     /// The attempt log of subscriber `id` of `merchant_nif`, newest first,
@@ -695,58 +1330,7 @@ impl Webhooks {
         id: &str,
         limit: u32,
     ) -> Result<Option<Vec<DeliveryAttempt>>, WebhookError> {
-        self.with(|c| {
-            let exists = c
-                .query_row(
-                    "SELECT 1 FROM webhook_subscribers WHERE id = ?1 AND merchant_nif = ?2 AND disabled = 0",
-                    params![id, merchant_nif],
-                    |_| Ok(()),
-                )
-                .optional()?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            let mut st = c.prepare_cached(
-                "SELECT d.event_id, e.type, a.attempt, a.status, a.http_status, a.error,
-                        a.started_at, a.completed_at, a.next_attempt_at, d.state
-                 FROM webhook_attempts a
-                 JOIN webhook_deliveries d ON d.id = a.delivery_id
-                 JOIN webhook_events e ON e.event_id = d.event_id
-                 WHERE d.subscriber_id = ?1
-                 ORDER BY a.rowid DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![id, limit], |r| {
-                let bad = |i: usize, what: String| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        i,
-                        rusqlite::types::Type::Text,
-                        Box::<dyn std::error::Error + Send + Sync>::from(what),
-                    )
-                };
-                let event_type: String = r.get(1)?;
-                let status: String = r.get(3)?;
-                let state: String = r.get(9)?;
-                Ok(DeliveryAttempt {
-                    event_id: r.get(0)?,
-                    event_type: EventType::parse(&event_type)
-                        .ok_or_else(|| bad(1, format!("unknown event type `{event_type}`")))?,
-                    attempt: r.get(2)?,
-                    status: match status.as_str() {
-                        "sent" => AttemptStatus::Sent,
-                        "failed" => AttemptStatus::Failed,
-                        other => return Err(bad(3, format!("unknown status `{other}`"))),
-                    },
-                    http_status: r.get(4)?,
-                    error: r.get(5)?,
-                    started_at: r.get(6)?,
-                    completed_at: r.get(7)?,
-                    next_attempt_at: r.get(8)?,
-                    delivery_state: DeliveryState::parse(&state)
-                        .ok_or_else(|| bad(9, format!("unknown state `{state}`")))?,
-                })
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
-        })
+        self.store.delivery_log(merchant_nif, id, limit)
     }
 
     // ----- events ------------------------------------------------------
@@ -755,7 +1339,7 @@ impl Webhooks {
     /// every current subscriber of the merchant that wants `event_type`.
     /// Idempotent on `event_id`: returns `true` if the event is new,
     /// `false` if it was enqueued before (nothing is changed then).
-    /// Blocking (SQLite): call it from the blocking pool in async code.
+    /// Blocking (storage): call it from the blocking pool in async code.
     ///
     /// The DGI sync agent calls this for `invoice.synced` and
     /// `invoice.sync_failed` (event id e.g. `invoice.synced:{outlet}:{seq}`).
@@ -787,22 +1371,19 @@ impl Webhooks {
             kind,
             payload: payload.to_string(),
         };
-        let now = self.clock.now_ms();
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let new = enqueue_tx(&tx, &ev, now)?;
-            tx.commit()?;
-            Ok(new)
-        })
+        self.store.enqueue(&ev, self.clock.now_ms())
     }
 
     /// Turns the ledger entries of every outlet registered in `keys` into
     /// events, from each outlet's stored cursor on: `invoice.sealed` for
     /// invoices and credit notes, `report.z_closed` for Z reports. Events
-    /// and the advanced cursor commit in one transaction, so an entry is
-    /// never skipped nor enqueued twice. Outlets not registered in `keys`
-    /// wait (their cursor does not move). Returns the number of new events.
-    /// Blocking.
+    /// and the advanced cursor commit in one transaction that first checks
+    /// the cursor has not moved ([`WebhookStore::commit_events`]), so an
+    /// entry is never skipped nor enqueued twice, also with several
+    /// instances producing at once: the one that commits first wins, the
+    /// others write nothing and leave the outlet to it. Outlets not
+    /// registered in `keys` wait (their cursor does not move). Returns the
+    /// number of new events. Blocking.
     ///
     /// # Errors
     /// [`WebhookError::Source`] if the ledger or key store fails or an
@@ -837,25 +1418,13 @@ impl Webhooks {
         }
     }
 
-    fn cursor(&self, outlet: &str) -> Result<u64, WebhookError> {
-        let next: Option<i64> = self.with(|c| {
-            c.query_row(
-                "SELECT next_seq FROM webhook_cursors WHERE outlet = ?1",
-                params![outlet],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        Ok(next.and_then(|n| u64::try_from(n).ok()).unwrap_or(1).max(1))
-    }
-
     fn produce_outlet(
         &self,
         ledger: &dyn LedgerStore,
         outlet: &str,
         merchant: &str,
     ) -> Result<usize, WebhookError> {
-        let from = self.cursor(outlet)?;
+        let mut from = self.store.cursor(outlet)?;
         let head = ledger.head(outlet).map_err(source)?.seq;
         if head < from {
             return Ok(0);
@@ -875,99 +1444,37 @@ impl Webhooks {
             next = entry.seq.saturating_add(1);
             scanned += 1;
             if scanned >= PRODUCE_BATCH {
-                total += self.commit_events(outlet, &batch, next)?;
+                match self.commit(outlet, from, &batch, next)? {
+                    Some(n) => total += n,
+                    // Another producer moved the cursor: it has this outlet.
+                    None => return Ok(total),
+                }
+                from = next;
                 batch.clear();
                 scanned = 0;
             }
         }
         if scanned > 0 {
-            total += self.commit_events(outlet, &batch, next)?;
+            total += self.commit(outlet, from, &batch, next)?.unwrap_or(0);
         }
         Ok(total)
     }
 
-    /// Enqueues `events` and sets `outlet`'s cursor to `next_seq`, in one
-    /// transaction.
-    fn commit_events(
+    fn commit(
         &self,
         outlet: &str,
+        from: u64,
         events: &[NewEvent],
-        next_seq: u64,
-    ) -> Result<usize, WebhookError> {
-        let next = i64::try_from(next_seq).map_err(storage)?;
-        let now = self.clock.now_ms();
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            for ev in events {
-                if enqueue_tx(&tx, ev, now)? {
-                    n += 1;
-                }
-            }
-            tx.execute(
-                "INSERT INTO webhook_cursors (outlet, next_seq) VALUES (?1, ?2)
-                 ON CONFLICT(outlet) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
-                params![outlet, next],
-            )?;
-            tx.commit()?;
-            Ok(n)
-        })
+        next: u64,
+    ) -> Result<Option<usize>, WebhookError> {
+        self.store
+            .commit_events(outlet, from, events, next, self.clock.now_ms())
     }
 
     // ----- dispatch ----------------------------------------------------
 
-    /// Claims up to `limit` due deliveries: reserves each for one lease
-    /// (see [`RetryPolicy`]) so no other run sends it meanwhile.
-    fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<Due>, WebhookError> {
-        let lease_until = now_ms.saturating_add(millis_i64(self.policy.lease()));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let due = {
-                let mut st = tx.prepare_cached(
-                    "SELECT d.id, e.event_id, e.type, e.merchant_nif, e.payload, e.created_at, s.url, s.secret
-                     FROM webhook_deliveries d
-                     JOIN webhook_events e ON e.event_id = d.event_id
-                     JOIN webhook_subscribers s ON s.id = d.subscriber_id
-                     WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND s.disabled = 0
-                     ORDER BY d.next_attempt_ms, d.id LIMIT ?2",
-                )?;
-                st.query_map(params![now_ms, limit], |r| {
-                    let event_id: String = r.get(1)?;
-                    let event_type: String = r.get(2)?;
-                    let payload: String = r.get(4)?;
-                    let data: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-                    let body = json!({
-                        "id": event_id,
-                        "type": event_type,
-                        "merchant_nif": r.get::<_, String>(3)?,
-                        "created_at": r.get::<_, String>(5)?,
-                        "data": data,
-                    });
-                    Ok(Due {
-                        delivery_id: r.get(0)?,
-                        event_id,
-                        event_type,
-                        body: serde_json::to_vec(&body).unwrap_or_default(),
-                        url: r.get(6)?,
-                        secret: r.get(7)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            for d in &due {
-                tx.execute(
-                    "UPDATE webhook_deliveries SET next_attempt_ms = ?2 WHERE id = ?1",
-                    params![d.delivery_id, lease_until],
-                )?;
-            }
-            tx.commit()?;
-            Ok(due)
-        })
-    }
-
     /// Sends one claimed delivery, signed at the clock's current second.
-    async fn attempt(&self, d: &Due) -> Outcome {
+    async fn attempt(&self, d: &ClaimedDelivery) -> AttemptOutcome {
         let started_ms = self.clock.now_ms();
         let signature = sign(d.secret.as_bytes(), started_ms.div_euclid(1000), &d.body);
         let sent = self
@@ -1000,7 +1507,7 @@ impl Webhooks {
             ),
             Err(e) => (None, Some(describe(&e))),
         };
-        Outcome {
+        AttemptOutcome {
             http_status,
             error,
             started_ms,
@@ -1010,61 +1517,24 @@ impl Webhooks {
 
     /// Logs an attempt and moves its delivery on: delivered, retried after
     /// the policy's delay, or dead.
-    fn record(&self, delivery_id: i64, o: &Outcome) -> Result<Recorded, WebhookError> {
+    fn record(&self, d: &ClaimedDelivery, o: &AttemptOutcome) -> Result<Recorded, WebhookError> {
         let policy = self.policy;
-        let jitter = Arc::clone(&self.jitter);
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (attempts, state): (u32, String) = tx.query_row(
-                "SELECT attempts, state FROM webhook_deliveries WHERE id = ?1",
-                params![delivery_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let n = attempts.saturating_add(1);
-            let (outcome, next_ms) = if o.error.is_none() {
-                (Recorded::Sent, None)
-            } else if n >= policy.max_attempts {
-                (Recorded::Dead, None)
-            } else {
-                let delay = millis_i64(policy.delay(n, jitter.as_ref()));
-                (Recorded::Retry, Some(o.completed_ms.saturating_add(delay)))
-            };
-            let new_state = match outcome {
-                Recorded::Sent => DeliveryState::Delivered,
-                Recorded::Retry => DeliveryState::Pending,
-                Recorded::Dead => DeliveryState::Dead,
-            };
-            // A delivery cancelled meanwhile stays cancelled.
-            let still_pending = state == DeliveryState::Pending.as_str();
-            tx.execute(
-                "UPDATE webhook_deliveries SET attempts = ?2,
-                     state = CASE WHEN ?4 THEN ?3 ELSE state END,
-                     next_attempt_ms = CASE WHEN ?4 THEN ?5 ELSE NULL END
-                 WHERE id = ?1",
-                params![delivery_id, n, new_state.as_str(), still_pending, next_ms],
-            )?;
-            tx.execute(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, status, http_status, error,
-                     started_at, completed_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    delivery_id,
-                    n,
-                    if o.error.is_none() { "sent" } else { "failed" },
-                    o.http_status,
-                    o.error,
-                    rfc3339(o.started_ms),
-                    rfc3339(o.completed_ms),
-                    next_ms.filter(|_| still_pending).map(rfc3339),
-                ],
-            )?;
-            tx.commit()?;
-            Ok(outcome)
-        })
+        let jitter = self.jitter.as_ref();
+        let schedule = |n: u32| {
+            (n < policy.max_attempts).then(|| {
+                o.completed_ms
+                    .saturating_add(millis_i64(policy.delay(n, jitter)))
+            })
+        };
+        self.store.record(d, o, &schedule)
     }
 
     /// Sends every delivery that is due now (by the service's clock), in
     /// rounds of up to 32 sent concurrently, and records each attempt.
+    /// Each round claims its deliveries for one lease (see
+    /// [`RetryPolicy`]), so instances dispatching from one shared store
+    /// never send a delivery at the same time, unless one stalls past the
+    /// lease.
     ///
     /// # Errors
     /// [`WebhookError::Storage`] (attempts already made stay recorded).
@@ -1072,10 +1542,13 @@ impl Webhooks {
         let mut summary = RunSummary::default();
         for _ in 0..DISPATCH_ROUNDS {
             let now = self.clock.now_ms();
-            let me = self.clone();
-            let due = tokio::task::spawn_blocking(move || me.claim_due(now, DISPATCH_BATCH))
-                .await
-                .map_err(join_error)??;
+            let lease_until = now.saturating_add(millis_i64(self.policy.lease()));
+            let store = Arc::clone(&self.store);
+            let due = tokio::task::spawn_blocking(move || {
+                store.claim_due(now, lease_until, DISPATCH_BATCH)
+            })
+            .await
+            .map_err(join_error)??;
             if due.is_empty() {
                 break;
             }
@@ -1086,7 +1559,7 @@ impl Webhooks {
             let results = tokio::task::spawn_blocking(move || {
                 due.iter()
                     .zip(&outcomes)
-                    .map(|(d, o)| me.record(d.delivery_id, o))
+                    .map(|(d, o)| me.record(d, o))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
@@ -1158,46 +1631,6 @@ impl Webhooks {
             }
         })
     }
-}
-
-/// Inserts the event (if new) and a pending delivery, due now, for each
-/// current subscriber of its merchant that wants its type.
-fn enqueue_tx(tx: &Transaction<'_>, ev: &NewEvent, now_ms: i64) -> rusqlite::Result<bool> {
-    let created_at = rfc3339(now_ms);
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO webhook_events (event_id, merchant_nif, type, payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            ev.id,
-            ev.merchant_nif,
-            ev.kind.as_str(),
-            ev.payload,
-            created_at
-        ],
-    )?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    let subscribers = {
-        let mut st = tx.prepare_cached(
-            "SELECT id, events FROM webhook_subscribers WHERE merchant_nif = ?1 AND disabled = 0",
-        )?;
-        st.query_map(params![ev.merchant_nif], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    for (id, events) in subscribers {
-        if events_of(&events).contains(&ev.kind) {
-            tx.execute(
-                "INSERT OR IGNORE INTO webhook_deliveries
-                     (event_id, subscriber_id, state, attempts, next_attempt_ms, created_at)
-                 VALUES (?1, ?2, 'pending', 0, ?3, ?4)",
-                params![ev.id, id, now_ms, created_at],
-            )?;
-        }
-    }
-    Ok(true)
 }
 
 /// The event a ledger entry gives rise to, if any.
@@ -1556,22 +1989,28 @@ mod tests {
 
     #[test]
     fn a_rescan_after_losing_the_cursor_enqueues_nothing_twice() {
-        let w = Webhooks::in_memory().unwrap();
+        let w = SqliteWebhookStore::in_memory().unwrap();
         let ev = |seq: u64| NewEvent {
             id: format!("report.z_closed:o1:{seq}"),
             merchant_nif: "A1".into(),
             kind: EventType::ReportZClosed,
             payload: "{}".into(),
         };
-        assert_eq!(w.commit_events("o1", &[ev(1), ev(2)], 3).unwrap(), 2);
+        assert_eq!(
+            w.commit_events("o1", 1, &[ev(1), ev(2)], 3, 0).unwrap(),
+            Some(2)
+        );
         assert_eq!(w.cursor("o1").unwrap(), 3);
         // As if the cursor update were lost in a crash: the re-scan is harmless.
         w.with(|c| c.execute("DELETE FROM webhook_cursors", []))
             .unwrap();
         assert_eq!(w.cursor("o1").unwrap(), 1);
-        assert_eq!(w.commit_events("o1", &[ev(1), ev(2)], 3).unwrap(), 0);
+        assert_eq!(
+            w.commit_events("o1", 1, &[ev(1), ev(2)], 3, 0).unwrap(),
+            Some(0)
+        );
         // A cursor never moves backwards.
-        assert_eq!(w.commit_events("o1", &[], 2).unwrap(), 0);
+        assert_eq!(w.commit_events("o1", 3, &[], 2, 0).unwrap(), Some(0));
         assert_eq!(w.cursor("o1").unwrap(), 3);
     }
 

@@ -1,0 +1,175 @@
+//! [`DeliveryStore`] on PostgreSQL, for several server instances sharing one
+//! database: a receipt sent through one instance is listed by all.
+//!
+//! [`PgDeliveryStore`] keeps the semantics of [`SqliteDeliveryStore`] (both
+//! pass [`conformance`](super::deliveries::conformance)): an id is recorded
+//! once (the primary key decides, so two instances cannot both record
+//! one), and lists are oldest first, by an identity column. The table is
+//! `receipt_deliveries` (prefixed, since the database is shared with the
+//! ledger, the outbox and the other stores), migrated by versions recorded
+//! in `receipt_delivery_schema_version` under an advisory lock, on the pool
+//! the crate's PostgreSQL stores share (`server::pg`). Call it from
+//! blocking threads only, as the server does.
+//!
+//! [`SqliteDeliveryStore`]: super::deliveries::SqliteDeliveryStore
+
+use std::fmt;
+
+use postgres::types::{ToSql, Type};
+
+use super::deliveries::{
+    Channel, DeliveryRecord, DeliveryStatus, DeliveryStore, DeliveryStoreError, checked,
+};
+use super::pg::{PgError, Pool, Schema};
+
+/// Connections a store opens at most, unless told otherwise: recording
+/// and listing receipts is rare next to sealing.
+pub const DEFAULT_POOL_SIZE: usize = 2;
+
+/// The schema version this build migrates to (the highest row of
+/// `receipt_delivery_schema_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The receipt-delivery table, migrated under the advisory lock "bprcptmg".
+const SCHEMA: Schema = Schema {
+    name: "receipt delivery store",
+    version_table: "receipt_delivery_schema_version",
+    lock: 0x6270_7263_7074_6d67,
+    migrations: MIGRATIONS,
+};
+
+/// The migrations, in order: `(version, SQL)`. Never edit one that has
+/// shipped; append a new one.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "
+CREATE TABLE receipt_deliveries (
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY,
+    id           TEXT PRIMARY KEY,
+    invoice_id   TEXT NOT NULL,
+    merchant_nif TEXT NOT NULL,
+    channel      TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    error        TEXT,
+    created_at   TEXT NOT NULL,     -- RFC 3339, kept as given
+    completed_at TEXT NOT NULL
+);
+CREATE INDEX receipt_deliveries_invoice ON receipt_deliveries (merchant_nif, invoice_id, seq);
+",
+)];
+
+fn storage(e: impl Into<PgError>) -> DeliveryStoreError {
+    DeliveryStoreError::Storage(e.into().0)
+}
+
+/// [`DeliveryStore`] on PostgreSQL (see the [module docs](self)).
+pub struct PgDeliveryStore {
+    pool: Pool,
+}
+
+impl fmt::Debug for PgDeliveryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The pool's configuration holds the password: never print it.
+        f.debug_struct("PgDeliveryStore")
+            .field("pool_size", &self.pool.max())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgDeliveryStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`
+    /// or libpq's `key=value` form), migrating it to [`SCHEMA_VERSION`],
+    /// with a pool of [`DEFAULT_POOL_SIZE`] connections.
+    ///
+    /// # Errors
+    /// [`DeliveryStoreError::Storage`] if the URL is malformed, the
+    /// database cannot be reached, the migration fails or the database's
+    /// schema is newer than this build's.
+    pub fn connect(url: &str) -> Result<Self, DeliveryStoreError> {
+        Self::connect_with_pool_size(url, DEFAULT_POOL_SIZE)
+    }
+
+    /// Like [`PgDeliveryStore::connect`], with at most `pool_size`
+    /// connections (at least one).
+    ///
+    /// # Errors
+    /// As [`PgDeliveryStore::connect`].
+    pub fn connect_with_pool_size(url: &str, pool_size: usize) -> Result<Self, DeliveryStoreError> {
+        Ok(Self {
+            pool: Pool::connect(url, pool_size, "bonopay-deliveries", &SCHEMA).map_err(storage)?,
+        })
+    }
+
+    /// The schema version the database is at.
+    ///
+    /// # Errors
+    /// [`DeliveryStoreError::Storage`].
+    pub fn schema_version(&self) -> Result<i32, DeliveryStoreError> {
+        self.pool.schema_version(&SCHEMA).map_err(storage)
+    }
+}
+
+impl DeliveryStore for PgDeliveryStore {
+    fn record(&self, d: &DeliveryRecord) -> Result<(), DeliveryStoreError> {
+        let params: [(&(dyn ToSql + Sync), Type); 9] = [
+            (&d.id, Type::TEXT),
+            (&d.invoice_id, Type::TEXT),
+            (&d.merchant_nif, Type::TEXT),
+            (&d.channel.as_str(), Type::TEXT),
+            (&d.recipient, Type::TEXT),
+            (&d.status.as_str(), Type::TEXT),
+            (&d.error, Type::TEXT),
+            (&d.created_at, Type::TEXT),
+            (&d.completed_at, Type::TEXT),
+        ];
+        self.pool
+            .write(|c| {
+                c.execute_typed(
+                    "INSERT INTO receipt_deliveries (id, invoice_id, merchant_nif, channel,
+                         recipient, status, error, created_at, completed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &params,
+                )
+            })
+            .map_err(storage)
+            .map(|_| ())
+    }
+
+    fn list(
+        &self,
+        merchant_nif: &str,
+        invoice_id: &str,
+    ) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
+        let rows = self
+            .pool
+            .read(|c| {
+                c.query_typed(
+                    "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error,
+                            created_at, completed_at
+                     FROM receipt_deliveries WHERE merchant_nif = $1 AND invoice_id = $2
+                     ORDER BY seq",
+                    &[(&merchant_nif, Type::TEXT), (&invoice_id, Type::TEXT)],
+                )
+            })
+            .map_err(storage)?;
+        rows.iter()
+            .map(|r| {
+                let channel: &str = r.try_get(3).map_err(storage)?;
+                let status: &str = r.try_get(5).map_err(storage)?;
+                let d = DeliveryRecord {
+                    id: r.try_get(0).map_err(storage)?,
+                    invoice_id: r.try_get(1).map_err(storage)?,
+                    merchant_nif: r.try_get(2).map_err(storage)?,
+                    channel: Channel::Email,
+                    recipient: r.try_get(4).map_err(storage)?,
+                    status: DeliveryStatus::Failed,
+                    error: r.try_get(6).map_err(storage)?,
+                    created_at: r.try_get(7).map_err(storage)?,
+                    completed_at: r.try_get(8).map_err(storage)?,
+                };
+                checked(d, channel, status)
+            })
+            .collect()
+    }
+}

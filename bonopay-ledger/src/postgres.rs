@@ -182,14 +182,21 @@ impl PgPool {
     pub fn with<T>(&self, f: impl FnOnce(&mut PgConn) -> T) -> Result<T, LedgerError> {
         let mut client = self.checkout()?;
         let out = f(&mut client);
+        let mut dead = Vec::new();
         if let Ok(mut st) = self.state.lock() {
             if client.client.is_closed() {
-                st.1 = st.1.saturating_sub(1);
+                // The server dropped it (a restart, a failover, an idle
+                // killer): the idle ones most likely died with it, and each
+                // would fail one caller. Drop them all; new ones connect.
+                dead = std::mem::take(&mut st.0);
+                st.1 = st.1.saturating_sub(1 + dead.len());
+                dead.push(client);
             } else {
                 st.0.push(client);
             }
-            self.freed.notify_one();
+            self.freed.notify_all();
         }
+        drop(dead);
         Ok(out)
     }
 
@@ -829,17 +836,30 @@ impl PgStore {
         )))
     }
 
+    /// Runs a read. A read that failed because its connection was gone
+    /// (dropped by the server while idle in the pool) runs once more on a
+    /// new connection: reads change nothing, so this is always safe, and a
+    /// database restart then costs no failed request. (Writes are not
+    /// retried here: an error after the statement was sent leaves unknown
+    /// whether it committed, which the caller settles through the chain's
+    /// compare-and-swap and the unique keys.)
     fn read<T>(
         &self,
         sql: &'static str,
-        f: impl FnOnce(&mut Client, &postgres::Statement) -> Result<T, postgres::Error>,
+        f: impl Fn(&mut Client, &postgres::Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, LedgerError> {
-        self.pool
-            .with(|c| {
-                let st = c.stmt(sql)?;
-                f(&mut c.client, &st)
-            })?
-            .map_err(unavailable)
+        let attempt = || {
+            self.pool.with(|c| {
+                c.stmt(sql)
+                    .and_then(|st| f(&mut c.client, &st))
+                    .map_err(|e| (e, c.client.is_closed()))
+            })
+        };
+        match attempt()? {
+            Ok(v) => Ok(v),
+            Err((_, true)) => attempt()?.map_err(|(e, _)| unavailable(e)),
+            Err((e, false)) => Err(unavailable(e)),
+        }
     }
 }
 

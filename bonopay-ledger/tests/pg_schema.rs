@@ -120,3 +120,59 @@ fn a_version_1_database_migrates_forward_and_keeps_its_chain() {
     assert_eq!(r.verified, 10);
     assert_eq!(store.head(OUTLET).unwrap().seq, 10);
 }
+
+/// Ends every server process of the test database but the caller's, as a
+/// PostgreSQL restart (or a failover, or an idle-connection killer) does.
+fn drop_connections(db: &TestDb) -> i64 {
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    c.query_one(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Four threads sealing on four outlets at once, so the pool holds
+/// several connections.
+fn seal_on_four(store: &PgStore, round: i64) {
+    std::thread::scope(|sc| {
+        for t in 0..4 {
+            sc.spawn(move || {
+                store
+                    .append_new(
+                        &format!("o{t}"),
+                        &invoice(InvoiceType::Fv, 2026, 1_764_300_000_000 + round * 1000),
+                        1,
+                        &mut |p| payload(p.seq),
+                    )
+                    .unwrap();
+            });
+        }
+    });
+}
+
+#[test]
+fn connections_dropped_by_the_server_are_replaced_without_a_failed_call() {
+    let db = TestDb::create().unwrap();
+    let store = PgStore::connect(&db.url, 4).unwrap();
+    seal_on_four(&store, 0);
+    seal_on_four(&store, 1);
+    let dropped = drop_connections(&db);
+    assert!(dropped >= 2, "only {dropped} connections were open");
+    // The first read meets a dead connection and runs again on a new one;
+    // the other dead ones are dropped with it, so the concurrent appends
+    // that follow do not each meet one.
+    assert_eq!(store.head("o0").unwrap().seq, 2);
+    seal_on_four(&store, 2);
+    // And again: a second restart is no different.
+    assert!(drop_connections(&db) >= 1);
+    assert_eq!(store.head("o1").unwrap().seq, 3);
+    seal_on_four(&store, 3);
+    for t in 0..4 {
+        let r = verify_store(&store, &format!("o{t}"), &ChainOnly);
+        assert!(r.is_valid(), "{:?}", r.error);
+        assert_eq!(r.verified, 4, "outlet o{t}: nothing lost, nothing twice");
+    }
+}

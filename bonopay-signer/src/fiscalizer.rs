@@ -183,26 +183,39 @@ pub struct FiscalizerConfig {
 /// what a retry *costs*. A client retries because a seal was slow, and
 /// nearly always because signing was (a busy or remote HSM): answering the
 /// retry from the ledger then saves a signature that would take as long as
-/// the original. With a fast signer the lookup is the dearer part: on
-/// PostgreSQL it is a round trip per invoice, about a quarter of the CPU a
-/// seal costs there (BENCHMARKS.md, issue 8), while signing again costs
-/// tens of microseconds and the store's unique key answers the retry.
+/// the original. With a fast signer and no retries the lookup is the dearer
+/// part: on PostgreSQL it is a round trip per invoice, about a quarter of
+/// the CPU a seal costs there (BENCHMARKS.md, issue 8), while a retry found
+/// at append costs one signature of tens of microseconds. But a retry found
+/// at append also fails the invoices queued behind it on its outlet (they
+/// were placed on it and are placed again), so while retries are arriving
+/// (a till replaying its offline queue after a lost connection) looking up
+/// first is the cheaper way again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReplayCheck {
     /// Before every signature.
     Always,
-    /// Only while a recent signature (a moving average of the last few)
-    /// took longer than this; otherwise the retry is found at append.
-    WhenSigningSlowerThan(std::time::Duration),
+    /// Only while it pays: while a recent signature (a moving average of
+    /// the last few) took longer than `slow_signing`, and for
+    /// `after_retry` after a retried request was last found at append.
+    Adaptive {
+        /// Signing time above which every seal looks up first.
+        slow_signing: std::time::Duration,
+        /// How long seals look up first after a retry was found at append.
+        after_retry: std::time::Duration,
+    },
 }
 
 impl Default for ReplayCheck {
-    /// Before signing whenever signing takes more than 1 ms: far above a
-    /// software key or a local token, below any HSM slow enough to make a
-    /// client time out.
+    /// Adaptive: signing over 1 ms (far above a software key or a local
+    /// token, below any HSM slow enough to make a client time out), and
+    /// for 10 s after a retry.
     fn default() -> Self {
-        Self::WhenSigningSlowerThan(std::time::Duration::from_millis(1))
+        Self::Adaptive {
+            slow_signing: std::time::Duration::from_millis(1),
+            after_retry: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -274,6 +287,9 @@ pub struct Fiscalizer {
     credit_locks: Locks,
     /// Moving average of the signer's latency, in µs (see [`ReplayCheck`]).
     sign_micros: std::sync::atomic::AtomicU64,
+    /// When a retried request was last found at append (see
+    /// [`ReplayCheck`]); `None` before the first.
+    last_retry: Mutex<Option<std::time::Instant>>,
 }
 
 impl fmt::Debug for Fiscalizer {
@@ -321,6 +337,7 @@ impl Fiscalizer {
             credit_locks: Mutex::default(),
             heads: Mutex::default(),
             sign_micros: std::sync::atomic::AtomicU64::new(0),
+            last_retry: Mutex::new(None),
         }
     }
 
@@ -328,9 +345,18 @@ impl Fiscalizer {
     fn check_replay_first(&self) -> bool {
         match self.config.replay_check {
             ReplayCheck::Always => true,
-            ReplayCheck::WhenSigningSlowerThan(limit) => {
+            ReplayCheck::Adaptive {
+                slow_signing,
+                after_retry,
+            } => {
                 let avg = self.sign_micros.load(std::sync::atomic::Ordering::Relaxed);
-                u128::from(avg) > limit.as_micros()
+                let recent_retry = self
+                    .last_retry
+                    .lock()
+                    .ok()
+                    .and_then(|t| *t)
+                    .is_some_and(|t| t.elapsed() < after_retry);
+                u128::from(avg) > slow_signing.as_micros() || recent_retry
             }
         }
     }
@@ -531,6 +557,9 @@ impl Fiscalizer {
                 }
                 Err(LedgerError::Duplicate { name, .. }) if name == index::IDEMPOTENCY => {
                     self.forget_head(&req.outlet_id);
+                    if let Ok(mut t) = self.last_retry.lock() {
+                        *t = Some(std::time::Instant::now());
+                    }
                     // An earlier or concurrent request with the same key.
                     return self
                         .replay(&scoped_key, &request_sha, idempotency_key)?

@@ -825,7 +825,10 @@ fn while_signing_is_slow_a_retry_is_answered_without_signing() {
     let signer = Arc::new(CountingSigner::new(20));
     let f = rig_checking(
         Arc::clone(&signer),
-        ReplayCheck::WhenSigningSlowerThan(std::time::Duration::from_millis(1)),
+        ReplayCheck::Adaptive {
+            slow_signing: std::time::Duration::from_millis(1),
+            after_retry: std::time::Duration::ZERO,
+        },
     );
     let first = f.seal(&sale("kin-01"), "k").unwrap();
     assert_eq!(signer.calls(), 1);
@@ -841,10 +844,14 @@ fn while_signing_is_slow_a_retry_is_answered_without_signing() {
 #[test]
 fn with_a_fast_signer_a_retry_signs_again_but_seals_nothing_new() {
     let signer = Arc::new(CountingSigner::new(0));
-    // No signer is this slow: the key is never looked up first.
+    // No signer is this slow, and retries do not turn the lookup on: the
+    // key is never looked up first.
     let f = rig_checking(
         Arc::clone(&signer),
-        ReplayCheck::WhenSigningSlowerThan(std::time::Duration::from_secs(3600)),
+        ReplayCheck::Adaptive {
+            slow_signing: std::time::Duration::from_secs(3600),
+            after_retry: std::time::Duration::ZERO,
+        },
     );
     let first = f.seal(&sale("kin-01"), "k").unwrap();
     let again = f.seal(&sale("kin-01"), "k").unwrap();
@@ -864,4 +871,29 @@ fn replay_check_always_never_signs_a_retry() {
     f.seal(&sale("kin-01"), "k").unwrap();
     assert!(f.seal(&sale("kin-01"), "k").unwrap().replayed);
     assert_eq!(signer.calls(), 1);
+}
+
+#[test]
+fn after_a_retry_is_found_at_append_retries_are_answered_without_signing() {
+    let signer = Arc::new(CountingSigner::new(0));
+    let f = rig_checking(
+        Arc::clone(&signer),
+        ReplayCheck::Adaptive {
+            slow_signing: std::time::Duration::from_secs(3600),
+            after_retry: std::time::Duration::from_secs(3600),
+        },
+    );
+    for k in ["a", "b", "c"] {
+        f.seal(&sale("kin-01"), k).unwrap();
+    }
+    assert_eq!(signer.calls(), 3);
+    // The first retry is signed and found at append...
+    assert!(f.seal(&sale("kin-01"), "a").unwrap().replayed);
+    assert_eq!(signer.calls(), 4);
+    // ...and from then on (a till replaying its queue) retries are looked
+    // up first.
+    assert!(f.seal(&sale("kin-01"), "b").unwrap().replayed);
+    assert!(f.seal(&sale("kin-01"), "c").unwrap().replayed);
+    assert_eq!(signer.calls(), 4);
+    assert_eq!(f.store().head("kin-01").unwrap().seq, 3);
 }

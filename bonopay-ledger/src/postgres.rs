@@ -91,6 +91,17 @@ pub const PG_MIGRATIONS: &[&str] = &[
         NULL;
     END $$;
 ",
+    "
+    -- Every index row (two per invoice: its idempotency key and its
+    -- authentication code) went into three B-trees: the id primary key
+    -- (nothing refers to it), the unique index and a lookup index that
+    -- repeated the unique one for unique names. Now each row goes into one:
+    -- the unique index, or the lookup index for names that may repeat.
+    -- Lookups query both (`SQL_FIND`). The id still orders a name's rows.
+    ALTER TABLE ledger_index DROP CONSTRAINT ledger_index_pkey;
+    DROP INDEX ledger_index_lookup;
+    CREATE INDEX ledger_index_multi ON ledger_index (name, value) WHERE NOT is_unique;
+",
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> LedgerError {
@@ -116,6 +127,16 @@ pub struct PgConn {
     /// The client.
     pub client: Client,
     stmts: std::collections::HashMap<&'static str, postgres::Statement>,
+    /// The server said it is ending this session (see [`gone`]): the
+    /// client may not have noticed the close yet, the pool must not keep it.
+    broken: bool,
+}
+
+/// Whether `e` says the session is over: the connection closed, or the
+/// server ending it (an administrator's terminate, a crash or shutdown of
+/// the server: SQLSTATE class 57P). Nothing of a statement answered so ran.
+fn gone(e: &postgres::Error) -> bool {
+    e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("57P"))
 }
 
 impl PgConn {
@@ -184,7 +205,7 @@ impl PgPool {
         let out = f(&mut client);
         let mut dead = Vec::new();
         if let Ok(mut st) = self.state.lock() {
-            if client.client.is_closed() {
+            if client.broken || client.client.is_closed() {
                 // The server dropped it (a restart, a failover, an idle
                 // killer): the idle ones most likely died with it, and each
                 // would fail one caller. Drop them all; new ones connect.
@@ -216,6 +237,7 @@ impl PgPool {
                     .map(|client| PgConn {
                         client,
                         stmts: std::collections::HashMap::new(),
+                        broken: false,
                     })
                     .map_err(|e| {
                         if let Ok(mut st) = self.state.lock() {
@@ -332,12 +354,16 @@ fn retryable(e: &postgres::Error) -> bool {
 enum BatchError {
     Retry(postgres::Error),
     Fatal(LedgerError),
+    /// The session is over (see [`gone`]); the connection must go.
+    Gone(LedgerError),
 }
 
 impl From<postgres::Error> for BatchError {
     fn from(e: postgres::Error) -> Self {
         if retryable(&e) {
             BatchError::Retry(e)
+        } else if gone(&e) {
+            BatchError::Gone(unavailable(e))
         } else {
             BatchError::Fatal(unavailable(e))
         }
@@ -788,7 +814,10 @@ impl PgStore {
         for _ in 0..MAX_RETRIES {
             let mut tx = match conn.client.transaction() {
                 Ok(tx) => tx,
-                Err(e) => return fail_all(unavailable(e)),
+                Err(e) => {
+                    conn.broken |= gone(&e);
+                    return fail_all(unavailable(e));
+                }
             };
             match Self::try_batch(&mut tx, &st, entries, precheck) {
                 Ok(results)
@@ -815,6 +844,7 @@ impl PgStore {
                             continue;
                         }
                         Err(e) => {
+                            conn.broken |= gone(&e);
                             let e = unavailable(format!("commit failed, batch not written: {e}"));
                             results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
                         }
@@ -828,6 +858,10 @@ impl PgStore {
                     last = Some(e.to_string());
                 }
                 Err(BatchError::Fatal(e)) => return fail_all(e),
+                Err(BatchError::Gone(e)) => {
+                    conn.broken = true;
+                    return fail_all(e);
+                }
             }
         }
         fail_all(unavailable(format!(
@@ -852,7 +886,11 @@ impl PgStore {
             self.pool.with(|c| {
                 c.stmt(sql)
                     .and_then(|st| f(&mut c.client, &st))
-                    .map_err(|e| (e, c.client.is_closed()))
+                    .map_err(|e| {
+                        c.broken |= gone(&e);
+                        let dead = c.broken || c.client.is_closed();
+                        (e, dead)
+                    })
             })
         };
         match attempt()? {
@@ -877,8 +915,12 @@ const SQL_RANGE: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice
 const SQL_PAGE: &str = "SELECT outlet, seq, kind, fiscal_year, time_ms, invoice_type, total_counter, \
      type_counter, z_number, prev_hash, entry_hash, header, payload FROM ledger_entries \
      WHERE outlet = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
-const SQL_FIND: &str =
-    "SELECT outlet, seq FROM ledger_index WHERE name = $1 AND value = $2 ORDER BY id";
+/// One branch per partial index (a unique key's row is in one, a
+/// repeatable key's rows in the other), each an index probe on both columns.
+const SQL_FIND: &str = "SELECT outlet, seq, id FROM ledger_index \
+     WHERE name = $1 AND value = $2 AND is_unique \
+     UNION ALL SELECT outlet, seq, id FROM ledger_index \
+     WHERE name = $1 AND value = $2 AND NOT is_unique ORDER BY id";
 /// The fast path: compare-and-swap every head (seq and hash as this
 /// process expects them) and insert the entries and index keys of the
 /// outlets whose head held, in one statement. Under READ COMMITTED an

@@ -125,13 +125,31 @@ fn a_version_1_database_migrates_forward_and_keeps_its_chain() {
 /// PostgreSQL restart (or a failover, or an idle-connection killer) does.
 fn drop_connections(db: &TestDb) -> i64 {
     let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
-    c.query_one(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        &[],
-    )
-    .unwrap()
-    .get(0)
+    let n = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // pg_terminate_backend only signals: wait until they are gone, as
+    // after a restart (else a call may still reach a dying one in time).
+    for _ in 0..200 {
+        let left: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    n
 }
 
 /// Four threads sealing on four outlets at once, so the pool holds
@@ -175,4 +193,58 @@ fn connections_dropped_by_the_server_are_replaced_without_a_failed_call() {
         assert!(r.is_valid(), "{:?}", r.error);
         assert_eq!(r.verified, 4, "outlet o{t}: nothing lost, nothing twice");
     }
+}
+
+#[test]
+fn an_index_row_goes_into_one_btree_and_lookups_find_both_kinds() {
+    let db = TestDb::create().unwrap();
+    let store = PgStore::connect(&db.url, 2).unwrap();
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut defs: Vec<String> = c
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_index'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    defs.sort();
+    assert_eq!(defs.len(), 2, "{defs:?}");
+    assert!(
+        defs[0].contains("ledger_index_multi") && defs[0].ends_with("WHERE (NOT is_unique)"),
+        "{defs:?}"
+    );
+    assert!(
+        defs[1].contains("UNIQUE") && defs[1].ends_with("WHERE is_unique"),
+        "{defs:?}"
+    );
+    // A unique key and a repeatable one, through the store.
+    let head = store.head(OUTLET).unwrap();
+    let mut e = head
+        .prepare(&invoice(InvoiceType::Fv, 2026, 1_764_300_000_000))
+        .unwrap()
+        .seal(payload(1));
+    e.index
+        .push(bonopay_ledger::IndexKey::unique("idempotency", "k1"));
+    e.index
+        .push(bonopay_ledger::IndexKey::multi("credits", "orig"));
+    store.append(&e).unwrap();
+    let head = store.head(OUTLET).unwrap();
+    let mut e2 = head
+        .prepare(&invoice(InvoiceType::Fv, 2026, 1_764_300_000_001))
+        .unwrap()
+        .seal(payload(2));
+    e2.index
+        .push(bonopay_ledger::IndexKey::multi("credits", "orig"));
+    store.append(&e2).unwrap();
+    assert_eq!(
+        store.find_index("idempotency", "k1").unwrap(),
+        vec![(OUTLET.to_owned(), 1)]
+    );
+    assert_eq!(
+        store.find_index("credits", "orig").unwrap(),
+        vec![(OUTLET.to_owned(), 1), (OUTLET.to_owned(), 2)]
+    );
+    assert!(store.find_index("idempotency", "orig").unwrap().is_empty());
 }

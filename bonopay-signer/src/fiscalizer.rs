@@ -288,8 +288,10 @@ pub struct Fiscalizer {
     /// Moving average of the signer's latency, in µs (see [`ReplayCheck`]).
     sign_micros: std::sync::atomic::AtomicU64,
     /// When a retried request was last found at append (see
-    /// [`ReplayCheck`]); `None` before the first.
-    last_retry: Mutex<Option<std::time::Instant>>,
+    /// [`ReplayCheck`]): 1 + milliseconds since `created`, 0 before the
+    /// first. An atomic, so that the check costs no lock on every seal.
+    last_retry: std::sync::atomic::AtomicU64,
+    created: std::time::Instant,
 }
 
 impl fmt::Debug for Fiscalizer {
@@ -337,7 +339,8 @@ impl Fiscalizer {
             credit_locks: Mutex::default(),
             heads: Mutex::default(),
             sign_micros: std::sync::atomic::AtomicU64::new(0),
-            last_retry: Mutex::new(None),
+            last_retry: std::sync::atomic::AtomicU64::new(0),
+            created: std::time::Instant::now(),
         }
     }
 
@@ -350,12 +353,14 @@ impl Fiscalizer {
                 after_retry,
             } => {
                 let avg = self.sign_micros.load(std::sync::atomic::Ordering::Relaxed);
-                let recent_retry = self
-                    .last_retry
-                    .lock()
-                    .ok()
-                    .and_then(|t| *t)
-                    .is_some_and(|t| t.elapsed() < after_retry);
+                let last = self.last_retry.load(std::sync::atomic::Ordering::Relaxed);
+                let recent_retry = last != 0
+                    && self
+                        .created
+                        .elapsed()
+                        .as_millis()
+                        .saturating_sub(u128::from(last - 1))
+                        < after_retry.as_millis();
                 u128::from(avg) > slow_signing.as_micros() || recent_retry
             }
         }
@@ -557,9 +562,9 @@ impl Fiscalizer {
                 }
                 Err(LedgerError::Duplicate { name, .. }) if name == index::IDEMPOTENCY => {
                     self.forget_head(&req.outlet_id);
-                    if let Ok(mut t) = self.last_retry.lock() {
-                        *t = Some(std::time::Instant::now());
-                    }
+                    let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.last_retry
+                        .store(ms.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
                     // An earlier or concurrent request with the same key.
                     return self
                         .replay(&scoped_key, &request_sha, idempotency_key)?

@@ -137,6 +137,9 @@ fn main() {
         ("2 outlets, 1 till each", 2, 1, default),
         ("8 outlets, 1 till each", 8, 1, default),
         ("hot outlet, 8 tills", 1, 8, default),
+        // More concurrency than the target case, to show the capacity
+        // left: each outlet's second till pipelines on its first.
+        ("8 outlets, 2 tills each", 8, 2, default),
         // The same with a ledger lookup before every signature (what a
         // slow signer turns on): the cost of answering retries unsigned.
         (

@@ -844,8 +844,18 @@ impl PgStore {
                             continue;
                         }
                         Err(e) => {
-                            conn.broken |= gone(&e);
-                            let e = unavailable(format!("commit failed, batch not written: {e}"));
+                            // A refused COMMIT rolled back; a connection
+                            // lost during it leaves the outcome unknown
+                            // (the caller's next compare-and-swap or key
+                            // check against the chain settles it).
+                            let e = if gone(&e) {
+                                conn.broken = true;
+                                unavailable(format!(
+                                    "connection lost during commit, the batch may or may not be written: {e}"
+                                ))
+                            } else {
+                                unavailable(format!("commit failed, batch not written: {e}"))
+                            };
                             results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
                         }
                     };

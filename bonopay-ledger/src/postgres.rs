@@ -478,6 +478,48 @@ struct IndexColumns {
     unique: Vec<bool>,
 }
 
+impl IndexColumns {
+    fn push(&mut self, e: &Entry) -> Result<(), LedgerError> {
+        for k in &e.index {
+            self.name.push(k.name.clone());
+            self.value.push(k.value.clone());
+            self.outlet.push(e.outlet.clone());
+            self.seq.push(to_i64(e.seq)?);
+            self.unique.push(k.unique);
+        }
+        Ok(())
+    }
+}
+
+/// The entries and their index keys as the columns the inserts unnest.
+fn columns<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<(EntryColumns, IndexColumns), LedgerError> {
+    let mut c = EntryColumns::default();
+    let mut ix = IndexColumns::default();
+    for e in entries {
+        c.push(e)?;
+        ix.push(e)?;
+    }
+    Ok((c, ix))
+}
+
+/// The entry among `earlier` (of the same batch) that already holds one of
+/// `e`'s unique keys, with that key: a batch must not take a key twice.
+fn clash<'a, 'b>(
+    earlier: impl IntoIterator<Item = &'a Entry>,
+    e: &'b Entry,
+) -> Option<(&'a Entry, &'b crate::entry::IndexKey)> {
+    earlier.into_iter().find_map(|a| {
+        e.index.iter().filter(|k| k.unique).find_map(|k| {
+            a.index
+                .iter()
+                .any(|x| x.unique && x.name == k.name && x.value == k.value)
+                .then_some((a, k))
+        })
+    })
+}
+
 #[derive(Default)]
 struct HeadColumns {
     outlet: Vec<String>,
@@ -594,15 +636,7 @@ impl PgStore {
         let mut heads = start.clone();
         for (i, e) in entries.iter().enumerate() {
             let slot = heads.iter().position(|h| h.outlet == e.outlet)?;
-            let dup = entries[..i].iter().any(|a| {
-                a.index.iter().any(|x| {
-                    x.unique
-                        && e.index
-                            .iter()
-                            .any(|k| k.unique && k.name == x.name && k.value == x.value)
-                })
-            });
-            if dup {
+            if clash(&entries[..i], e).is_some() {
                 return None;
             }
             heads[slot] = check_append(&heads[slot], e).ok()?;
@@ -616,18 +650,7 @@ impl PgStore {
                 exp_seq.push(to_i64(old.seq)?);
                 exp_hash.push(old.hash.to_vec());
             }
-            let mut c = EntryColumns::default();
-            let mut ix = IndexColumns::default();
-            for e in entries {
-                c.push(e)?;
-                for k in &e.index {
-                    ix.name.push(k.name.clone());
-                    ix.value.push(k.value.clone());
-                    ix.outlet.push(e.outlet.clone());
-                    ix.seq.push(to_i64(e.seq)?);
-                    ix.unique.push(k.unique);
-                }
-            }
+            let (c, ix) = columns(entries)?;
             Ok((h, exp_seq, exp_hash, c, ix))
         };
         let (h, exp_seq, exp_hash, c, ix) = build().ok()?;
@@ -725,28 +748,25 @@ impl PgStore {
                     .iter()
                     .position(|(h, _)| h.outlet == e.outlet)
                     .ok_or_else(|| unavailable("head not locked"))?;
+                let duplicate = |k: &crate::entry::IndexKey, outlet: &str, seq: u64| {
+                    Err(LedgerError::Duplicate {
+                        name: k.name.clone(),
+                        value: k.value.clone(),
+                        outlet: outlet.to_owned(),
+                        seq,
+                    })
+                };
                 for k in e.index.iter().filter(|k| k.unique) {
-                    let dup = taken
+                    if let Some((_, _, o, s)) = taken
                         .iter()
                         .find(|(n, v, _, _)| *n == k.name && *v == k.value)
-                        .map(|(_, _, o, s)| (o.clone(), *s))
-                        .or_else(|| {
-                            // Or earlier in this same batch.
-                            accepted.iter().find_map(|a| {
-                                a.index
-                                    .iter()
-                                    .any(|x| x.unique && x.name == k.name && x.value == k.value)
-                                    .then(|| (a.outlet.clone(), a.seq))
-                            })
-                        });
-                    if let Some((outlet, seq)) = dup {
-                        return Err(LedgerError::Duplicate {
-                            name: k.name.clone(),
-                            value: k.value.clone(),
-                            outlet,
-                            seq,
-                        });
+                    {
+                        return duplicate(k, o, *s);
                     }
+                }
+                // Or taken earlier in this same batch.
+                if let Some((a, k)) = clash(accepted.iter().copied(), e) {
+                    return duplicate(k, &a.outlet, a.seq);
                 }
                 Ok((slot, check_append(&heads[slot].0, e)?))
             })();
@@ -761,18 +781,7 @@ impl PgStore {
         }
         if !accepted.is_empty() {
             // One statement for all the entries, one for all index keys.
-            let mut c = EntryColumns::default();
-            let mut ix = IndexColumns::default();
-            for e in &accepted {
-                c.push(e)?;
-                for k in &e.index {
-                    ix.name.push(k.name.clone());
-                    ix.value.push(k.value.clone());
-                    ix.outlet.push(e.outlet.clone());
-                    ix.seq.push(to_i64(e.seq)?);
-                    ix.unique.push(k.unique);
-                }
-            }
+            let (c, ix) = columns(accepted.iter().copied())?;
             tx.execute(
                 &st.insert_entries,
                 &[

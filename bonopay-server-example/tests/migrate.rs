@@ -14,10 +14,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use bonopay_ledger::{LedgerStore, PgStore, SqliteStore, TestDb};
-use bonopay_server_example::cli::migrate::{CopiedExtras, copy_webhooks_and_deliveries};
+use bonopay_server_example::cli::migrate::{CopiedExtras, copy_auth, copy_webhooks_and_deliveries};
 use bonopay_server_example::cli::serve::bootstrap;
 use bonopay_server_example::datadir::DataDir;
-use bonopay_server_example::server::auth::{ApiKeyStore, SqliteKeyStore, hash_token};
+use bonopay_server_example::server::auth::{
+    ApiKey, ApiKeyStore, Outlet, Role, SqliteKeyStore, hash_token,
+};
+use bonopay_server_example::server::auth_pg::PgKeyStore;
 use bonopay_server_example::server::deliveries::{
     DeliveryStore, SqliteDeliveryStore, conformance::record as receipt,
 };
@@ -213,6 +216,69 @@ fn the_webhook_and_receipt_copy_is_atomic_and_idempotent() {
         "a second copy copies nothing more"
     );
     assert_same_webhooks_and_receipts(&auth, &db.url);
+}
+
+#[test]
+fn the_api_key_copy_is_atomic_and_keeps_revocations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let auth = tmp.path().join("auth.db");
+    let keys = SqliteKeyStore::open(&auth).unwrap();
+    let created_at = "2026-02-25T06:13:20.000Z".to_owned();
+    keys.insert_outlet(&Outlet {
+        id: OUTLET_A.into(),
+        merchant_nif: NIF_A.into(),
+        created_at: created_at.clone(),
+    })
+    .unwrap();
+    let key = |id: &str, role| ApiKey {
+        id: id.into(),
+        merchant_nif: NIF_A.into(),
+        role,
+        outlets: Some(vec![OUTLET_A.into()]),
+        label: Some(format!("{id} label")),
+        created_at: created_at.clone(),
+        revoked: false,
+    };
+    keys.insert_key(&key("key_live", Role::Cashier), &hash_token("tok_live"))
+        .unwrap();
+    keys.insert_key(&key("key_gone", Role::Owner), &hash_token("tok_gone"))
+        .unwrap();
+    assert!(keys.revoke_key(NIF_A, "key_gone").unwrap());
+    drop(keys);
+    // A malformed row after the good ones: the copy must write nothing
+    // (before, the keys ahead of it were left in the target, and a key
+    // was briefly active there before its revocation was copied).
+    let conn = rusqlite::Connection::open(&auth).unwrap();
+    conn.execute(
+        "INSERT INTO api_keys (id, token_hash, merchant_nif, role, created_at)
+         VALUES ('key_bad', x'00', ?1, 'cashier', ?2)",
+        [NIF_A, created_at.as_str()],
+    )
+    .unwrap();
+    let db = TestDb::create().unwrap();
+    let err = format!("{:?}", copy_auth(&auth, &db.url).unwrap_err());
+    assert!(err.contains("key_bad") && err.contains("1 bytes"), "{err}");
+    let mut pg = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    for table in ["auth_keys", "auth_outlets"] {
+        let n: i64 = pg
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}: a failed copy copies nothing");
+    }
+    conn.execute("DELETE FROM api_keys WHERE id = 'key_bad'", [])
+        .unwrap();
+    assert_eq!(copy_auth(&auth, &db.url).unwrap(), (2, 1));
+    let store = PgKeyStore::connect(&db.url).unwrap();
+    let live = store.key_by_hash(&hash_token("tok_live")).unwrap().unwrap();
+    assert_eq!(live, key("key_live", Role::Cashier));
+    let gone = store.key_by_hash(&hash_token("tok_gone")).unwrap().unwrap();
+    assert!(gone.revoked, "a revoked key stays revoked");
+    assert_eq!(gone.role, Role::Owner);
+    assert!(store.outlet(OUTLET_A).unwrap().is_some());
+    // A second copy is refused (the ids are taken) and changes nothing.
+    assert!(copy_auth(&auth, &db.url).is_err());
+    assert_eq!(store.list_keys(NIF_A).unwrap().len(), 2);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! references, report numbers), appended through the PostgreSQL store's
 //! compare-and-swap, so the target checks the chain as it receives it; the
 //! DGI outbox with each invoice's upload state (nothing synced is sent
-//! again); the API keys (hashes only) and outlets; the webhook subscribers
+//! again); the API keys (hashes only, revoked ones revoked) and outlets
+//! ([`copy_auth`]: one transaction); the webhook subscribers
 //! (with their secrets), events, deliveries with their states and due
 //! times, attempt logs and per-outlet cursors, and the receipt delivery
 //! log ([`copy_webhooks_and_deliveries`]: one transaction, idempotent).
@@ -17,7 +18,6 @@
 //! already; the source is only read.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bonopay_ledger::{LedgerStore, PgStore, SqliteStore, verify_store};
 use bonopay_signer::SignatureCheck;
@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::Failure;
 use crate::datadir::DataDir;
-use crate::server::auth::{ApiKey, ApiKeyStore};
+use crate::server::auth::Role;
 
 /// Options of `bonopay migrate`.
 #[derive(Debug, clap::Args)]
@@ -253,63 +253,90 @@ fn copy_rows(
     Ok(n)
 }
 
-/// Copies API keys (hashes, roles, bindings, revocation) and outlets.
-fn copy_auth(auth: &std::path::Path, url: &str) -> Result<(u64, u64), Failure> {
+/// Copies the API keys (hashes, roles, bindings, revocation) and the
+/// registered outlets of `auth` into the PostgreSQL key store at `url`,
+/// in one transaction: a failure copies nothing, and a revoked key is
+/// written revoked (never active, not even for an instant). Strict: a key
+/// or outlet id already in the target is an error, since the same id could
+/// stand for a different key there. Returns (keys, outlets) copied.
+///
+/// # Errors
+/// [`Failure::Message`] when a store fails, a stored row is malformed, or
+/// an id is already taken in the target.
+pub fn copy_auth(auth: &std::path::Path, url: &str) -> Result<(u64, u64), Failure> {
     if !auth.exists() {
         return Ok((0, 0));
     }
     let conn = rusqlite::Connection::open(auth).map_err(msg)?;
-    let dst: Arc<dyn ApiKeyStore> =
-        Arc::new(crate::server::auth_pg::PgKeyStore::connect(url).map_err(msg)?);
-    let mut outlets = 0;
-    {
-        let mut stmt = conn
-            .prepare("SELECT id, merchant_nif, created_at FROM outlets ORDER BY rowid")
-            .map_err(msg)?;
-        let mut rows = stmt.query([]).map_err(msg)?;
-        while let Some(r) = rows.next().map_err(msg)? {
-            let o = crate::server::auth::Outlet {
-                id: r.get(0).map_err(msg)?,
-                merchant_nif: r.get(1).map_err(msg)?,
-                created_at: r.get(2).map_err(msg)?,
-            };
-            dst.insert_outlet(&o).map_err(msg)?;
-            outlets += 1;
-        }
-    }
-    let mut keys = 0;
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
-             FROM api_keys ORDER BY rowid",
-        )
-        .map_err(msg)?;
-    let mut rows = stmt.query([]).map_err(msg)?;
-    while let Some(r) = rows.next().map_err(msg)? {
-        let hash: Vec<u8> = r.get(1).map_err(msg)?;
-        let hash: [u8; 32] = hash
-            .try_into()
-            .map_err(|_| Failure::Message("a stored key hash is not 32 bytes".into()))?;
-        let role: String = r.get(3).map_err(msg)?;
-        let bound: Option<String> = r.get(4).map_err(msg)?;
-        let key = ApiKey {
-            id: r.get(0).map_err(msg)?,
-            merchant_nif: r.get(2).map_err(msg)?,
-            role: role.parse().map_err(Failure::Message)?,
-            outlets: bound
+    // Creates the target tables (the store's migrations).
+    drop(crate::server::auth_pg::PgKeyStore::connect(url).map_err(msg)?);
+    let mut pg = postgres::Client::connect(url, postgres::NoTls).map_err(msg)?;
+    let mut tx = pg.transaction().map_err(msg)?;
+    let outlets = copy_rows(
+        &conn,
+        &mut tx,
+        "SELECT id, merchant_nif, created_at FROM outlets ORDER BY rowid",
+        "INSERT INTO auth_outlets (id, merchant_nif, created_at) VALUES ($1, $2, $3)",
+        |r| {
+            Ok(Some(vec![
+                Box::new(r.get::<_, String>(0)?),
+                Box::new(r.get::<_, String>(1)?),
+                Box::new(r.get::<_, String>(2)?),
+            ]))
+        },
+    )?;
+    let mut bad = None;
+    let keys = copy_rows(
+        &conn,
+        &mut tx,
+        "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
+         FROM api_keys ORDER BY rowid",
+        "INSERT INTO auth_keys
+             (id, token_hash, merchant_nif, role, outlets, label, created_at, revoked)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        |r| {
+            let id: String = r.get(0)?;
+            let hash: Vec<u8> = r.get(1)?;
+            let role = r.get::<_, String>(3)?.parse::<Role>();
+            let bound = r
+                .get::<_, Option<String>>(4)?
                 .map(|b| serde_json::from_str::<Vec<String>>(&b))
-                .transpose()
-                .map_err(msg)?,
-            label: r.get(5).map_err(msg)?,
-            created_at: r.get(6).map_err(msg)?,
-            revoked: false,
-        };
-        dst.insert_key(&key, &hash).map_err(msg)?;
-        if r.get::<_, i64>(7).map_err(msg)? != 0 {
-            dst.revoke_key(&key.merchant_nif, &key.id).map_err(msg)?;
-        }
-        keys += 1;
-    }
+                .transpose();
+            let (role, bound) = match (hash.len(), role, bound) {
+                (32, Ok(role), Ok(bound)) => (role, bound),
+                (n, role, bound) => {
+                    // Stop at the first malformed row; the transaction
+                    // is then rolled back.
+                    bad = Some(format!(
+                        "API key {id} is malformed in the source: {}",
+                        if n != 32 {
+                            format!("its hash is {n} bytes, not 32")
+                        } else if let Err(e) = role {
+                            e
+                        } else {
+                            format!(
+                                "its outlet list is not a JSON array of ids: {:?}",
+                                bound.err()
+                            )
+                        }
+                    ));
+                    return Err(rusqlite::Error::InvalidQuery);
+                }
+            };
+            Ok(Some(vec![
+                Box::new(id),
+                Box::new(hash),
+                Box::new(r.get::<_, String>(2)?),
+                Box::new(role.as_str()),
+                Box::new(bound),
+                Box::new(r.get::<_, Option<String>>(5)?),
+                Box::new(r.get::<_, String>(6)?),
+                Box::new(r.get::<_, i64>(7)? != 0),
+            ]))
+        },
+    )
+    .map_err(|e| bad.take().map_or(e, Failure::Message))?;
+    tx.commit().map_err(msg)?;
     Ok((keys, outlets))
 }
 

@@ -115,11 +115,24 @@ fn corrupt(e: impl std::fmt::Display) -> LedgerError {
 /// A small pool of connections: a client is checked out per operation and
 /// returned, or dropped if its connection broke.
 pub struct PgPool {
-    url: String,
+    /// The parsed URL, with [`DEFAULT_CONNECT_TIMEOUT`] when it sets none;
+    /// a URL that does not parse fails every checkout with its reason.
+    config: Result<postgres::Config, String>,
     max: usize,
+    checkout_timeout: std::time::Duration,
     state: Mutex<(Vec<PgConn>, usize)>,
     freed: Condvar,
 }
+
+/// How long a call waits for a free connection, all being busy, before it
+/// fails with [`LedgerError::Unavailable`]: a till must get an answer it
+/// can act on (retry, queue offline), not hang behind a stuck database.
+pub const CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The connect timeout when the URL sets none (`connect_timeout=…`):
+/// without one, connecting to an unreachable host waits for the operating
+/// system's TCP timeout, minutes.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A pooled connection and its prepared statements (prepared once per
 /// connection: a statement costs one round trip instead of two).
@@ -186,12 +199,30 @@ impl PgPool {
     /// (`postgres://user@host:port/db` or `host=… user=… dbname=…`).
     #[must_use]
     pub fn new(url: &str, max: usize) -> Self {
+        let config = url
+            .parse::<postgres::Config>()
+            .map(|mut c| {
+                if c.get_connect_timeout().is_none() {
+                    c.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+                }
+                c
+            })
+            // Not the URL itself in the message: it may carry a password.
+            .map_err(|e| format!("the PostgreSQL URL does not parse: {e}"));
         Self {
-            url: url.to_owned(),
+            config,
             max: max.max(1),
+            checkout_timeout: CHECKOUT_TIMEOUT,
             state: Mutex::new((Vec::new(), 0)),
             freed: Condvar::new(),
         }
+    }
+
+    /// The same pool with another [`CHECKOUT_TIMEOUT`].
+    #[must_use]
+    pub fn with_checkout_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
     }
 
     /// Runs `f` with a client checked out of the pool (connecting a new
@@ -222,6 +253,8 @@ impl PgPool {
     }
 
     fn checkout(&self) -> Result<PgConn, LedgerError> {
+        let config = self.config.as_ref().map_err(unavailable)?;
+        let deadline = std::time::Instant::now() + self.checkout_timeout;
         let mut st = self
             .state
             .lock()
@@ -233,7 +266,8 @@ impl PgPool {
             if st.1 < self.max {
                 st.1 += 1;
                 drop(st);
-                return Client::connect(&self.url, NoTls)
+                return config
+                    .connect(NoTls)
                     .map(|client| PgConn {
                         client,
                         stmts: std::collections::HashMap::new(),
@@ -246,10 +280,18 @@ impl PgPool {
                         unavailable(format!("cannot connect to PostgreSQL: {e}"))
                     });
             }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(unavailable(format!(
+                    "no PostgreSQL connection came free within {:?} (all {} busy)",
+                    self.checkout_timeout, self.max
+                )));
+            }
             st = self
                 .freed
-                .wait(st)
-                .map_err(|_| unavailable("pool lock poisoned"))?;
+                .wait_timeout(st, left)
+                .map_err(|_| unavailable("pool lock poisoned"))?
+                .0;
         }
     }
 }

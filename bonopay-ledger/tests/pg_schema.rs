@@ -248,3 +248,49 @@ fn an_index_row_goes_into_one_btree_and_lookups_find_both_kinds() {
     );
     assert!(store.find_index("idempotency", "orig").unwrap().is_empty());
 }
+
+#[test]
+fn a_call_waiting_for_a_busy_pool_fails_after_the_checkout_timeout() {
+    let db = TestDb::create().unwrap();
+    let pool = std::sync::Arc::new(
+        bonopay_ledger::PgPool::new(&db.url, 1)
+            .with_checkout_timeout(std::time::Duration::from_millis(200)),
+    );
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (taken, wait_taken) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let pool = std::sync::Arc::clone(&pool);
+        std::thread::spawn(move || {
+            pool.with(|_| {
+                taken.send(()).unwrap();
+                // Holds the only connection until the other call is over
+                // (or for 5 s: a pool without the timeout then serves the
+                // other call late, and the test fails rather than hangs).
+                let _ = held.recv_timeout(std::time::Duration::from_secs(5));
+            })
+            .unwrap();
+        })
+    };
+    wait_taken.recv().unwrap();
+    let err = pool.with(|_| ()).unwrap_err();
+    assert!(
+        matches!(&err, bonopay_ledger::LedgerError::Unavailable(m) if m.contains("came free")),
+        "{err:?}"
+    );
+    drop(release);
+    holder.join().unwrap();
+    // Once the connection is back, calls go through again.
+    pool.with(|c| c.client.simple_query("SELECT 1").map(|_| ()))
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn a_url_that_does_not_parse_is_an_error_not_a_panic() {
+    let pool = bonopay_ledger::PgPool::new("postgres://[not a host", 1);
+    let err = pool.with(|_| ()).unwrap_err();
+    assert!(
+        matches!(&err, bonopay_ledger::LedgerError::Unavailable(m) if m.contains("does not parse")),
+        "{err:?}"
+    );
+}

@@ -152,12 +152,92 @@ fn map_device(token: &str, e: CkError) -> SignerError {
 }
 
 /// A P-256 key on a PKCS#11 token.
+///
+/// An HSM that restarts, a token pulled out and put back, or a login the
+/// token dropped invalidate the sessions and key handles a process holds.
+/// A signature that fails that way opens a new session for its slot of
+/// the pool, logs in again, finds the key again, checks that it is the
+/// same key (same public key: the label now naming another key is
+/// refused, never signed with) and signs once more. So a till sees one
+/// slow seal, not a signer dead until the server restarts.
 pub struct Pkcs11Signer {
+    ctx: Pkcs11,
     token: String,
-    key: ObjectHandle,
+    key_label: String,
+    pin: PinSource,
     public: PublicKey,
-    sessions: Vec<Mutex<Session>>,
+    /// Each pooled session with the key's handle as that session found it.
+    sessions: Vec<Mutex<(Session, ObjectHandle)>>,
     next: AtomicUsize,
+}
+
+/// Whether `e` says the token forgot this session, its login or the key
+/// handle (rather than refusing the operation itself).
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid,
+            _,
+        )
+    )
+}
+
+/// Finds the private key labelled `key_label` and reads its public half.
+fn find_key(
+    session: &Session,
+    token: &str,
+    key_label: &str,
+) -> Result<(ObjectHandle, PublicKey), SignerError> {
+    let label = key_label.as_bytes().to_vec();
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Label(label.clone()),
+        ])
+        .map_err(|e| map_device(token, e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| SignerError::KeyNotFound(key_label.to_owned()))?;
+    let public_handle = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(label),
+        ])
+        .map_err(|e| map_device(token, e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| SignerError::KeyNotFound(format!("{key_label} (public key object)")))?;
+    let attrs = session
+        .get_attributes(
+            public_handle,
+            &[AttributeType::EcPoint, AttributeType::EcParams],
+        )
+        .map_err(|e| map_device(token, e))?;
+    let mut point = None;
+    for a in attrs {
+        match a {
+            Attribute::EcPoint(p) => point = Some(p),
+            Attribute::EcParams(p) if p != P256_EC_PARAMS => {
+                return Err(SignerError::KeyNotFound(format!(
+                    "{key_label} is not a P-256 key"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let point =
+        point.ok_or_else(|| SignerError::KeyNotFound(format!("{key_label} has no EC point")))?;
+    let public = PublicKey::from_sec1(unwrap_octet_string(&point))
+        .map_err(|e| SignerError::KeyNotFound(format!("{key_label}: {e}")))?;
+    Ok((key, public))
 }
 
 impl fmt::Debug for Pkcs11Signer {
@@ -191,60 +271,45 @@ impl Pkcs11Signer {
             login(&s, &token, &pin)?;
             sessions.push(s);
         }
-        let first = &sessions[0];
-        let label = config.key_label.as_bytes().to_vec();
-        let key = first
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::KeyType(KeyType::EC),
-                Attribute::Label(label.clone()),
-            ])
-            .map_err(|e| map_device(&token, e))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| SignerError::KeyNotFound(config.key_label.clone()))?;
-        let public_handle = first
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PUBLIC_KEY),
-                Attribute::Label(label),
-            ])
-            .map_err(|e| map_device(&token, e))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                SignerError::KeyNotFound(format!("{} (public key object)", config.key_label))
-            })?;
-        let attrs = first
-            .get_attributes(
-                public_handle,
-                &[AttributeType::EcPoint, AttributeType::EcParams],
-            )
-            .map_err(|e| map_device(&token, e))?;
-        let mut point = None;
-        for a in attrs {
-            match a {
-                Attribute::EcPoint(p) => point = Some(p),
-                Attribute::EcParams(p) if p != P256_EC_PARAMS => {
-                    return Err(SignerError::KeyNotFound(format!(
-                        "{} is not a P-256 key",
-                        config.key_label
-                    )));
-                }
-                _ => {}
-            }
+        let mut pool = Vec::with_capacity(sessions.len());
+        let mut public = None;
+        for session in sessions {
+            let (key, found) = find_key(&session, &token, &config.key_label)?;
+            public = Some(found);
+            pool.push(Mutex::new((session, key)));
         }
-        let point = point.ok_or_else(|| {
-            SignerError::KeyNotFound(format!("{} has no EC point", config.key_label))
-        })?;
-        let public = PublicKey::from_sec1(unwrap_octet_string(&point))
-            .map_err(|e| SignerError::KeyNotFound(format!("{}: {e}", config.key_label)))?;
+        let public = public.ok_or_else(|| SignerError::KeyNotFound(config.key_label.clone()))?;
         Ok(Self {
+            ctx,
             token,
-            key,
+            key_label: config.key_label.clone(),
+            pin: config.pin.clone(),
             public,
-            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            sessions: pool,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// A new session on the token (found again by label: after a
+    /// re-insert its slot may differ), logged in, with the key found
+    /// again and checked to be the same key.
+    fn reopen(&self) -> Result<(Session, ObjectHandle), SignerError> {
+        let slot = find_slot(&self.ctx, &self.token)?;
+        let session = self
+            .ctx
+            .open_ro_session(slot)
+            .map_err(|e| map_device(&self.token, e))?;
+        login(&session, &self.token, &self.pin.read()?)?;
+        let (key, public) = find_key(&session, &self.token, &self.key_label)?;
+        if public != self.public {
+            return Err(SignerError::KeyNotFound(format!(
+                "{}: the token now holds another key under this label (key id {}, expected {})",
+                self.key_label,
+                public.key_id(),
+                self.public.key_id()
+            )));
+        }
+        Ok((session, key))
     }
 }
 
@@ -271,14 +336,24 @@ impl Signer for Pkcs11Signer {
         let n = self.sessions.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         // Take a free session if there is one, else wait on ours.
-        let guard = (0..n)
+        let mut guard = (0..n)
             .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
             .map(Ok)
             .unwrap_or_else(|| self.sessions[start].lock())
             .map_err(|_| SignerError::DeviceFailure("session lock poisoned".into()))?;
-        let raw = guard
-            .sign(&Mechanism::Ecdsa, self.key, digest)
-            .map_err(|e| map_device(&self.token, e))?;
+        let raw = match guard.0.sign(&Mechanism::Ecdsa, guard.1, digest) {
+            Ok(raw) => raw,
+            Err(e) if session_lost(&e) => {
+                // Replaces this pool slot's session (the old one is
+                // closed, or its close refused, on drop), then one retry.
+                *guard = self.reopen()?;
+                guard
+                    .0
+                    .sign(&Mechanism::Ecdsa, guard.1, digest)
+                    .map_err(|e| map_device(&self.token, e))?
+            }
+            Err(e) => return Err(map_device(&self.token, e)),
+        };
         let signature = Signature::from_raw_normalized(&raw)
             .map_err(|e| SignerError::DeviceFailure(e.to_string()))?;
         Ok(SignOutput {

@@ -119,6 +119,103 @@ fn softhsm_signatures_verify_across_backends() {
     assert!(verify_output(sw.public_key(), &d, &a).is_err());
 }
 
+/// Logs the application out of the token from a session of its own, as
+/// an HSM restart or a token re-insert does: every session the signer
+/// holds is then no longer logged in. The second context is kept (not
+/// dropped): dropping a cryptoki context finalizes the library for the
+/// whole process.
+fn log_the_process_out() {
+    let ctx = cryptoki::context::Pkcs11::new(module()).unwrap();
+    // Already initialized by the signer, process-wide.
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::OsThreads);
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    ctx.open_ro_session(slot).unwrap().logout().unwrap();
+    std::mem::forget(ctx);
+}
+
+#[test]
+fn softhsm_signer_recovers_when_the_token_drops_its_login() {
+    if run_in_softhsm("softhsm_signer_recovers_when_the_token_drops_its_login") {
+        return;
+    }
+    let hsm = provisioned("bono-seal");
+    let d = domain_digest(b"x\0", &[b"recover"]);
+    verify_output(hsm.public_key(), &d, &hsm.sign(&d).unwrap()).unwrap();
+    log_the_process_out();
+    // Every pooled session (4) meets the lost login once and recovers.
+    for _ in 0..8 {
+        let out = hsm.sign(&d).unwrap();
+        verify_output(hsm.public_key(), &d, &out).unwrap();
+    }
+    // And again after a second loss, with concurrent signers.
+    log_the_process_out();
+    let hsm = Arc::new(hsm);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let hsm = Arc::clone(&hsm);
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    let out = hsm.sign(&d).unwrap();
+                    verify_output(hsm.public_key(), &d, &out).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn softhsm_signer_refuses_another_key_under_its_label_after_a_loss() {
+    if run_in_softhsm("softhsm_signer_refuses_another_key_under_its_label_after_a_loss") {
+        return;
+    }
+    let hsm = provisioned("bono-seal");
+    let d = domain_digest(b"x\0", &[b"swap"]);
+    verify_output(hsm.public_key(), &d, &hsm.sign(&d).unwrap()).unwrap();
+    // Someone replaces the key pair under the same label.
+    let ctx = cryptoki::context::Pkcs11::new(module()).unwrap();
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::OsThreads);
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&cryptoki::types::AuthPin::new(PIN.into())),
+    );
+    let label = cryptoki::object::Attribute::Label(b"bono-seal".to_vec());
+    for key in session.find_objects(&[label]).unwrap() {
+        session.destroy_object(key).unwrap();
+    }
+    let other = provision::generate_key(
+        &module(),
+        TOKEN,
+        &PinSource::Env("BONOPAY_TEST_PIN".into()),
+        "bono-seal",
+    )
+    .unwrap();
+    assert_ne!(other.key_id(), hsm.public_key().key_id());
+    session.logout().unwrap();
+    drop(session);
+    std::mem::forget(ctx);
+    // The signer notices the loss, finds a different key and refuses it:
+    // it never signs with a key other than the one it was opened with.
+    match hsm.sign(&d) {
+        Err(SignerError::KeyNotFound(m)) => assert!(m.contains("another key"), "{m}"),
+        other => panic!("expected KeyNotFound, got {other:?}"),
+    }
+}
+
 #[test]
 fn softhsm_key_is_not_extractable() {
     if run_in_softhsm("softhsm_key_is_not_extractable") {

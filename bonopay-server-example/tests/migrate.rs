@@ -276,8 +276,18 @@ fn the_api_key_copy_is_atomic_and_keeps_revocations() {
     assert!(gone.revoked, "a revoked key stays revoked");
     assert_eq!(gone.role, Role::Owner);
     assert!(store.outlet(OUTLET_A).unwrap().is_some());
-    // A second copy is refused (the ids are taken) and changes nothing.
-    assert!(copy_auth(&auth, &db.url).is_err());
+    // A second copy finds the same rows and copies nothing more.
+    assert_eq!(copy_auth(&auth, &db.url).unwrap(), (0, 0));
+    // A key that differs on the two sides (revoked in the source only) is
+    // refused, and nothing changes in the target.
+    let keys = SqliteKeyStore::open(&auth).unwrap();
+    assert!(keys.revoke_key(NIF_A, "key_live").unwrap());
+    let err = format!("{:?}", copy_auth(&auth, &db.url).unwrap_err());
+    assert!(err.contains("key_live") && err.contains("differs"), "{err}");
+    assert_eq!(
+        store.key_by_hash(&hash_token("tok_live")).unwrap().unwrap(),
+        key("key_live", Role::Cashier)
+    );
     assert_eq!(store.list_keys(NIF_A).unwrap().len(), 2);
 }
 
@@ -380,10 +390,68 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     // The webhooks and receipts moved.
     assert_same_webhooks_and_receipts(&data.join("auth.db"), &db.url);
 
-    // A second run refuses: the target already holds the outlet.
+    // A second run finds everything there and moves nothing more; after
+    // one more seal in the source, a third run moves just that one.
     let out = bonopay(&["migrate", "--data-dir", d], &env, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(
+        (&report["entries_moved"], &report["entries_already_there"]),
+        (&Value::from(0), &Value::from(4))
+    );
+    assert_eq!(report["outbox_items_moved"], 0);
+    assert_eq!(report["api_keys_moved"], 0);
+    let out = bonopay(
+        &["seal", "--data-dir", d, "--idempotency-key", "m4"],
+        &[],
+        &invoice,
+    );
+    assert!(out.status.success());
+    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["entries_moved"], 1);
+    assert_eq!(report["outlets"][0]["identical_to_source"], true);
+    assert_eq!(src.head(OUTLET_A).unwrap(), dst.head(OUTLET_A).unwrap());
+
+    // A target whose chain is not the source's (sealed there on its own)
+    // is refused before anything is written.
+    let db3 = TestDb::create().unwrap();
+    let other = Fiscalizer::new(
+        Arc::new(PgStore::connect(&db3.url, 2).unwrap()),
+        Arc::clone(&dir.signer),
+        FiscalizerConfig::new(&dir.config.nid),
+    );
+    other.seal(&req, "elsewhere").unwrap();
+    let out = bonopay(
+        &["migrate", "--data-dir", d],
+        &[("BONOPAY_MIGRATE_TO", db3.url.as_str())],
+        "",
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already has entries"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds other entries"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        PgStore::connect(&db3.url, 1)
+            .unwrap()
+            .head(OUTLET_A)
+            .unwrap()
+            .seq,
+        1
+    );
 
     // A tampered source is refused by the target's checks, not copied.
     let conn = rusqlite::Connection::open(data.join("ledger.db")).unwrap();

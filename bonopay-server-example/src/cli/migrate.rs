@@ -8,14 +8,20 @@
 //! compare-and-swap, so the target checks the chain as it receives it; the
 //! DGI outbox with each invoice's upload state (nothing synced is sent
 //! again); the API keys (hashes only, revoked ones revoked) and outlets
-//! ([`copy_auth`]: one transaction); the webhook subscribers
+//! ([`copy_auth`]: one transaction, idempotent); the webhook subscribers
 //! (with their secrets), events, deliveries with their states and due
 //! times, attempt logs and per-outlet cursors, and the receipt delivery
 //! log ([`copy_webhooks_and_deliveries`]: one transaction, idempotent).
 //! Then the verifier walks every chain in PostgreSQL (hashes, counters,
 //! every signature) and compares it with the source byte for byte:
-//! headers, payloads and hashes. The target must hold none of the outlets
-//! already; the source is only read.
+//! headers, payloads and hashes. The source is only read.
+//!
+//! **Run again after a failure, or to catch up.** Every step is
+//! idempotent: a chain resumes after the prefix the target already holds
+//! (checked to be the source's own), and rows copied before are left as
+//! they are. A target whose chain differs from the source's is refused
+//! before anything is written; keys that differ fail their own step, which
+//! then writes nothing.
 
 use std::path::PathBuf;
 
@@ -64,19 +70,38 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     let src = SqliteStore::open(dir.file(&dir.config.database.ledger)).map_err(msg)?;
     let dst = PgStore::connect(&args.to, 4).map_err(msg)?;
     let outlets = src.outlets().map_err(msg)?;
+    // Where each chain resumes: a target that already holds a prefix of
+    // the source's chain (an earlier run that stopped part way, or one
+    // made before the source sealed more) continues after it. The prefix
+    // is the source's exactly when the target's head hash is the source
+    // entry's hash at that seq (each hash covers every entry before it;
+    // the verification below walks it all again). Anything else is
+    // refused before anything is written.
+    let mut resume = Vec::with_capacity(outlets.len());
+    let mut already = 0u64;
     for o in &outlets {
-        if dst.head(o).map_err(msg)?.seq > 0 {
-            return Err(Failure::Message(format!(
-                "outlet {o} already has entries in the target database: nothing was moved"
-            )));
+        let there = dst.head(o).map_err(msg)?;
+        if there.seq > 0 {
+            let same = src
+                .entry(o, there.seq)
+                .map_err(msg)?
+                .is_some_and(|e| e.entry_hash == there.hash);
+            if !same {
+                return Err(Failure::Message(format!(
+                    "outlet {o} holds other entries in the target database (its entry {} is not the source's): nothing was moved",
+                    there.seq
+                )));
+            }
+            already += there.seq;
         }
+        resume.push(there.seq + 1);
     }
 
     // 1. The chains, with their index keys, in batches.
     let mut moved = 0u64;
-    for o in &outlets {
+    for (o, from) in outlets.iter().zip(resume) {
         let head = src.head(o).map_err(msg)?;
-        let mut next = 1;
+        let mut next = from;
         while next <= head.seq {
             let to = (next + 499).min(head.seq);
             let mut batch = src.range(o, next, to).map_err(msg)?;
@@ -151,6 +176,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     let text = serde_json::to_string_pretty(&json!({
         "valid": ok,
         "entries_moved": moved,
+        "entries_already_there": already,
         "outbox_items_moved": outbox,
         "api_keys_moved": auth.0,
         "outlets_registered": auth.1,
@@ -169,7 +195,8 @@ pub fn run(args: &Args) -> Result<String, Failure> {
 }
 
 /// Copies the SQLite outbox rows (if the directory ever synced) as they
-/// are, unclaimed, and the per-outlet cursors.
+/// are, unclaimed, and the per-outlet cursors; rows an earlier run copied
+/// are left as they are (not counted).
 fn copy_outbox(ledger: &std::path::Path, url: &str) -> Result<u64, Failure> {
     let conn = rusqlite::Connection::open(ledger).map_err(msg)?;
     let has = has_table(&conn, "sync_outbox")?;
@@ -187,7 +214,8 @@ fn copy_outbox(ledger: &std::path::Path, url: &str) -> Result<u64, Failure> {
                 confirmation, error, attempts, next_attempt_ms, updated_ms FROM sync_outbox",
         "INSERT INTO sync_outbox (outlet, seq, merchant_nif, sealed_at_ms, request, ours, state,
            uid, theirs, confirmation, error, attempts, next_attempt_ms, updated_ms, change)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, nextval('sync_change_seq'))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, nextval('sync_change_seq'))
+         ON CONFLICT (outlet, seq) DO NOTHING",
         |r| {
             Ok(Some(vec![
                 Box::new(r.get::<_, String>(0)?),
@@ -253,16 +281,30 @@ fn copy_rows(
     Ok(n)
 }
 
+/// One API key row as both stores hold it.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyRow {
+    id: String,
+    hash: Vec<u8>,
+    merchant_nif: String,
+    role: String,
+    outlets: Option<Vec<String>>,
+    label: Option<String>,
+    created_at: String,
+    revoked: bool,
+}
+
 /// Copies the API keys (hashes, roles, bindings, revocation) and the
 /// registered outlets of `auth` into the PostgreSQL key store at `url`,
 /// in one transaction: a failure copies nothing, and a revoked key is
-/// written revoked (never active, not even for an instant). Strict: a key
-/// or outlet id already in the target is an error, since the same id could
-/// stand for a different key there. Returns (keys, outlets) copied.
+/// written revoked (never active, not even for an instant). A row an
+/// earlier run copied is left alone if it is the same, and refused if it
+/// differs (the same id would stand for another key). Returns (keys,
+/// outlets) inserted.
 ///
 /// # Errors
 /// [`Failure::Message`] when a store fails, a stored row is malformed, or
-/// an id is already taken in the target.
+/// an id stands for something else in the target.
 pub fn copy_auth(auth: &std::path::Path, url: &str) -> Result<(u64, u64), Failure> {
     if !auth.exists() {
         return Ok((0, 0));
@@ -272,70 +314,136 @@ pub fn copy_auth(auth: &std::path::Path, url: &str) -> Result<(u64, u64), Failur
     drop(crate::server::auth_pg::PgKeyStore::connect(url).map_err(msg)?);
     let mut pg = postgres::Client::connect(url, postgres::NoTls).map_err(msg)?;
     let mut tx = pg.transaction().map_err(msg)?;
-    let outlets = copy_rows(
-        &conn,
-        &mut tx,
-        "SELECT id, merchant_nif, created_at FROM outlets ORDER BY rowid",
-        "INSERT INTO auth_outlets (id, merchant_nif, created_at) VALUES ($1, $2, $3)",
-        |r| {
-            Ok(Some(vec![
-                Box::new(r.get::<_, String>(0)?),
-                Box::new(r.get::<_, String>(1)?),
-                Box::new(r.get::<_, String>(2)?),
-            ]))
-        },
-    )?;
-    let mut bad = None;
-    let keys = copy_rows(
-        &conn,
-        &mut tx,
-        "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
-         FROM api_keys ORDER BY rowid",
-        "INSERT INTO auth_keys
-             (id, token_hash, merchant_nif, role, outlets, label, created_at, revoked)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        |r| {
-            let id: String = r.get(0)?;
-            let hash: Vec<u8> = r.get(1)?;
-            let role = r.get::<_, String>(3)?.parse::<Role>();
-            let bound = r
-                .get::<_, Option<String>>(4)?
-                .map(|b| serde_json::from_str::<Vec<String>>(&b))
-                .transpose();
-            let (role, bound) = match (hash.len(), role, bound) {
-                (32, Ok(role), Ok(bound)) => (role, bound),
-                (n, role, bound) => {
-                    // Stop at the first malformed row; the transaction
-                    // is then rolled back.
-                    bad = Some(format!(
-                        "API key {id} is malformed in the source: {}",
-                        if n != 32 {
-                            format!("its hash is {n} bytes, not 32")
-                        } else if let Err(e) = role {
-                            e
-                        } else {
-                            format!(
-                                "its outlet list is not a JSON array of ids: {:?}",
-                                bound.err()
-                            )
-                        }
-                    ));
-                    return Err(rusqlite::Error::InvalidQuery);
-                }
+
+    let mut outlets = 0;
+    let mut stmt = conn
+        .prepare("SELECT id, merchant_nif, created_at FROM outlets ORDER BY rowid")
+        .map_err(msg)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(msg)?;
+    for row in rows {
+        let (id, nif, created) = row.map_err(msg)?;
+        let n = tx
+            .execute(
+                "INSERT INTO auth_outlets (id, merchant_nif, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &nif, &created],
+            )
+            .map_err(msg)?;
+        if n == 0 {
+            let there = tx
+                .query_one(
+                    "SELECT merchant_nif, created_at FROM auth_outlets WHERE id = $1",
+                    &[&id],
+                )
+                .map_err(msg)?;
+            let there: (String, String) = (
+                there.try_get(0).map_err(msg)?,
+                there.try_get(1).map_err(msg)?,
+            );
+            if there != (nif, created) {
+                return Err(Failure::Message(format!(
+                    "outlet {id} is registered differently in the target: nothing of the keys was copied"
+                )));
+            }
+        }
+        outlets += n;
+    }
+
+    let mut keys = 0;
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
+             FROM api_keys ORDER BY rowid",
+        )
+        .map_err(msg)?;
+    let mut rows = stmt.query([]).map_err(msg)?;
+    while let Some(r) = rows.next().map_err(msg)? {
+        let id: String = r.get(0).map_err(msg)?;
+        let malformed = |why: String| {
+            Failure::Message(format!(
+                "API key {id} is malformed in the source ({why}): nothing of the keys was copied"
+            ))
+        };
+        let hash: Vec<u8> = r.get(1).map_err(msg)?;
+        if hash.len() != 32 {
+            return Err(malformed(format!(
+                "its hash is {} bytes, not 32",
+                hash.len()
+            )));
+        }
+        let role = r
+            .get::<_, String>(3)
+            .map_err(msg)?
+            .parse::<Role>()
+            .map_err(malformed)?;
+        let bound = r
+            .get::<_, Option<String>>(4)
+            .map_err(msg)?
+            .map(|b| serde_json::from_str::<Vec<String>>(&b))
+            .transpose()
+            .map_err(|e| malformed(format!("its outlet list: {e}")))?;
+        let key = KeyRow {
+            id: id.clone(),
+            hash,
+            merchant_nif: r.get(2).map_err(msg)?,
+            role: role.as_str().to_owned(),
+            outlets: bound,
+            label: r.get(5).map_err(msg)?,
+            created_at: r.get(6).map_err(msg)?,
+            revoked: r.get::<_, i64>(7).map_err(msg)? != 0,
+        };
+        let n = tx
+            .execute(
+                "INSERT INTO auth_keys
+                     (id, token_hash, merchant_nif, role, outlets, label, created_at, revoked)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &key.id,
+                    &key.hash,
+                    &key.merchant_nif,
+                    &key.role,
+                    &key.outlets,
+                    &key.label,
+                    &key.created_at,
+                    &key.revoked,
+                ],
+            )
+            .map_err(msg)?;
+        if n == 0 {
+            let t = tx
+                .query_one(
+                    "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
+                     FROM auth_keys WHERE id = $1",
+                    &[&key.id],
+                )
+                .map_err(msg)?;
+            let there = KeyRow {
+                id: t.try_get(0).map_err(msg)?,
+                hash: t.try_get(1).map_err(msg)?,
+                merchant_nif: t.try_get(2).map_err(msg)?,
+                role: t.try_get(3).map_err(msg)?,
+                outlets: t.try_get(4).map_err(msg)?,
+                label: t.try_get(5).map_err(msg)?,
+                created_at: t.try_get(6).map_err(msg)?,
+                revoked: t.try_get(7).map_err(msg)?,
             };
-            Ok(Some(vec![
-                Box::new(id),
-                Box::new(hash),
-                Box::new(r.get::<_, String>(2)?),
-                Box::new(role.as_str()),
-                Box::new(bound),
-                Box::new(r.get::<_, Option<String>>(5)?),
-                Box::new(r.get::<_, String>(6)?),
-                Box::new(r.get::<_, i64>(7)? != 0),
-            ]))
-        },
-    )
-    .map_err(|e| bad.take().map_or(e, Failure::Message))?;
+            if there != key {
+                return Err(Failure::Message(format!(
+                    "API key {id} differs in the target (another key, or revoked on one side only): nothing of the keys was copied"
+                )));
+            }
+        }
+        keys += n;
+    }
+    drop(rows);
     tx.commit().map_err(msg)?;
     Ok((keys, outlets))
 }

@@ -159,7 +159,10 @@ fn map_device(token: &str, e: CkError) -> SignerError {
 /// the pool, logs in again, finds the key again, checks that it is the
 /// same key (same public key: the label now naming another key is
 /// refused, never signed with) and signs once more. So a till sees one
-/// slow seal, not a signer dead until the server restarts.
+/// slow seal, not a signer dead until the server restarts. To log in
+/// again the signer keeps its [`PinSource`]: an environment variable or a
+/// file is read again then, a PIN given as a value stays in memory
+/// (zeroized on drop, redacted from `Debug`).
 pub struct Pkcs11Signer {
     ctx: Pkcs11,
     token: String,
@@ -196,25 +199,36 @@ fn find_key(
     key_label: &str,
 ) -> Result<(ObjectHandle, PublicKey), SignerError> {
     let label = key_label.as_bytes().to_vec();
-    let key = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::Label(label.clone()),
-        ])
-        .map_err(|e| map_device(token, e))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| SignerError::KeyNotFound(key_label.to_owned()))?;
-    let public_handle = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::Label(label),
-        ])
-        .map_err(|e| map_device(token, e))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| SignerError::KeyNotFound(format!("{key_label} (public key object)")))?;
+    // Exactly one of each: with two pairs under one label, the private
+    // key found first and the public key found first need not belong
+    // together, and every signature would fail verification.
+    let only = |found: Vec<ObjectHandle>, what: &str| match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(SignerError::KeyNotFound(format!("{key_label}{what}"))),
+        many => Err(SignerError::KeyNotFound(format!(
+            "{key_label}{what}: the label names {} objects on {token}, it must name one",
+            many.len()
+        ))),
+    };
+    let key = only(
+        session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::EC),
+                Attribute::Label(label.clone()),
+            ])
+            .map_err(|e| map_device(token, e))?,
+        "",
+    )?;
+    let public_handle = only(
+        session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Label(label),
+            ])
+            .map_err(|e| map_device(token, e))?,
+        " (public key object)",
+    )?;
     let attrs = session
         .get_attributes(
             public_handle,
@@ -272,7 +286,7 @@ impl Pkcs11Signer {
             sessions.push(s);
         }
         let mut pool = Vec::with_capacity(sessions.len());
-        let mut public = None;
+        let mut public: Option<PublicKey> = None;
         for session in sessions {
             let (key, found) = find_key(&session, &token, &config.key_label)?;
             public = Some(found);

@@ -217,6 +217,25 @@ fn softhsm_signer_refuses_another_key_under_its_label_after_a_loss() {
 }
 
 #[test]
+fn softhsm_a_label_naming_two_key_pairs_is_refused() {
+    if run_in_softhsm("softhsm_a_label_naming_two_key_pairs_is_refused") {
+        return;
+    }
+    drop(provisioned("bono-seal"));
+    provision::generate_key(
+        &module(),
+        TOKEN,
+        &PinSource::Env("BONOPAY_TEST_PIN".into()),
+        "bono-seal",
+    )
+    .unwrap();
+    match Pkcs11Signer::open(&config("bono-seal")) {
+        Err(SignerError::KeyNotFound(m)) => assert!(m.contains("names 2 objects"), "{m}"),
+        other => panic!("expected KeyNotFound, got {other:?}"),
+    }
+}
+
+#[test]
 fn softhsm_key_is_not_extractable() {
     if run_in_softhsm("softhsm_key_is_not_extractable") {
         return;

@@ -292,6 +292,70 @@ fn the_api_key_copy_is_atomic_and_keeps_revocations() {
 }
 
 #[test]
+fn a_migration_that_failed_part_way_completes_when_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let invoice = example().to_string();
+    for k in ["r1", "r2", "r3"] {
+        let out = bonopay(
+            &["seal", "--data-dir", d, "--idempotency-key", k],
+            &[],
+            &invoice,
+        );
+        assert!(out.status.success());
+    }
+    let keys = SqliteKeyStore::open(&data.join("auth.db")).unwrap();
+    let dir = DataDir::open_or_init(&data).unwrap();
+    let tokens = bootstrap(&keys, &dir.config.merchants).unwrap();
+    drop((keys, dir));
+    // A key row the copy refuses: the run stops after moving the chains.
+    let auth = rusqlite::Connection::open(data.join("auth.db")).unwrap();
+    auth.execute(
+        "INSERT INTO api_keys (id, token_hash, merchant_nif, role, created_at)
+         VALUES ('key_bad', x'00', ?1, 'cashier', '2026-02-25T06:13:20.000Z')",
+        [NIF_A],
+    )
+    .unwrap();
+    let db = TestDb::create().unwrap();
+    let env = [("BONOPAY_MIGRATE_TO", db.url.as_str())];
+    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key_bad"));
+    let dst = PgStore::connect(&db.url, 1).unwrap();
+    assert_eq!(dst.head(OUTLET_A).unwrap().seq, 3, "the chain had moved");
+    let pg_keys = PgKeyStore::connect(&db.url).unwrap();
+    assert!(
+        pg_keys
+            .key_by_hash(&hash_token(&tokens[0].1))
+            .unwrap()
+            .is_none()
+    );
+
+    // Mended, the same command completes the move.
+    auth.execute("DELETE FROM api_keys WHERE id = 'key_bad'", [])
+        .unwrap();
+    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["entries_moved"], 0);
+    assert_eq!(report["entries_already_there"], 3);
+    assert_eq!(report["api_keys_moved"], 1);
+    assert_eq!(report["outlets"][0]["identical_to_source"], true);
+    assert!(
+        pg_keys
+            .key_by_hash(&hash_token(&tokens[0].1))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
 fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

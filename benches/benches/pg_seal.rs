@@ -88,9 +88,8 @@ fn run(label: &str, outlets: usize, tills_per_outlet: usize, check: ReplayCheck,
         .collect();
     let sealed: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let elapsed = start.elapsed();
-    let cpu = cpu_start
-        .zip(busy_ticks())
-        .map(|(a, b)| b.saturating_sub(a));
+    // Before the checks below, which take CPU of their own.
+    let cpu_end = busy_ticks();
     let mut entries = 0;
     for o in 0..outlets {
         let r = verify_store(
@@ -105,10 +104,7 @@ fn run(label: &str, outlets: usize, tills_per_outlet: usize, check: ReplayCheck,
     let per_sec = u128::from(sealed) * 1000 / elapsed.as_millis().max(1);
     // Machine-wide CPU (client and PostgreSQL share it) per invoice: far
     // steadier between runs than the rate on this noisy host.
-    let cpu_us = cpu.map_or_else(
-        || "n/a".to_owned(),
-        |t| format!("{}", t * 10_000 / sealed.max(1)),
-    );
+    let cpu_us = cpu_us_each(cpu_start, cpu_end, sealed);
     println!(
         "{label}: {sealed} invoices in {:.2} s = {per_sec}/s, {cpu_us} µs CPU each (machine-wide); chains verified, {entries} entries, 0 duplicates, 0 gaps",
         elapsed.as_secs_f64()
@@ -185,9 +181,8 @@ fn probe_baseline(label: &str, clients: usize, secs: u64) {
         failed += f;
     }
     let elapsed = start.elapsed();
-    let cpu = cpu_start
-        .zip(busy_ticks())
-        .map(|(a, b)| b.saturating_sub(a));
+    // Before the checks below, which take CPU of their own.
+    let cpu_end = busy_ticks();
     // Gapless counters: the rows match the counters exactly.
     let rows: i64 = admin
         .query_one("SELECT count(*) FROM probe_invoices", &[])
@@ -199,15 +194,21 @@ fn probe_baseline(label: &str, clients: usize, secs: u64) {
         .get(0);
     assert_eq!((rows, counted), (i64::try_from(done).unwrap(), rows));
     let per_sec = u128::from(done) * 1000 / elapsed.as_millis().max(1);
-    let cpu_us = cpu.map_or_else(
-        || "n/a".to_owned(),
-        |t| format!("{}", t * 10_000 / done.max(1)),
-    );
+    let cpu_us = cpu_us_each(cpu_start, cpu_end, done);
     println!(
         "{label}: {done} rows in {:.2} s = {per_sec}/s, {cpu_us} µs CPU each (machine-wide), {failed} attempts failed with 40001; payload {} bytes",
         elapsed.as_secs_f64(),
         payload.len()
     );
+}
+
+/// Machine-wide busy CPU between two [`busy_ticks`] readings per item, in
+/// µs (100 ticks per second per core), or `n/a` off Linux.
+fn cpu_us_each(start: Option<u64>, end: Option<u64>, items: u64) -> String {
+    start.zip(end).map_or_else(
+        || "n/a".to_owned(),
+        |(a, b)| format!("{}", b.saturating_sub(a) * 10_000 / items.max(1)),
+    )
 }
 
 /// Busy (non-idle, non-iowait) clock ticks of the whole machine, from

@@ -55,6 +55,25 @@ fn bonopay(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Seals the example invoice once per idempotency key with `bonopay seal`
+/// into the data directory `d`, and returns the invoice's text.
+fn seal_with_keys(d: &str, keys: &[&str]) -> String {
+    let invoice = example().to_string();
+    for k in keys {
+        let out = bonopay(
+            &["seal", "--data-dir", d, "--idempotency-key", k],
+            &[],
+            &invoice,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    invoice
+}
+
 /// Webhook and receipt history as `bonopay serve` leaves it in `auth`: a
 /// live and a deleted subscriber, three events (two produced from the
 /// ledger with the cursor moved past the Z report, one from the sync
@@ -296,15 +315,7 @@ fn a_migration_that_failed_part_way_completes_when_run_again() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let invoice = example().to_string();
-    for k in ["r1", "r2", "r3"] {
-        let out = bonopay(
-            &["seal", "--data-dir", d, "--idempotency-key", k],
-            &[],
-            &invoice,
-        );
-        assert!(out.status.success());
-    }
+    seal_with_keys(d, &["r1", "r2", "r3"]);
     let keys = SqliteKeyStore::open(&data.join("auth.db")).unwrap();
     let dir = DataDir::open_or_init(&data).unwrap();
     let tokens = bootstrap(&keys, &dir.config.merchants).unwrap();
@@ -360,19 +371,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let invoice = example().to_string();
-    for k in ["m1", "m2", "m3"] {
-        let out = bonopay(
-            &["seal", "--data-dir", d, "--idempotency-key", k],
-            &[],
-            &invoice,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let invoice = seal_with_keys(d, &["m1", "m2", "m3"]);
     let out = bonopay(
         &["report", "z", "--data-dir", d, "--outlet", OUTLET_A],
         &[],
@@ -470,12 +469,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     );
     assert_eq!(report["outbox_items_moved"], 0);
     assert_eq!(report["api_keys_moved"], 0);
-    let out = bonopay(
-        &["seal", "--data-dir", d, "--idempotency-key", "m4"],
-        &[],
-        &invoice,
-    );
-    assert!(out.status.success());
+    seal_with_keys(d, &["m4"]);
     let out = bonopay(&["migrate", "--data-dir", d], &env, "");
     assert!(
         out.status.success(),

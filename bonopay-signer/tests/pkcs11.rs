@@ -119,12 +119,11 @@ fn softhsm_signatures_verify_across_backends() {
     assert!(verify_output(sw.public_key(), &d, &a).is_err());
 }
 
-/// Logs the application out of the token from a session of its own, as
-/// an HSM restart or a token re-insert does: every session the signer
-/// holds is then no longer logged in. The second context is kept (not
-/// dropped): dropping a cryptoki context finalizes the library for the
-/// whole process.
-fn log_the_process_out() {
+/// A session of the test's own on the token (read-write), logged in as
+/// the user. Its cryptoki context is kept, not dropped: dropping a context
+/// finalizes the library for the whole process, the signer's sessions
+/// with it.
+fn own_session() -> cryptoki::session::Session {
     let ctx = cryptoki::context::Pkcs11::new(module()).unwrap();
     // Already initialized by the signer, process-wide.
     let _ = ctx.initialize(cryptoki::context::CInitializeArgs::OsThreads);
@@ -134,8 +133,21 @@ fn log_the_process_out() {
         .into_iter()
         .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
         .unwrap();
-    ctx.open_ro_session(slot).unwrap().logout().unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
     std::mem::forget(ctx);
+    // The login is the application's: the signer's may already hold it.
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&cryptoki::types::AuthPin::new(PIN.into())),
+    );
+    session
+}
+
+/// Logs the application out of the token, as an HSM restart or a token
+/// re-insert does: every session the signer holds is then no longer
+/// logged in.
+fn log_the_process_out() {
+    own_session().logout().unwrap();
 }
 
 #[test]
@@ -180,19 +192,7 @@ fn softhsm_signer_refuses_another_key_under_its_label_after_a_loss() {
     let d = domain_digest(b"x\0", &[b"swap"]);
     verify_output(hsm.public_key(), &d, &hsm.sign(&d).unwrap()).unwrap();
     // Someone replaces the key pair under the same label.
-    let ctx = cryptoki::context::Pkcs11::new(module()).unwrap();
-    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::OsThreads);
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    let _ = session.login(
-        cryptoki::session::UserType::User,
-        Some(&cryptoki::types::AuthPin::new(PIN.into())),
-    );
+    let session = own_session();
     let label = cryptoki::object::Attribute::Label(b"bono-seal".to_vec());
     for key in session.find_objects(&[label]).unwrap() {
         session.destroy_object(key).unwrap();
@@ -206,8 +206,6 @@ fn softhsm_signer_refuses_another_key_under_its_label_after_a_loss() {
     .unwrap();
     assert_ne!(other.key_id(), hsm.public_key().key_id());
     session.logout().unwrap();
-    drop(session);
-    std::mem::forget(ctx);
     // The signer notices the loss, finds a different key and refuses it:
     // it never signs with a key other than the one it was opened with.
     match hsm.sign(&d) {
@@ -242,20 +240,7 @@ fn softhsm_key_is_not_extractable() {
     }
     use cryptoki::object::{Attribute, AttributeType, ObjectClass};
     let _ = provisioned("bono-seal");
-    let ctx = cryptoki::context::Pkcs11::new(module()).unwrap();
-    // The signer already initialized the library in this process.
-    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::OsThreads);
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
-    let _ = session.login(
-        cryptoki::session::UserType::User,
-        Some(&cryptoki::types::AuthPin::new(PIN.into())),
-    );
+    let session = own_session();
     let key = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),

@@ -252,6 +252,21 @@ impl PgPool {
         Ok(out)
     }
 
+    /// A connection of its own, outside the pool and its limit, for a
+    /// session that must stay open as long as its owner lives (a
+    /// session-level advisory lock that tells other instances this process
+    /// is alive: PostgreSQL releases it the moment the process dies and its
+    /// connection closes).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when the database cannot be reached.
+    pub fn connect_dedicated(&self) -> Result<Client, LedgerError> {
+        let config = self.config.as_ref().map_err(unavailable)?;
+        config
+            .connect(NoTls)
+            .map_err(|e| unavailable(format!("cannot connect to PostgreSQL: {e}")))
+    }
+
     fn checkout(&self) -> Result<PgConn, LedgerError> {
         let config = self.config.as_ref().map_err(unavailable)?;
         let deadline = std::time::Instant::now() + self.checkout_timeout;

@@ -47,7 +47,7 @@
 //! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
 //! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_FROM`,
 //! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, `BONOPAY_DGI_URL`,
-//! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE` (DGI upload: see
+//! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE`, `BONOPAY_DGI_TIMEOUT_SECS` (DGI upload: see
 //! [`DgiConfig`]), and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
 //! `BONOPAY_PKCS11_TOKEN`, `BONOPAY_PKCS11_KEY` (setting the module selects
 //! PKCS#11) with the PIN in `BONOPAY_PKCS11_PIN` (or the variable `pin_env`
@@ -373,7 +373,10 @@ impl Config {
 
     /// Applies the environment overrides (see the module docs); `var`
     /// reads one variable (`std::env::var` in the binary).
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+    ///
+    /// # Errors
+    /// A message naming the variable whose value does not parse.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         if let Some(v) = var("BONOPAY_NID") {
             self.nid = v;
         }
@@ -416,6 +419,16 @@ impl Config {
         if let Some(v) = var("BONOPAY_DGI_TOKEN_FILE") {
             self.dgi.token_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = var("BONOPAY_DGI_TIMEOUT_SECS") {
+            match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => self.dgi.timeout_secs = Some(n),
+                _ => {
+                    return Err(format!(
+                        "BONOPAY_DGI_TIMEOUT_SECS must be a whole number of seconds above 0, not `{v}`"
+                    ));
+                }
+            }
+        }
         if let Some(module) = var("BONOPAY_PKCS11_MODULE") {
             let (token, key, pin_env, pin_file) = match &self.signer {
                 SignerConfig::Pkcs11 {
@@ -455,6 +468,7 @@ impl Config {
                 *key_label = v;
             }
         }
+        Ok(())
     }
 
     /// The listen address: the file's (or environment's), else the default.
@@ -516,7 +530,7 @@ impl DataDir {
                 .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
             c
         };
-        config.apply_env(|k| std::env::var(k).ok());
+        config.apply_env(|k| std::env::var(k).ok())?;
         let ledger_path = path.join(&config.database.ledger);
         let signer = open_signer(path, &config.signer)?;
         let (store, created): (Arc<dyn LedgerStore>, bool) = match &config.database.url {
@@ -714,6 +728,20 @@ mod tests {
     }
 
     #[test]
+    fn a_dgi_timeout_from_the_environment_must_be_whole_seconds_above_zero() {
+        let with = |v: &str| {
+            let mut c = Config::default();
+            c.apply_env(|k| (k == "BONOPAY_DGI_TIMEOUT_SECS").then(|| v.to_owned()))
+                .map(|()| c.dgi.timeout_secs)
+        };
+        assert_eq!(with("7"), Ok(Some(7)));
+        for bad in ["0", "-3", "2.5", "soon", ""] {
+            let e = with(bad).unwrap_err();
+            assert!(e.contains("BONOPAY_DGI_TIMEOUT_SECS"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_environment_overrides_the_file() {
         let mut c = Config::default();
         let env: HashMap<&str, &str> = [
@@ -726,7 +754,8 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()));
+        c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()))
+            .unwrap();
         assert_eq!(c.nid, "NID-9");
         assert_eq!(c.listen_addr(), "0.0.0.0:9000");
         assert_eq!(

@@ -4,7 +4,9 @@
 //! instance SIGKILLed mid-run (its clients retry elsewhere with the same
 //! key), and every instance's sync agent uploading to one e-MCF simulator.
 //! At the end: every chain verifies with gapless counters, each key sealed
-//! exactly once, and each invoice confirmed at the DGI exactly once. (And
+//! exactly once, and each invoice confirmed at the DGI exactly once, the
+//! uploads the killed instance had claimed included (they pass to the
+//! others when its liveness lock goes, not after its 5-minute lease). (And
 //! a webhook subscriber created through one instance is listed by another.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -62,6 +64,9 @@ fn three_instances_one_database_no_gap_no_fork_each_key_once_each_upload_once() 
         ("BONOPAY_DATABASE_URL", db.url.as_str()),
         ("BONOPAY_DGI_URL", sim_url.as_str()),
         ("BONOPAY_DGI_TOKEN", token.as_str()),
+        // The killed instance's claimed uploads pass to the others once
+        // they have gone untouched for the DGI timeout plus 15 s.
+        ("BONOPAY_DGI_TIMEOUT_SECS", "5"),
     ];
     let first = Server::start(&tmp.path().join("i0"), &env);
     let owner = first.owner(NIF_A);

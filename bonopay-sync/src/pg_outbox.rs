@@ -9,9 +9,26 @@
 //! whoever claims them next resumes from their stored, write-ahead state,
 //! so no item is ever worked on by two agents at once (no double CONFIRM)
 //! and none is abandoned.
+//!
+//! **A dead claimant's items do not wait for its lease.** Each agent holds
+//! a session-level advisory lock on a connection of its own for as long as
+//! it lives, and names itself in `sync_workers`. When its process dies (a
+//! crash, a SIGKILL, a redeploy) PostgreSQL ends that session and drops
+//! the lock, and the other agents take its items over once the item has
+//! gone untouched for the takeover grace ([`DEFAULT_TAKEOVER_GRACE_MS`],
+//! or [`PgOutbox::with_takeover_grace`]), which must be longer than the
+//! e-MCF client's timeout. The grace is what keeps a live agent that only
+//! lost its lock connection (a database restart) from being overtaken in
+//! the middle of a call: the agent writes an item right before every call
+//! that changes something at the DGI (POST, CONFIRM), so by the time the
+//! item is taken that call has ended, and the agent's next write fails
+//! with [`OutboxError::ClaimLost`]. Claims of agents that never registered
+//! (an older build still running through an upgrade) keep the lease alone.
 
 use bonopay_ledger::PgPool;
-use postgres::Row;
+use std::sync::Mutex;
+
+use postgres::{Client, Row};
 
 use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
 use crate::outbox::{
@@ -20,7 +37,8 @@ use crate::outbox::{
 };
 
 /// Migrations of the outbox tables.
-pub const PG_OUTBOX_MIGRATIONS: &[&str] = &["
+pub const PG_OUTBOX_MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE sync_outbox (
         outlet          TEXT NOT NULL,
         seq             BIGINT NOT NULL,
@@ -48,13 +66,35 @@ pub const PG_OUTBOX_MIGRATIONS: &[&str] = &["
     CREATE INDEX sync_outbox_change ON sync_outbox (change);
     CREATE SEQUENCE sync_change_seq;
     CREATE TABLE sync_cursor (outlet TEXT PRIMARY KEY, seq BIGINT NOT NULL);
-"];
+",
+    "
+    -- When the claimant last claimed or wrote the item (its clock, ms):
+    -- takeover of a dead claimant's item waits for the grace after it.
+    -- Rows claimed before this migration count as touched at their lease
+    -- end, so they keep the lease they were given.
+    ALTER TABLE sync_outbox ADD COLUMN claim_touched_ms BIGINT NOT NULL DEFAULT 0;
+    UPDATE sync_outbox SET claim_touched_ms = claim_until WHERE claimed_by IS NOT NULL;
+    -- Agents that hold a liveness lock (see the module docs).
+    CREATE TABLE sync_workers (worker TEXT PRIMARY KEY, since_ms BIGINT NOT NULL);
+",
+];
+
+/// The first key of the agents' liveness locks (`pg_advisory_lock_shared(
+/// LIVENESS_CLASS, hashtext(worker))`): "BPAY" in ASCII, so that it does
+/// not meet other advisory locks of the database.
+pub const LIVENESS_CLASS: i32 = 0x4250_4159;
+
+/// The default takeover grace (ms): the e-MCF client's default timeout
+/// (30 s) with a margin for clock skew between instances.
+pub const DEFAULT_TAKEOVER_GRACE_MS: i64 = 45_000;
 
 /// The outbox over PostgreSQL.
-#[derive(Debug)]
 pub struct PgOutbox {
     pool: PgPool,
     worker: String,
+    /// The session holding this agent's liveness lock.
+    liveness: Mutex<Option<Client>>,
+    takeover_grace_ms: i64,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> OutboxError {
@@ -126,6 +166,8 @@ impl PgOutbox {
         let me = Self {
             pool: PgPool::new(url, max_connections),
             worker: worker.to_owned(),
+            liveness: Mutex::new(None),
+            takeover_grace_ms: DEFAULT_TAKEOVER_GRACE_MS,
         };
         me.pool
             .with(|c| -> Result<(), OutboxError> {
@@ -154,7 +196,55 @@ impl PgOutbox {
                 tx.commit().map_err(|e| db(&e))
             })
             .map_err(unavailable)??;
+        me.ensure_alive()?;
         Ok(me)
+    }
+
+    /// The same outbox with another takeover grace (ms, at least 0): how
+    /// long an item of a dead claimant must have gone untouched before
+    /// another agent takes it. Make it longer than the e-MCF client's
+    /// timeout.
+    #[must_use]
+    pub fn with_takeover_grace(mut self, grace_ms: i64) -> Self {
+        self.takeover_grace_ms = grace_ms.max(0);
+        self
+    }
+
+    /// Makes sure this agent's liveness lock is held: on first use, and
+    /// again after its session ended (a database restart). Called before
+    /// every claim, so an agent that cannot show it is alive claims
+    /// nothing.
+    fn ensure_alive(&self) -> Result<(), OutboxError> {
+        let mut slot = self
+            .liveness
+            .lock()
+            .map_err(|_| unavailable("liveness lock poisoned"))?;
+        if let Some(c) = slot.as_mut() {
+            // A session PostgreSQL ended is seen here, not only when the
+            // client noticed the close.
+            if !c.is_closed() && c.simple_query("SELECT 1").is_ok() {
+                return Ok(());
+            }
+        }
+        *slot = None;
+        let mut c = self.pool.connect_dedicated().map_err(unavailable)?;
+        c.execute(
+            "INSERT INTO sync_workers (worker, since_ms)
+             VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::int8)
+             ON CONFLICT (worker) DO NOTHING",
+            &[&self.worker],
+        )
+        .map_err(|e| db(&e))?;
+        // Shared: a second process under the same name (a restart that
+        // reuses it) must not block here; either one alive keeps the
+        // claims alive.
+        c.execute(
+            "SELECT pg_advisory_lock_shared($1, hashtext($2))",
+            &[&LIVENESS_CLASS, &self.worker],
+        )
+        .map_err(|e| db(&e))?;
+        *slot = Some(c);
+        Ok(())
     }
 
     fn rows(
@@ -173,6 +263,30 @@ impl PgOutbox {
                     .collect()
             })
             .map_err(unavailable)?
+    }
+}
+
+impl std::fmt::Debug for PgOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOutbox")
+            .field("pool", &self.pool)
+            .field("worker", &self.worker)
+            .field("takeover_grace_ms", &self.takeover_grace_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgOutbox {
+    /// A `postgres` client may not be dropped on an async runtime thread
+    /// (the server's state is dropped there at shutdown): the liveness
+    /// session is closed on a thread of its own, like the pool's.
+    fn drop(&mut self) {
+        let client = self.liveness.get_mut().ok().and_then(Option::take);
+        if let Some(c) = client {
+            let _ = std::thread::Builder::new()
+                .name("pg-liveness-close".into())
+                .spawn(move || drop(c));
+        }
     }
 }
 
@@ -195,17 +309,30 @@ const SQL_CHANGES: &str =
      WHERE change > $1 ORDER BY change LIMIT $2";
 /// Claims in one statement: in-flight items first, then the due ones;
 /// rows another agent is claiming right now are skipped, not waited for.
-const SQL_CLAIM_DUE: &str = "UPDATE sync_outbox o SET claimed_by = $1, claim_until = $3
-     FROM (SELECT outlet, seq FROM sync_outbox
+const SQL_CLAIM_DUE: &str = "UPDATE sync_outbox o SET claimed_by = $1, claim_until = $3,
+       claim_touched_ms = $2
+     FROM (SELECT outlet, seq FROM sync_outbox s
            WHERE state NOT IN ('synced', 'rejected', 'dead') AND next_attempt_ms <= $2
-             AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2)
+             AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2
+                  OR (claim_touched_ms <= $2 - $5 AND claimed_by IN (SELECT worker FROM sync_workers)
+                      AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                            AND l.classid = $6::int4::oid AND l.objid = hashtext(s.claimed_by)::oid)))
            ORDER BY (state IN ('submitting', 'submitted', 'confirming')) DESC, next_attempt_ms, sealed_at_ms
            LIMIT $4 FOR UPDATE SKIP LOCKED) c
      WHERE o.outlet = c.outlet AND o.seq = c.seq
      RETURNING o.outlet, o.seq, o.merchant_nif, o.sealed_at_ms, o.request, o.ours, o.state, o.uid,
        o.theirs, o.confirmation, o.error, o.attempts, o.next_attempt_ms, o.updated_ms, o.change";
-const SQL_CLAIM_ONE: &str = "UPDATE sync_outbox SET claimed_by = $1, claim_until = $3
-     WHERE outlet = $4 AND seq = $5 AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2)
+const SQL_CLAIM_ONE: &str = "UPDATE sync_outbox s SET claimed_by = $1, claim_until = $3,
+       claim_touched_ms = $2
+     WHERE outlet = $4 AND seq = $5
+       AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2
+            OR (claim_touched_ms <= $2 - $6 AND claimed_by IN (SELECT worker FROM sync_workers)
+                AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND l.classid = $7::int4::oid AND l.objid = hashtext(s.claimed_by)::oid)))
      RETURNING outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
        confirmation, error, attempts, next_attempt_ms, updated_ms, change";
 
@@ -271,7 +398,18 @@ impl OutboxStore for PgOutbox {
     ) -> Result<Vec<OutboxItem>, OutboxError> {
         let l = i64::try_from(limit).unwrap_or(i64::MAX);
         let until = now_ms.saturating_add(lease_ms);
-        let mut items = self.rows(SQL_CLAIM_DUE, &[&self.worker, &now_ms, &until, &l])?;
+        self.ensure_alive()?;
+        let mut items = self.rows(
+            SQL_CLAIM_DUE,
+            &[
+                &self.worker,
+                &now_ms,
+                &until,
+                &l,
+                &self.takeover_grace_ms,
+                &LIVENESS_CLASS,
+            ],
+        )?;
         // RETURNING does not keep the subquery's order.
         items.sort_by_key(|i| (!i.state.in_flight(), i.next_attempt_ms, i.sealed_at_ms));
         Ok(items)
@@ -284,6 +422,7 @@ impl OutboxStore for PgOutbox {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<OutboxItem>, OutboxError> {
+        self.ensure_alive()?;
         Ok(self
             .rows(
                 SQL_CLAIM_ONE,
@@ -293,6 +432,8 @@ impl OutboxStore for PgOutbox {
                     &now_ms.saturating_add(lease_ms),
                     &outlet,
                     &i64_of(seq)?,
+                    &self.takeover_grace_ms,
+                    &LIVENESS_CLASS,
                 ],
             )?
             .pop())
@@ -319,7 +460,8 @@ impl OutboxStore for PgOutbox {
                     .stmt(
                         "UPDATE sync_outbox SET state = $3, uid = $4, theirs = $5, confirmation = $6,
                            error = $7, attempts = $8, next_attempt_ms = $9, updated_ms = $10,
-                           change = nextval('sync_change_seq'), claim_until = $12
+                           change = nextval('sync_change_seq'), claim_until = $12,
+                           claim_touched_ms = $10
                          WHERE outlet = $1 AND seq = $2 AND claimed_by = $11
                          RETURNING change",
                     )

@@ -102,3 +102,113 @@ fn postgres_claims_keep_two_workers_apart_until_a_lease_ends() {
     all.dedup();
     assert_eq!(all.len(), n, "an item claimed twice");
 }
+
+/// Whether a session of `db` holds `worker`'s liveness lock.
+fn liveness_held(url: &str, worker: &str) -> bool {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND objsubid = 2 AND classid = $1::int4::oid AND objid = hashtext($2)::oid
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&bonopay_sync::pg_outbox::LIVENESS_CLASS, &worker],
+        )
+        .unwrap()
+        .get(0);
+    n > 0
+}
+
+#[test]
+fn postgres_a_dead_claimants_items_are_taken_over_after_the_grace_not_its_lease() {
+    use bonopay_sync::outbox::ItemState;
+    use bonopay_sync::pg_outbox::PgOutbox;
+    const GRACE: i64 = 10_000;
+    const LEASE: i64 = 5 * 60 * 1000;
+    let db = bonopay_ledger::TestDb::create().unwrap();
+    let a = PgOutbox::connect(&db.url, "instance-a", 2)
+        .unwrap()
+        .with_takeover_grace(GRACE);
+    let b = PgOutbox::connect(&db.url, "instance-b", 2)
+        .unwrap()
+        .with_takeover_grace(GRACE);
+    assert!(liveness_held(&db.url, "instance-a"));
+    let items: Vec<_> = (1..=4).map(|s| conformance::item("o1", s, 10)).collect();
+    a.enqueue("o1", 4, &items).unwrap();
+    assert_eq!(a.claim_due(1_000, LEASE, 10).unwrap().len(), 4);
+    // A lives: its items stay its own past the grace, until its lease ends.
+    assert!(
+        b.claim_due(1_000 + GRACE + 1, LEASE, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        b.claim("o1", 1, 1_000 + GRACE + 1, LEASE)
+            .unwrap()
+            .is_none()
+    );
+    // A writes item 1 at 5 000, then dies: its session ends and with it
+    // the lock (dropping the outbox closes it, as a killed process would).
+    let mut one = a.get("o1", 1).unwrap().unwrap();
+    one.state = ItemState::Submitting;
+    one.updated_ms = 5_000;
+    a.update(&one).unwrap();
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while liveness_held(&db.url, "instance-a") {
+        assert!(std::time::Instant::now() < deadline, "the lock outlived A");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Not within the grace of the last touch...
+    assert!(
+        b.claim_due(1_000 + GRACE - 1, LEASE, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // ...but after it, long before the lease ends: items 2-4 (claimed at
+    // 1 000), not item 1 (written at 5 000).
+    let mut took: Vec<u64> = b
+        .claim_due(1_000 + GRACE, LEASE, 10)
+        .unwrap()
+        .iter()
+        .map(|i| i.seq)
+        .collect();
+    took.sort_unstable();
+    assert_eq!(took, vec![2, 3, 4]);
+    assert!(
+        b.claim("o1", 1, 5_000 + GRACE - 1, LEASE)
+            .unwrap()
+            .is_none()
+    );
+    let it = b.claim("o1", 1, 5_000 + GRACE, LEASE).unwrap().unwrap();
+    assert_eq!(
+        it.state,
+        ItemState::Submitting,
+        "resumed from its stored state"
+    );
+    // B now holds them all: its own writes go through.
+    let mut it = it;
+    it.updated_ms = 5_000 + GRACE;
+    b.update(&it).unwrap();
+}
+
+#[test]
+fn postgres_claims_of_an_agent_that_never_registered_keep_their_lease() {
+    // An agent of an older build (no liveness lock, not in sync_workers)
+    // still running through an upgrade: its claims are not taken over
+    // before their lease ends, even though no lock shows it alive.
+    use bonopay_sync::pg_outbox::PgOutbox;
+    let db = bonopay_ledger::TestDb::create().unwrap();
+    let b = PgOutbox::connect(&db.url, "instance-b", 2)
+        .unwrap()
+        .with_takeover_grace(0);
+    b.enqueue("o1", 1, &[conformance::item("o1", 1, 10)])
+        .unwrap();
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    c.execute(
+        "UPDATE sync_outbox SET claimed_by = 'old-build', claim_until = 60000, claim_touched_ms = 0",
+        &[],
+    )
+    .unwrap();
+    assert!(b.claim_due(59_999, 60_000, 10).unwrap().is_empty());
+    assert_eq!(b.claim_due(60_001, 60_000, 10).unwrap().len(), 1);
+}

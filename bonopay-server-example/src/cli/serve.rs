@@ -299,12 +299,9 @@ fn dgi_sync(
         return Ok(None);
     };
     let token = dir.config.dgi.bearer(&dir.path)?;
-    let transport = bonopay_sync::http::HttpDgiTransport::new(
-        &url,
-        &token,
-        Duration::from_secs(dir.config.dgi.timeout_secs.unwrap_or(30)),
-    )
-    .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(dir.config.dgi.timeout_secs.unwrap_or(30));
+    let transport = bonopay_sync::http::HttpDgiTransport::new(&url, &token, timeout)
+        .map_err(|e| e.to_string())?;
     let outbox: Arc<dyn OutboxStore> = match &dir.config.database.url {
         // Shared by every instance; each claims its own work.
         Some(db) => {
@@ -313,9 +310,16 @@ fn dgi_sync(
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "bonopay".into()),
                 std::process::id()
             );
+            // An instance that dies leaves its claimed items to the others
+            // once its longest call would have ended: the DGI timeout plus
+            // a margin for the instances' clocks.
+            let grace = i64::try_from(timeout.as_millis())
+                .unwrap_or(i64::MAX)
+                .saturating_add(15_000);
             Arc::new(
                 bonopay_sync::pg_outbox::PgOutbox::connect(db, &worker, 4)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| e.to_string())?
+                    .with_takeover_grace(grace),
             )
         }
         None => Arc::new(

@@ -1774,3 +1774,144 @@ async fn reports_by_role_and_an_exported_bundle_that_verifies() {
     assert_eq!(report.checked.z_reports, 1);
     assert_eq!(report.keys, vec![public_key(&app).key_id().to_owned()]);
 }
+
+/// `path` with its parameters filled: ids that exist (`real`) or that name
+/// nothing. Key ids never name a real key: a probe must not revoke the
+/// owner's.
+fn fill_path(path: &str, invoice_id: &str, real: bool) -> String {
+    path.replace(
+        "{outlet}",
+        if real {
+            "kin-gombe-01"
+        } else {
+            "no-such-outlet"
+        },
+    )
+    .replace(
+        "{id}",
+        if real && path.starts_with("/v1/invoices") {
+            invoice_id
+        } else {
+            "no-such-id"
+        },
+    )
+    .replace("{number}", if real { "1" } else { "999999" })
+}
+
+/// Values that break a query parameter's schema, whatever it is: not a
+/// number, out of every range, not a date, not in an enum, against a
+/// pattern.
+const BAD_QUERY_VALUES: [&str; 4] = ["zz~", "0", "99999", ""];
+
+/// One probe: the URI, the key to send (if any) and the body (if any).
+type Probe<'a> = (String, Option<&'a str>, Option<Vec<u8>>);
+
+#[tokio::test]
+async fn every_status_the_server_answers_is_in_the_openapi_document() {
+    // What a client generated from /openapi.json can expect: every probe
+    // below (no key, a path naming nothing, each query parameter broken,
+    // a missing or malformed body) must get a status the operation
+    // documents.
+    let app = app();
+    let doc = serde_json::to_value(bonopay_server_example::server::openapi()).unwrap();
+    let sealed = post_invoice(&app, &app.owner_a, "openapi-1", &example()).await;
+    assert_eq!(sealed.status, StatusCode::CREATED);
+    let invoice_id = sealed.json()["id"].as_str().unwrap().to_owned();
+    let mut probes = 0;
+    let mut undocumented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let documented: Vec<String> = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let query: Vec<String> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "query")
+                        .map(|p| p["name"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let has_body = op.get("requestBody").is_some();
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut tries: Vec<Probe<'_>> = Vec::new();
+            for real in [true, false] {
+                let p = fill_path(path, &invoice_id, real);
+                tries.push((p.clone(), None, None));
+                if m == Method::DELETE {
+                    continue;
+                }
+                tries.push((p.clone(), Some(app.owner_a.as_str()), None));
+                for q in &query {
+                    for v in BAD_QUERY_VALUES {
+                        tries.push((format!("{p}?{q}={v}"), Some(app.owner_a.as_str()), None));
+                    }
+                }
+                if has_body {
+                    for body in [&b"{"[..], b"[]", b"{\"unknown\": 1}"] {
+                        tries.push((p.clone(), Some(app.owner_a.as_str()), Some(body.to_vec())));
+                    }
+                }
+            }
+            for (uri, key, body) in tries {
+                let r = call(&app, m.clone(), &uri, key, Some("openapi-probe"), body).await;
+                probes += 1;
+                if !documented.contains(&r.status.as_u16().to_string()) {
+                    undocumented.push(format!(
+                        "{m} {uri} (key: {}) answered {} {}; documented: {documented:?}",
+                        key.is_some(),
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                            .chars()
+                            .take(120)
+                            .collect::<String>()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        probes > 300,
+        "only {probes} probes: did the document lose paths?"
+    );
+    assert!(
+        undocumented.is_empty(),
+        "{} of {probes} answers not in /openapi.json:\n{}",
+        undocumented.len(),
+        undocumented.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_report_request_refused_for_its_query_seals_nothing() {
+    // The query is read before the report is made: a Z or A report sealed
+    // and then answered 400 would make the client close the period again.
+    let app = app();
+    let r = post_invoice(&app, &app.owner_a, "refused-1", &example()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["ledger"]["seq"], 1, "{}", r.text());
+    let base = "/v1/outlets/kin-gombe-01";
+    for q in [
+        "reports/z?format=xml",
+        "reports/z?width=7",
+        "reports/z?format=text&width=100",
+        "reports/a?format=pdf",
+        "reports/a?width=0",
+        "closings?format=csv",
+        "closings?width=59",
+    ] {
+        let r = post_json(&app, &format!("{base}/{q}"), &app.owner_a, json!({})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text());
+        assert_eq!(r.code(), "invalid_query", "{q}");
+    }
+    // Nothing was sealed: the first Z report is number 1, right after the
+    // invoice.
+    let r = post_json(&app, &format!("{base}/reports/z"), &app.owner_a, json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["report"]["z_number"], 1);
+    assert_eq!(r.json()["sealed"]["seq"], 2);
+}

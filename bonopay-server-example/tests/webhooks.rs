@@ -589,6 +589,29 @@ async fn owner_only_merchant_isolation_and_validation() {
         assert_eq!(v["error"]["code"], "not_found");
     }
 
+    // A delivery-log page outside 1..=1000: 400, as documented.
+    for limit in ["0", "1001", "many"] {
+        let (status, v) = app
+            .call(
+                Method::GET,
+                &format!("{deliveries}?limit={limit}"),
+                &app.owner_a,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "limit={limit}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_query");
+    }
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("{deliveries}?limit=1000"),
+            &app.owner_a,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     // Bad URLs and event types: 422 naming the field.
     for (body, path, code) in [
         (

@@ -257,7 +257,7 @@ pub(crate) fn seal_error(state: &Shared, e: SealError) -> ApiError {
     path = "/v1/invoices",
     tag = "invoices",
     request_body(content = Object, description = "An invoice request, `bonopay/invoice/v1` (docs/format.md §1)", content_type = "application/json"),
-    params(("Idempotency-Key" = String, Header, description = "Client key, 1 to 200 printable characters, scoped to the merchant")),
+    params(("Idempotency-Key" = String, Header, description = "Client key, 1 to 200 printable characters, scoped to the merchant", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Sealed", body = SealedInvoiceDto),
@@ -445,8 +445,10 @@ pub async fn lookup_invoice(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page (absent for the first page).
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -535,6 +537,7 @@ pub async fn list_outlet_invoices(
 #[into_params(parameter_in = Query)]
 pub struct ReceiptQuery {
     /// Paper width in mm: 58 (32 columns) or 80 (48 columns, default).
+    #[param(schema_with = super::paper_width_schema)]
     pub width: Option<u32>,
 }
 
@@ -582,6 +585,7 @@ pub async fn receipt_txt(
 #[into_params(parameter_in = Query)]
 pub struct PdfQuery {
     /// `a4` (default) or `80mm`.
+    #[param(pattern = "^(a4|80mm)$")]
     pub format: Option<String>,
 }
 

@@ -58,6 +58,7 @@ pub struct CreateKeyRequest {
     /// integration keys, optional for auditors (absent = all), refused for
     /// owners (an owner covers every outlet).
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub outlets: Option<Vec<String>>,
     /// Free label, at most 100 characters.
     #[serde(default)]
@@ -101,6 +102,7 @@ impl From<Outlet> for OutletDto {
 pub struct CreateOutletRequest {
     /// Outlet id, as invoices will carry it in `outlet_id`: 1 to 64
     /// characters of `A-Z a-z 0-9 . _ -`, unique across merchants.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
 }
 

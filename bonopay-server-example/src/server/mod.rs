@@ -355,7 +355,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(invoices::create_invoice))
         .routes(routes!(invoices::lookup_invoice))
         .routes(routes!(invoices::get_invoice))
@@ -387,7 +387,80 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::verify))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    document_common_responses(&mut doc);
+    (router, doc)
+}
+
+/// Adds to every operation the error answers any request may get, where
+/// its own annotations do not already describe them: a client generated
+/// from the document then knows every status it can see. Which apply is
+/// read off the operation: parameters or a body can be malformed (400),
+/// a body can be too large (413) or invalid (422), a key can be missing
+/// (401), lack the role or the outlet (403) or meet a store that is down
+/// (503), a path can name nothing (404); any request can time out (408)
+/// or fail inside (500).
+fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let has_path_params = path.contains('{');
+        let ops: [Option<&mut Operation>; 4] = [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.delete.as_mut(),
+        ];
+        for op in ops.into_iter().flatten() {
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let has_body = op.request_body.is_some();
+            let mut add = |status: &str, applies: bool, what: &str| {
+                if applies && !op.responses.responses.contains_key(status) {
+                    op.responses
+                        .responses
+                        .insert(status.to_owned(), error(what).into());
+                }
+            };
+            add(
+                "400",
+                has_params || has_body || has_path_params,
+                "Malformed path, query, header or body",
+            );
+            add("401", secured, "No valid API key");
+            add(
+                "403",
+                secured,
+                "The key's role or outlets do not allow this",
+            );
+            add("404", has_path_params, "Nothing with that id for this key");
+            add(
+                "408",
+                true,
+                "The request took longer than the server's limit",
+            );
+            add("413", has_body, "The body is over the server's limit");
+            add("422", has_body, "The body is well-formed but invalid");
+            add("500", true, "Internal error (no detail is given)");
+            add(
+                "503",
+                secured,
+                "A store, the signer or the service this needs is unavailable",
+            );
+        }
+    }
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -419,4 +492,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CatchPanicLayer::new())
         .layer(map_response(error::normalize_errors))
+}
+
+/// The schema of a thermal paper width: 58 or 80 (mm).
+pub(crate) fn paper_width_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .enum_values(Some([58, 80]))
+        .build()
 }

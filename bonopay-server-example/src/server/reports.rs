@@ -31,52 +31,69 @@ use super::{ApiJson, ApiPath, ApiQuery, Principal, Shared, authorize_outlet, blo
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// `json` (default) or `text` (thermal printer).
+    #[param(pattern = "^(json|text)$")]
     pub format: Option<String>,
     /// For text: paper width in mm, 58 or 80 (default).
+    #[param(schema_with = super::paper_width_schema)]
     pub width: Option<u32>,
 }
 
-fn respond(
-    reports: Vec<Report>,
-    q: &ReportQuery,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
-    match q.format.as_deref().unwrap_or("json") {
-        "json" => {
+/// How the reports of a request are rendered.
+#[derive(Debug, Clone, Copy)]
+enum Render {
+    Json,
+    Text(Paper),
+}
+
+impl ReportQuery {
+    /// The rendering the query asks for. Read before any work is done: a
+    /// request refused for its query must not have sealed a Z or A report
+    /// first (the client, told 400, would close the period again).
+    fn render(&self) -> Result<Render, ApiError> {
+        let paper = match self.width.unwrap_or(80) {
+            58 => Paper::Mm58,
+            80 => Paper::Mm80,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "width is 58 or 80 (mm)",
+                ));
+            }
+        };
+        match self.format.as_deref().unwrap_or("json") {
+            "json" => Ok(Render::Json),
+            "text" => Ok(Render::Text(paper)),
+            _ => Err(ApiError::bad_request(
+                "invalid_query",
+                "format is json or text",
+            )),
+        }
+    }
+}
+
+fn respond(reports: Vec<Report>, render: Render, status: StatusCode) -> Response {
+    match render {
+        Render::Json => {
             let docs: Vec<_> = reports.iter().map(Report::to_json).collect();
             let body = match docs.as_slice() {
                 [one] => one.clone(),
                 _ => serde_json::json!({ "reports": docs }),
             };
-            Ok((status, Json(body)).into_response())
+            (status, Json(body)).into_response()
         }
-        "text" => {
-            let paper = match q.width.unwrap_or(80) {
-                58 => Paper::Mm58,
-                80 => Paper::Mm80,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "invalid_query",
-                        "width is 58 or 80 (mm)",
-                    ));
-                }
-            };
+        Render::Text(paper) => {
             let text = reports
                 .iter()
                 .map(|r| r.text(paper))
                 .collect::<Vec<_>>()
                 .join("\n");
-            Ok((
+            (
                 status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
                 text,
             )
-                .into_response())
+                .into_response()
         }
-        _ => Err(ApiError::bad_request(
-            "invalid_query",
-            "format is json or text",
-        )),
     }
 }
 
@@ -126,7 +143,7 @@ async fn on_outlet<T: Send + 'static>(
     params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "`{report}` as JSON, or text/plain", body = Object),
+        (status = 200, description = "`{report}` as JSON, or text/plain", content((Object = "application/json"), (String = "text/plain"))),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
@@ -137,8 +154,9 @@ pub async fn x_report(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    let render = q.render()?;
     let r = on_outlet(&state, &who, outlet, |f, o, id| f.x_report(o, id)).await?;
-    respond(vec![r], &q, StatusCode::OK)
+    Ok(respond(vec![r], render, StatusCode::OK))
 }
 
 /// Closes the session with a Z report: its statistics, sealed (signed,
@@ -151,7 +169,7 @@ pub async fn x_report(
     params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "`{report, sealed}` as JSON, or text/plain", body = Object),
+        (status = 201, description = "`{report, sealed}` as JSON, or text/plain", content((Object = "application/json"), (String = "text/plain"))),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, description = "Signer down: nothing sealed", body = ErrorBody),
@@ -163,9 +181,10 @@ pub async fn z_report(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    let render = q.render()?;
     must_close(&who)?;
     let r = on_outlet(&state, &who, outlet, |f, o, id| f.z_report(o, id)).await?;
-    respond(vec![r], &q, StatusCode::CREATED)
+    Ok(respond(vec![r], render, StatusCode::CREATED))
 }
 
 /// A sealed Z report.
@@ -215,7 +234,7 @@ pub async fn list_z_reports(
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "`{report, sealed}` as JSON, or text/plain", body = Object),
+        (status = 200, description = "`{report, sealed}` as JSON, or text/plain", content((Object = "application/json"), (String = "text/plain"))),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -225,6 +244,7 @@ pub async fn get_z_report(
     ApiPath((outlet, number)): ApiPath<(String, u64)>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    let render = q.render()?;
     let r = on_outlet(&state, &who, outlet, move |f, o, _| {
         match f.z_reports(o)?.into_iter().find(|(z, _)| *z == number) {
             Some((_, seq)) => f.load_report(o, seq),
@@ -233,7 +253,7 @@ pub async fn get_z_report(
     })
     .await?
     .ok_or(ApiError::NotFound)?;
-    respond(vec![r], &q, StatusCode::OK)
+    Ok(respond(vec![r], render, StatusCode::OK))
 }
 
 /// A preview of the A report: per article, quantities sold and returned
@@ -245,7 +265,7 @@ pub async fn get_z_report(
     params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "`{report}` as JSON, or text/plain", body = Object),
+        (status = 200, description = "`{report}` as JSON, or text/plain", content((Object = "application/json"), (String = "text/plain"))),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -255,8 +275,9 @@ pub async fn a_report_preview(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    let render = q.render()?;
     let r = on_outlet(&state, &who, outlet, |f, o, id| f.a_report(o, id, false)).await?;
-    respond(vec![r], &q, StatusCode::OK)
+    Ok(respond(vec![r], render, StatusCode::OK))
 }
 
 /// Seals the A report; the next one starts after it. Owner and cashier
@@ -268,7 +289,7 @@ pub async fn a_report_preview(
     params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "`{report, sealed}` as JSON, or text/plain", body = Object),
+        (status = 201, description = "`{report, sealed}` as JSON, or text/plain", content((Object = "application/json"), (String = "text/plain"))),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
@@ -279,9 +300,10 @@ pub async fn a_report_seal(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    let render = q.render()?;
     must_close(&who)?;
     let r = on_outlet(&state, &who, outlet, |f, o, id| f.a_report(o, id, true)).await?;
-    respond(vec![r], &q, StatusCode::CREATED)
+    Ok(respond(vec![r], render, StatusCode::CREATED))
 }
 
 /// Seals every daily, monthly and yearly closing that is due (the server
@@ -293,7 +315,7 @@ pub async fn a_report_seal(
     params(("outlet" = String, Path, description = "Outlet id"), ReportQuery),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "`{reports: [...]}` (possibly empty), or text/plain", body = Object),
+        (status = 200, description = "`{reports: [...]}` (possibly empty), or text/plain", content((Object = "application/json"), (String = "text/plain"))),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
@@ -304,14 +326,15 @@ pub async fn close_periods(
     ApiPath(outlet): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    let render = q.render()?;
     must_close(&who)?;
     let done = on_outlet(&state, &who, outlet, |f, o, id| f.close_periods(o, id)).await?;
-    if q.format.as_deref().unwrap_or("json") == "json" {
+    if matches!(render, Render::Json) {
         // Always a list for closings, even of one or none.
         let docs: Vec<_> = done.iter().map(Report::to_json).collect();
         return Ok(Json(serde_json::json!({ "reports": docs })).into_response());
     }
-    respond(done, &q, StatusCode::OK)
+    Ok(respond(done, render, StatusCode::OK))
 }
 
 /// An abandoned sale.
@@ -323,6 +346,7 @@ pub struct IncompleteSaleRequest {
     /// Cashier id.
     pub cashier_id: String,
     /// Value of the sale when abandoned, CDF, as a decimal string.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub amount: String,
     /// Why.
     #[serde(default)]
@@ -380,8 +404,10 @@ pub struct ExportQuery {
     /// First business day, `YYYY-MM-DD` in the outlet's time zone (the
     /// bundle starts at the last Z report at or before it). Default: the
     /// whole chain.
+    #[param(format = Date)]
     pub from: Option<String>,
     /// Last business day, `YYYY-MM-DD`. Default: up to now.
+    #[param(format = Date)]
     pub to: Option<String>,
 }
 

@@ -1700,6 +1700,7 @@ fn describe(e: &reqwest::Error) -> String {
 pub struct CreateWebhookRequest {
     /// An `http://` or `https://` URL with a host and no credentials, at
     /// most 2048 characters.
+    #[schema(format = "uri", min_length = 1, max_length = 2048)]
     pub url: String,
     /// The event types to receive (`invoice.sealed`, `invoice.synced`,
     /// `invoice.sync_failed`, `report.z_closed`); absent = all of them.
@@ -1712,6 +1713,7 @@ pub struct CreateWebhookRequest {
 #[into_params(parameter_in = Query)]
 pub struct DeliveryLogQuery {
     /// Most attempts to return, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -1914,7 +1916,15 @@ pub async fn list_webhook_deliveries(
 ) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
     require_owner(&who)?;
     let hooks = service(&state)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match q.limit.unwrap_or(100) {
+        n @ 1..=1000 => n,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit must be 1 to 1000",
+            ));
+        }
+    };
     let log = blocking(move || {
         hooks
             .delivery_log(&who.merchant_nif, &id, limit)

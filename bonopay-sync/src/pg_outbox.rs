@@ -307,34 +307,48 @@ const SQL_CHANGES: &str =
     "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
      confirmation, error, attempts, next_attempt_ms, updated_ms, change FROM sync_outbox
      WHERE change > $1 ORDER BY change LIMIT $2";
+/// The condition under which this worker (`$1`, at time `$2`) may claim
+/// an item, `s`: unclaimed, its own, its lease ended, or its claimant
+/// registered but dead (no liveness lock) and the item untouched for the
+/// grace (parameter `$grace`; lock class `$class`).
+macro_rules! claimable {
+    ($grace:literal, $class:literal) => {
+        concat!(
+            "(s.claimed_by IS NULL OR s.claimed_by = $1 OR s.claim_until < $2
+              OR (s.claim_touched_ms <= $2 - $", $grace, "
+                  AND s.claimed_by IN (SELECT worker FROM sync_workers)
+                  AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        AND l.classid = $", $class, "::int4::oid
+                        AND l.objid = hashtext(s.claimed_by)::oid)))"
+        )
+    };
+}
+
 /// Claims in one statement: in-flight items first, then the due ones;
 /// rows another agent is claiming right now are skipped, not waited for.
-const SQL_CLAIM_DUE: &str = "UPDATE sync_outbox o SET claimed_by = $1, claim_until = $3,
-       claim_touched_ms = $2
+const SQL_CLAIM_DUE: &str = concat!(
+    "UPDATE sync_outbox o SET claimed_by = $1, claim_until = $3, claim_touched_ms = $2
      FROM (SELECT outlet, seq FROM sync_outbox s
            WHERE state NOT IN ('synced', 'rejected', 'dead') AND next_attempt_ms <= $2
-             AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2
-                  OR (claim_touched_ms <= $2 - $5 AND claimed_by IN (SELECT worker FROM sync_workers)
-                      AND NOT EXISTS (SELECT 1 FROM pg_locks l
-                          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                            AND l.classid = $6::int4::oid AND l.objid = hashtext(s.claimed_by)::oid)))
+             AND ",
+    claimable!("5", "6"),
+    "
            ORDER BY (state IN ('submitting', 'submitted', 'confirming')) DESC, next_attempt_ms, sealed_at_ms
            LIMIT $4 FOR UPDATE SKIP LOCKED) c
      WHERE o.outlet = c.outlet AND o.seq = c.seq
      RETURNING o.outlet, o.seq, o.merchant_nif, o.sealed_at_ms, o.request, o.ours, o.state, o.uid,
-       o.theirs, o.confirmation, o.error, o.attempts, o.next_attempt_ms, o.updated_ms, o.change";
-const SQL_CLAIM_ONE: &str = "UPDATE sync_outbox s SET claimed_by = $1, claim_until = $3,
-       claim_touched_ms = $2
-     WHERE outlet = $4 AND seq = $5
-       AND (claimed_by IS NULL OR claimed_by = $1 OR claim_until < $2
-            OR (claim_touched_ms <= $2 - $6 AND claimed_by IN (SELECT worker FROM sync_workers)
-                AND NOT EXISTS (SELECT 1 FROM pg_locks l
-                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                      AND l.classid = $7::int4::oid AND l.objid = hashtext(s.claimed_by)::oid)))
+       o.theirs, o.confirmation, o.error, o.attempts, o.next_attempt_ms, o.updated_ms, o.change"
+);
+const SQL_CLAIM_ONE: &str = concat!(
+    "UPDATE sync_outbox s SET claimed_by = $1, claim_until = $3, claim_touched_ms = $2
+     WHERE outlet = $4 AND seq = $5 AND ",
+    claimable!("6", "7"),
+    "
      RETURNING outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
-       confirmation, error, attempts, next_attempt_ms, updated_ms, change";
+       confirmation, error, attempts, next_attempt_ms, updated_ms, change"
+);
 
 /// How long a claim lasts past an update, when the update gives no lease.
 const DEFAULT_LEASE_MS: i64 = 5 * 60 * 1000;

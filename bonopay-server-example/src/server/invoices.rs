@@ -563,15 +563,9 @@ pub async fn receipt_txt(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReceiptQuery>,
 ) -> Result<Response, ApiError> {
-    let columns = match q.width.unwrap_or(80) {
-        58 => receipt::COLUMNS_58MM,
-        80 => receipt::COLUMNS_80MM,
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "width is 58 or 80 (mm)",
-            ));
-        }
+    let columns = match super::paper_width(q.width)? {
+        bonopay_signer::report::Paper::Mm58 => receipt::COLUMNS_58MM,
+        _ => receipt::COLUMNS_80MM,
     };
     let sealed = load_for(&state, &who, &id).await?;
     let profile = profile_of(&state, &sealed);

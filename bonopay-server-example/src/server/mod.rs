@@ -494,6 +494,19 @@ pub fn router(state: AppState) -> Router {
         .layer(map_response(error::normalize_errors))
 }
 
+/// A thermal paper width from a query (`width`): 58 or 80 mm, 80 when
+/// absent; anything else is refused as the document says.
+pub(crate) fn paper_width(width: Option<u32>) -> Result<bonopay_signer::report::Paper, ApiError> {
+    match width.unwrap_or(80) {
+        58 => Ok(bonopay_signer::report::Paper::Mm58),
+        80 => Ok(bonopay_signer::report::Paper::Mm80),
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            "width is 58 or 80 (mm)",
+        )),
+    }
+}
+
 /// The schema of a thermal paper width: 58 or 80 (mm).
 pub(crate) fn paper_width_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()

@@ -50,16 +50,7 @@ impl ReportQuery {
     /// request refused for its query must not have sealed a Z or A report
     /// first (the client, told 400, would close the period again).
     fn render(&self) -> Result<Render, ApiError> {
-        let paper = match self.width.unwrap_or(80) {
-            58 => Paper::Mm58,
-            80 => Paper::Mm80,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "width is 58 or 80 (mm)",
-                ));
-            }
-        };
+        let paper = super::paper_width(self.width)?;
         match self.format.as_deref().unwrap_or("json") {
             "json" => Ok(Render::Json),
             "text" => Ok(Render::Text(paper)),

@@ -45,7 +45,7 @@
 //!
 //! Environment variables override the file: `BONOPAY_NID`, `BONOPAY_ISF`,
 //! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
-//! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_FROM`,
+//! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_CA_FILE`, `BONOPAY_SMTP_FROM`,
 //! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, `BONOPAY_DGI_URL`,
 //! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE`, `BONOPAY_DGI_TIMEOUT_SECS` (DGI upload: see
 //! [`DgiConfig`]), and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
@@ -217,9 +217,16 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesConfig {
-    /// SMTP server, `smtp://host:port` (plain SMTP, no TLS: a local relay).
+    /// SMTP server: `smtp://host[:port]` (plain, to a local relay),
+    /// `smtp://[user:password@]host[:port]?tls=required` (STARTTLS) or
+    /// `smtps://[user:password@]host[:port]` (TLS). A URL with a password
+    /// is better given as `BONOPAY_SMTP_URL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_url: Option<String>,
+    /// PEM file of a CA the SMTP server's certificate may chain to, besides
+    /// the Mozilla roots (relative to the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// Sender, `Name <address>` or `address` (default `bonopay@localhost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_from: Option<String>,
@@ -400,6 +407,9 @@ impl Config {
         }
         if let Some(v) = var("BONOPAY_SMTP_URL") {
             self.deliveries.smtp_url = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_SMTP_CA_FILE") {
+            self.deliveries.smtp_ca_file = Some(PathBuf::from(v));
         }
         if let Some(v) = var("BONOPAY_SMTP_FROM") {
             self.deliveries.smtp_from = Some(v);

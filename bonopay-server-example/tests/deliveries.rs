@@ -95,16 +95,56 @@ async fn seal(app: &App) -> String {
 }
 
 /// What the SMTP server received.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Mail {
     mail_from: String,
     rcpt_to: Vec<String>,
     data: String,
+    /// Whether the message came over TLS.
+    tls: bool,
+    /// The `AUTH PLAIN` credentials, decoded (`user:password`).
+    auth: Option<String>,
 }
 
-/// A minimal SMTP server on 127.0.0.1: accepts one connection, speaks
-/// 220/EHLO/MAIL/RCPT/DATA/QUIT, and returns what it received.
+/// How the test SMTP server protects the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Plain,
+    /// Offers STARTTLS, then AUTH once TLS is up.
+    StartTls,
+    /// TLS from the first byte, AUTH offered.
+    Implicit,
+}
+
+/// A minimal SMTP server on 127.0.0.1 in plain text: accepts one
+/// connection, speaks 220/EHLO/MAIL/RCPT/DATA/QUIT, and returns what it
+/// received.
 fn smtp_server() -> (u16, std::thread::JoinHandle<Mail>) {
+    smtp_server_with(Wire::Plain, None)
+}
+
+/// A certificate for 127.0.0.1 (PEM, for the client to trust) and the
+/// server's TLS configuration with it.
+fn tls_identity() -> (String, Arc<rustls::ServerConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    (ck.cert.pem(), Arc::new(config))
+}
+
+/// The SMTP server of `wire`; `tls` is the TLS configuration it needs for
+/// STARTTLS or implicit TLS.
+fn smtp_server_with(
+    wire: Wire,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (u16, std::thread::JoinHandle<Mail>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
@@ -112,50 +152,102 @@ fn smtp_server() -> (u16, std::thread::JoinHandle<Mail>) {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let mut out = stream.try_clone().unwrap();
-        let mut lines = BufReader::new(stream);
-        let mut mail = Mail {
-            mail_from: String::new(),
-            rcpt_to: Vec::new(),
-            data: String::new(),
+        let mut mail = Mail::default();
+        let over_tls = |tcp: std::net::TcpStream| {
+            let conn = rustls::ServerConnection::new(tls.clone().unwrap()).unwrap();
+            rustls::StreamOwned::new(conn, tcp)
         };
-        out.write_all(b"220 test.local ESMTP\r\n").unwrap();
-        loop {
-            let mut line = String::new();
-            if lines.read_line(&mut line).unwrap() == 0 {
-                break;
+        match wire {
+            Wire::Plain => {
+                converse(stream, &mut mail, true, false, false);
             }
-            let upper = line.to_ascii_uppercase();
-            if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                out.write_all(b"250-test.local\r\n250 8BITMIME\r\n")
-                    .unwrap();
-            } else if upper.starts_with("MAIL FROM:") {
-                mail.mail_from = line[10..].trim().to_owned();
-                out.write_all(b"250 OK\r\n").unwrap();
-            } else if upper.starts_with("RCPT TO:") {
-                mail.rcpt_to.push(line[8..].trim().to_owned());
-                out.write_all(b"250 OK\r\n").unwrap();
-            } else if upper.starts_with("DATA") {
-                out.write_all(b"354 go ahead\r\n").unwrap();
-                loop {
-                    let mut l = String::new();
-                    assert!(lines.read_line(&mut l).unwrap() > 0, "DATA cut short");
-                    if l == ".\r\n" {
-                        break;
-                    }
-                    mail.data.push_str(l.strip_prefix('.').unwrap_or(&l));
+            Wire::Implicit => {
+                mail.tls = true;
+                converse(over_tls(stream), &mut mail, true, false, true);
+            }
+            Wire::StartTls => {
+                if let Some(tcp) = converse(stream, &mut mail, true, true, false) {
+                    mail.tls = true;
+                    converse(over_tls(tcp), &mut mail, false, false, true);
                 }
-                out.write_all(b"250 OK queued\r\n").unwrap();
-            } else if upper.starts_with("QUIT") {
-                out.write_all(b"221 bye\r\n").unwrap();
-                break;
-            } else {
-                out.write_all(b"250 OK\r\n").unwrap();
             }
         }
         mail
     });
     (port, handle)
+}
+
+/// One SMTP dialogue over `stream`, greeting first when it opens the
+/// connection (after STARTTLS the client speaks first). Gives the stream
+/// back when the client asks for STARTTLS.
+fn converse<S: std::io::Read + Write>(
+    stream: S,
+    mail: &mut Mail,
+    greet: bool,
+    offer_starttls: bool,
+    offer_auth: bool,
+) -> Option<S> {
+    let mut lines = BufReader::new(stream);
+    // A failed TLS handshake shows up here as an I/O error: the dialogue
+    // simply ends, and the test reads what arrived.
+    let say = |lines: &mut BufReader<S>, text: &[u8]| {
+        let s = lines.get_mut();
+        let _ = s.write_all(text).and_then(|()| s.flush());
+    };
+    if greet {
+        say(&mut lines, b"220 test.local ESMTP\r\n");
+    }
+    loop {
+        let mut line = String::new();
+        if !matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+            return None;
+        }
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            let mut reply = String::from("250-test.local\r\n");
+            if offer_starttls {
+                reply.push_str("250-STARTTLS\r\n");
+            }
+            if offer_auth {
+                reply.push_str("250-AUTH PLAIN\r\n");
+            }
+            reply.push_str("250 8BITMIME\r\n");
+            say(&mut lines, reply.as_bytes());
+        } else if upper.starts_with("STARTTLS") && offer_starttls {
+            say(&mut lines, b"220 go ahead\r\n");
+            return Some(lines.into_inner());
+        } else if upper.starts_with("AUTH PLAIN ") && offer_auth {
+            let raw = STANDARD.decode(line[11..].trim()).unwrap();
+            let parts: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            mail.auth = Some(format!("{}:{}", parts[1], parts[2]));
+            say(&mut lines, b"235 2.7.0 accepted\r\n");
+        } else if upper.starts_with("MAIL FROM:") {
+            mail.mail_from = line[10..].trim().to_owned();
+            say(&mut lines, b"250 OK\r\n");
+        } else if upper.starts_with("RCPT TO:") {
+            mail.rcpt_to.push(line[8..].trim().to_owned());
+            say(&mut lines, b"250 OK\r\n");
+        } else if upper.starts_with("DATA") {
+            say(&mut lines, b"354 go ahead\r\n");
+            loop {
+                let mut l = String::new();
+                assert!(lines.read_line(&mut l).unwrap() > 0, "DATA cut short");
+                if l == ".\r\n" {
+                    break;
+                }
+                mail.data.push_str(l.strip_prefix('.').unwrap_or(&l));
+            }
+            say(&mut lines, b"250 OK queued\r\n");
+        } else if upper.starts_with("QUIT") {
+            say(&mut lines, b"221 bye\r\n");
+            return None;
+        } else {
+            say(&mut lines, b"250 OK\r\n");
+        }
+    }
 }
 
 /// A port nothing listens on.
@@ -405,4 +497,93 @@ async fn create_key(app: &App, body: Value) -> (String, String) {
         v["key"]["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     )
+}
+
+/// Sends one receipt by e-mail through `config` and returns the answer.
+async fn deliver_by_email(config: &DeliveriesConfig) -> (App, StatusCode, Value) {
+    let app = app_with(config);
+    let id = seal(&app).await;
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        &format!("/v1/invoices/{id}/deliveries"),
+        &app.owner_a,
+        Some(json!({"channel": "email", "to": "client@example.cd"})),
+    )
+    .await;
+    (app, status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_or_implicit_tls_logs_in_and_checks_the_certificate() {
+    let (pem, tls) = tls_identity();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("relay-ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    for (wire, url) in [
+        (
+            Wire::StartTls,
+            "smtp://bono%40pay.cd:p%40ss%3Aword@127.0.0.1:{port}?tls=required",
+        ),
+        (
+            Wire::Implicit,
+            "smtps://bono%40pay.cd:p%40ss%3Aword@127.0.0.1:{port}",
+        ),
+    ] {
+        let (port, server) = smtp_server_with(wire, Some(Arc::clone(&tls)));
+        let (_app, status, body) = deliver_by_email(&DeliveriesConfig {
+            smtp_url: Some(url.replace("{port}", &port.to_string())),
+            smtp_ca_file: Some(ca.clone()),
+            smtp_from: Some("recus@bonopay.cd".into()),
+            ..DeliveriesConfig::default()
+        })
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{wire:?}: {body}");
+        assert_eq!(body["status"], "sent");
+        let mail = server.join().unwrap();
+        assert!(mail.tls, "{wire:?}");
+        assert_eq!(
+            mail.auth.as_deref(),
+            Some("bono@pay.cd:p@ss:word"),
+            "{wire:?}"
+        );
+        assert_eq!(mail.rcpt_to, ["<client@example.cd>"]);
+        assert!(pdf_attachment(&mail.data.replace("\r\n ", " ")).starts_with(b"%PDF-"));
+    }
+    // A certificate nothing vouches for (no CA file): nothing is sent, the
+    // attempt is a 502 recorded as failed, and the server never saw the
+    // password or the message.
+    for (wire, url) in [
+        (
+            Wire::StartTls,
+            "smtp://u:secret@127.0.0.1:{port}?tls=required",
+        ),
+        (Wire::Implicit, "smtps://u:secret@127.0.0.1:{port}"),
+    ] {
+        let (port, server) = smtp_server_with(wire, Some(Arc::clone(&tls)));
+        let (_app, status, body) = deliver_by_email(&DeliveriesConfig {
+            smtp_url: Some(url.replace("{port}", &port.to_string())),
+            ..DeliveriesConfig::default()
+        })
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{wire:?}: {body}");
+        assert_eq!(body["error"]["code"], "delivery_failed");
+        let mail = server.join().unwrap();
+        assert_eq!(mail.auth, None, "{wire:?}");
+        assert!(
+            mail.mail_from.is_empty() && mail.data.is_empty(),
+            "{wire:?}"
+        );
+    }
+    // STARTTLS required but not offered: refused, nothing sent in clear.
+    let (port, server) = smtp_server_with(Wire::Plain, None);
+    let (_app, status, body) = deliver_by_email(&DeliveriesConfig {
+        smtp_url: Some(format!("smtp://u:secret@127.0.0.1:{port}?tls=required")),
+        smtp_ca_file: Some(ca.clone()),
+        ..DeliveriesConfig::default()
+    })
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let mail = server.join().unwrap();
+    assert!(!mail.tls && mail.auth.is_none() && mail.mail_from.is_empty());
 }

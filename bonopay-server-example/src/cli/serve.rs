@@ -147,7 +147,13 @@ pub fn deliveries_in(
     let mut d = Deliveries::new(store);
     if let Some(url) = &config.smtp_url {
         let from = config.smtp_from.as_deref().unwrap_or("bonopay@localhost");
-        d = d.with_email(SmtpMailer::from_url(url, from)?);
+        let mut mailer = SmtpMailer::from_url(url, from)?;
+        if let Some(ca) = &config.smtp_ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read the SMTP CA file {}: {e}", ca.display()))?;
+            mailer = mailer.with_root_certificate(&pem)?;
+        }
+        d = d.with_email(mailer);
     }
     if let Some(url) = &config.whatsapp_url {
         let token = config.whatsapp_token.as_deref().unwrap_or_default();
@@ -191,8 +197,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
                 Arc::new(SqliteDeliveryStore::open(&auth_db).map_err(|e| msg(&e))?),
             ),
         };
-    let deliveries =
-        deliveries_in(&dir.config.deliveries, delivery_store).map_err(Failure::Message)?;
+    let mut delivery_config = dir.config.deliveries.clone();
+    delivery_config.smtp_ca_file = delivery_config.smtp_ca_file.map(|f| dir.file(&f));
+    let deliveries = deliveries_in(&delivery_config, delivery_store).map_err(Failure::Message)?;
     for (merchant, token) in bootstrap(&*keys, &dir.config.merchants).map_err(Failure::Message)? {
         say(&format!(
             "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"

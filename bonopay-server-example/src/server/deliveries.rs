@@ -15,8 +15,13 @@
 //! non-2xx answer from the messaging API) gives a 502 `delivery_failed`,
 //! and the attempt is recorded as `failed` with the reason.
 //!
-//! The SMTP transport is plain SMTP (no TLS backend is compiled in): point
-//! it at a local relay (`smtp://127.0.0.1:25`) that forwards with TLS.
+//! SMTP goes to a local relay in plain text (`smtp://127.0.0.1:25`), or
+//! straight to a provider over TLS: STARTTLS (`smtp://host:587?tls=required`)
+//! or implicit TLS (`smtps://host:465`), with `user:password@` for AUTH.
+//! TLS checks the server's certificate against the Mozilla roots, or a CA
+//! of the operator's ([`SmtpMailer::with_root_certificate`]). There is no
+//! opportunistic mode (it falls back to plain text when an attacker strips
+//! STARTTLS), and a password is never sent without TLS.
 
 use std::fmt;
 use std::future::Future;
@@ -33,6 +38,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 use rand_core::{OsRng, RngCore};
 use rusqlite::{Connection, params};
@@ -432,48 +438,143 @@ impl MessagingChannel for WhatsAppHttpChannel {
     }
 }
 
-/// Sends e-mail over plain SMTP (no TLS; use a local relay).
-#[derive(Debug, Clone)]
-pub struct SmtpMailer {
-    host: String,
-    port: u16,
-    from: Mailbox,
-    timeout: Duration,
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmtpSecurity {
+    /// Plain text: only for a relay on this host or a private network.
+    Plain,
+    /// STARTTLS, required: the mail is not sent if the server lacks it.
+    StartTls,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
 }
 
+/// Sends e-mail over SMTP: plain to a local relay, or over TLS (see the
+/// [module docs](self)).
+#[derive(Clone)]
+pub struct SmtpMailer {
+    transport: SmtpTransport,
+    /// The URL as given (with its password, if any: never printed).
+    url: String,
+    host: String,
+    port: u16,
+    security: SmtpSecurity,
+    from: Mailbox,
+}
+
+impl fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL nor the transport: they hold the password.
+        f.debug_struct("SmtpMailer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+const SMTP_URL_FORMS: &str = "smtp://host[:port] (plain, to a local relay), \
+smtp://[user:password@]host[:port]?tls=required (STARTTLS) or \
+smtps://[user:password@]host[:port] (TLS)";
+
+/// How a PEM certificate starts.
+const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----";
+
+/// How long one SMTP exchange may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl SmtpMailer {
-    /// A mailer for `smtp://host[:port]` (port 25 by default) sending as
-    /// `from` (`name <addr>` or `addr`).
+    /// A mailer for `url` sending as `from` (`name <addr>` or `addr`).
+    /// `smtp://host[:port]` (port 25) is plain text;
+    /// `smtp://host[:port]?tls=required` (port 587) requires STARTTLS;
+    /// `smtps://host[:port]` (port 465) is TLS throughout. `user:password@`
+    /// before the host logs in (percent-encode reserved characters); it is
+    /// refused on a plain connection.
     ///
     /// # Errors
-    /// A message if the URL is not `smtp://…` or `from` is not an address.
+    /// A message (never holding the password) if the URL has another form
+    /// or `from` is not an address.
     pub fn from_url(url: &str, from: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("smtp://")
-            .ok_or_else(|| {
-                format!("SMTP URL `{url}`: only smtp://host:port is supported (no TLS)")
-            })?
-            .trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("SMTP URL `{url}`: bad port"))?,
-            ),
-            None => (rest, 25),
+        let parsed = url::Url::parse(url).map_err(|e| format!("SMTP URL: {e}"))?;
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let security = match (parsed.scheme(), tls.as_deref()) {
+            ("smtp", None) => SmtpSecurity::Plain,
+            ("smtp", Some("required")) => SmtpSecurity::StartTls,
+            ("smtps", None) => SmtpSecurity::Implicit,
+            _ => return Err(format!("SMTP URL: use {SMTP_URL_FORMS}")),
         };
-        if host.is_empty() {
-            return Err(format!("SMTP URL `{url}`: no host"));
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| "SMTP URL: no host".to_owned())?
+            .to_owned();
+        if security == SmtpSecurity::Plain && parsed.password().is_some() {
+            return Err(
+                "SMTP URL: a password is only sent over TLS (add ?tls=required, or use smtps://)"
+                    .into(),
+            );
         }
         let from = from
             .parse::<Mailbox>()
             .map_err(|e| format!("SMTP from `{from}`: {e}"))?;
+        let port = parsed.port().unwrap_or(match security {
+            SmtpSecurity::Plain => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Implicit => 465,
+        });
+        let transport = SmtpTransport::from_url(url)
+            .map_err(|e| format!("SMTP URL: {e}"))?
+            .port(port)
+            .timeout(Some(SMTP_TIMEOUT))
+            .build();
         Ok(Self {
-            host: host.to_owned(),
+            transport,
+            url: url.to_owned(),
+            host,
             port,
+            security,
             from,
-            timeout: Duration::from_secs(10),
         })
+    }
+
+    /// The same mailer trusting the CA certificates in `pem` besides the
+    /// Mozilla roots: for a relay with a private CA.
+    ///
+    /// # Errors
+    /// A message if the mailer sends in plain text or `pem` holds no
+    /// certificate.
+    pub fn with_root_certificate(mut self, pem: &[u8]) -> Result<Self, String> {
+        let tls = |params| match self.security {
+            SmtpSecurity::Plain => None,
+            SmtpSecurity::StartTls => Some(Tls::Required(params)),
+            SmtpSecurity::Implicit => Some(Tls::Wrapper(params)),
+        };
+        // lettre takes a PEM without any certificate in it as an empty
+        // list; say so now rather than fail every handshake later.
+        if !pem
+            .windows(CERT_PEM.len())
+            .any(|w| w == CERT_PEM.as_bytes())
+        {
+            return Err("SMTP CA certificate: no PEM certificate in it".into());
+        }
+        let cert = Certificate::from_pem(pem).map_err(|e| format!("SMTP CA certificate: {e}"))?;
+        let params = TlsParameters::builder(self.host.clone())
+            .add_root_certificate(cert)
+            .build_rustls()
+            .map_err(|e| format!("SMTP TLS: {e}"))?;
+        let tls = tls(params)
+            .ok_or_else(|| "SMTP CA certificate: the SMTP URL sends in plain text".to_owned())?;
+        self.transport = SmtpTransport::from_url(&self.url)
+            .map_err(|e| format!("SMTP URL: {e}"))?
+            .port(self.port)
+            .tls(tls)
+            .timeout(Some(SMTP_TIMEOUT))
+            .build();
+        Ok(self)
     }
 
     /// Sends `m`, the document attached as `application/pdf`. Blocking.
@@ -496,11 +597,7 @@ impl SmtpMailer {
                     .singlepart(Attachment::new(m.filename.clone()).body(m.document.clone(), pdf)),
             )
             .map_err(|e| DeliveryError::Invalid(e.to_string()))?;
-        let transport = SmtpTransport::builder_dangerous(self.host.clone())
-            .port(self.port)
-            .timeout(Some(self.timeout))
-            .build();
-        transport.send(&email).map(|_| ()).map_err(|e| {
+        self.transport.send(&email).map(|_| ()).map_err(|e| {
             if e.is_permanent() || e.is_transient() {
                 DeliveryError::Rejected(e.to_string())
             } else {
@@ -906,9 +1003,31 @@ mod tests {
             SmtpMailer::from_url("smtp://relay", "r@x.cd").unwrap().port,
             25
         );
-        assert!(SmtpMailer::from_url("smtps://relay:465", "r@x.cd").is_err());
         assert!(SmtpMailer::from_url("smtp://relay:x", "r@x.cd").is_err());
         assert!(SmtpMailer::from_url("smtp://relay", "not an address").is_err());
+        // TLS: the port defaults of each mode.
+        let m = SmtpMailer::from_url("smtps://u:p@mail.example.cd", "r@x.cd").unwrap();
+        assert_eq!((m.port, m.security), (465, SmtpSecurity::Implicit));
+        let m = SmtpMailer::from_url("smtp://mail.example.cd?tls=required", "r@x.cd").unwrap();
+        assert_eq!((m.port, m.security), (587, SmtpSecurity::StartTls));
+        assert!(!format!("{m:?}").contains("u:p"));
+        // No opportunistic TLS, no password in plain text, and the error
+        // does not repeat the password.
+        for bad in [
+            "smtp://relay?tls=opportunistic",
+            "smtp://relay?tls=yes",
+            "smtps://relay?tls=required",
+            "http://relay",
+            "smtp://user:s3cret@relay:25",
+        ] {
+            let e = SmtpMailer::from_url(bad, "r@x.cd").unwrap_err();
+            assert!(!e.contains("s3cret"), "{bad}: {e}");
+        }
+        // A private CA: only with TLS, and only a certificate.
+        let plain = SmtpMailer::from_url("smtp://relay", "r@x.cd").unwrap();
+        assert!(plain.with_root_certificate(b"").is_err());
+        let tls = SmtpMailer::from_url("smtps://relay", "r@x.cd").unwrap();
+        assert!(tls.with_root_certificate(b"not a certificate").is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use faulty::{Fault, FaultyStore};
 pub use group::GroupCommit;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgPool, PgStore, TestDb};
+pub use postgres::{CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, PgConn, PgPool, PgStore, TestDb};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, MIGRATIONS, SqliteOptions, SqliteStore};
 pub use store::{EntryIter, LedgerStore, LedgerStoreExt, check_append};

@@ -143,6 +143,9 @@ pub struct PgConn {
     /// The server said it is ending this session (see [`gone`]): the
     /// client may not have noticed the close yet, the pool must not keep it.
     broken: bool,
+    /// Whether it was idle in the pool before this checkout (it may have
+    /// died there unnoticed), rather than connected for it.
+    reused: bool,
 }
 
 /// Whether `e` says the session is over: the connection closed, or the
@@ -153,6 +156,21 @@ fn gone(e: &postgres::Error) -> bool {
 }
 
 impl PgConn {
+    /// Whether the connection sat idle in the pool before this checkout
+    /// (so a failure may be its silent death there, worth one retry on a
+    /// fresh connection for an idempotent read).
+    #[must_use]
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Tells the pool this connection failed as a connection: it is
+    /// dropped on return, with every idle one (they most likely died with
+    /// it).
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
     /// The prepared statement for `sql`, preparing it on first use.
     ///
     /// # Errors
@@ -218,6 +236,24 @@ impl PgPool {
         }
     }
 
+    /// The same pool, its connections named `name` in `pg_stat_activity`
+    /// unless the URL names them.
+    #[must_use]
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        if let Ok(c) = self.config.as_mut()
+            && c.get_application_name().is_none()
+        {
+            c.application_name(name);
+        }
+        self
+    }
+
+    /// The most connections this pool opens at once.
+    #[must_use]
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// The same pool with another [`CHECKOUT_TIMEOUT`].
     #[must_use]
     pub fn with_checkout_timeout(mut self, timeout: std::time::Duration) -> Self {
@@ -275,7 +311,15 @@ impl PgPool {
             .lock()
             .map_err(|_| unavailable("pool lock poisoned"))?;
         loop {
-            if let Some(c) = st.0.pop() {
+            if let Some(mut c) = st.0.pop() {
+                if c.client.is_closed() {
+                    // Died while idle: free its slot and look again.
+                    st.1 = st.1.saturating_sub(1);
+                    drop(c);
+                    self.freed.notify_one();
+                    continue;
+                }
+                c.reused = true;
                 return Ok(c);
             }
             if st.1 < self.max {
@@ -287,6 +331,7 @@ impl PgPool {
                         client,
                         stmts: std::collections::HashMap::new(),
                         broken: false,
+                        reused: false,
                     })
                     .map_err(|e| {
                         if let Ok(mut st) = self.state.lock() {

@@ -57,6 +57,21 @@ fn bonopay(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
 
 /// Seals the example invoice once per idempotency key with `bonopay seal`
 /// into the data directory `d`, and returns the invoice's text.
+/// Runs `bonopay migrate` on `d`, which must succeed with a valid report;
+/// returns the report.
+fn migrate_ok(d: &str, env: &[(&str, &str)]) -> Value {
+    let out = bonopay(&["migrate", "--data-dir", d], env, "");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    report
+}
+
 fn seal_with_keys(d: &str, keys: &[&str]) -> String {
     let invoice = example().to_string();
     for k in keys {
@@ -346,14 +361,7 @@ fn a_migration_that_failed_part_way_completes_when_run_again() {
     // Mended, the same command completes the move.
     auth.execute("DELETE FROM api_keys WHERE id = 'key_bad'", [])
         .unwrap();
-    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["valid"], true, "{report}");
+    let report = migrate_ok(d, &env);
     assert_eq!(report["entries_moved"], 0);
     assert_eq!(report["entries_already_there"], 3);
     assert_eq!(report["api_keys_moved"], 1);
@@ -396,15 +404,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
 
     let db = TestDb::create().unwrap();
     let env = [("BONOPAY_MIGRATE_TO", db.url.as_str())];
-    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["valid"], true, "{report}");
+    let report = migrate_ok(d, &env);
     assert_eq!(report["entries_moved"], 4);
     assert_eq!(report["outlets"][0]["identical_to_source"], true);
     assert_eq!(report["outlets"][0]["verified"], true);
@@ -455,14 +455,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
 
     // A second run finds everything there and moves nothing more; after
     // one more seal in the source, a third run moves just that one.
-    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["valid"], true, "{report}");
+    let report = migrate_ok(d, &env);
     assert_eq!(
         (&report["entries_moved"], &report["entries_already_there"]),
         (&Value::from(0), &Value::from(4))
@@ -470,14 +463,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     assert_eq!(report["outbox_items_moved"], 0);
     assert_eq!(report["api_keys_moved"], 0);
     seal_with_keys(d, &["m4"]);
-    let out = bonopay(&["migrate", "--data-dir", d], &env, "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["valid"], true, "{report}");
+    let report = migrate_ok(d, &env);
     assert_eq!(report["entries_moved"], 1);
     assert_eq!(report["outlets"][0]["identical_to_source"], true);
     assert_eq!(src.head(OUTLET_A).unwrap(), dst.head(OUTLET_A).unwrap());

@@ -16,7 +16,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bonopay_signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer, provision};
-use bonopay_signer::{Signer, SignerError, SoftwareSigner, domain_digest, verify_output};
+use bonopay_signer::{
+    PublicKey, Signer, SignerError, SoftwareSigner, domain_digest, verify_output,
+};
 use zeroize::Zeroizing;
 
 const CHILD: &str = "BONOPAY_SOFTHSM_CHILD";
@@ -79,15 +81,20 @@ fn config(key: &str) -> Pkcs11Config {
     }
 }
 
-fn provisioned(key: &str) -> Pkcs11Signer {
-    provision::init_token(&module(), TOKEN, "12345678", PIN).unwrap();
-    let public = provision::generate_key(
+/// Generates a key pair labelled `label` on the test token; its public key.
+fn generate(label: &str) -> PublicKey {
+    provision::generate_key(
         &module(),
         TOKEN,
         &PinSource::Env("BONOPAY_TEST_PIN".into()),
-        key,
+        label,
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn provisioned(key: &str) -> Pkcs11Signer {
+    provision::init_token(&module(), TOKEN, "12345678", PIN).unwrap();
+    let public = generate(key);
     let signer = Pkcs11Signer::open(&config(key)).unwrap();
     assert_eq!(signer.public_key().key_id(), public.key_id());
     signer
@@ -197,13 +204,7 @@ fn softhsm_signer_refuses_another_key_under_its_label_after_a_loss() {
     for key in session.find_objects(&[label]).unwrap() {
         session.destroy_object(key).unwrap();
     }
-    let other = provision::generate_key(
-        &module(),
-        TOKEN,
-        &PinSource::Env("BONOPAY_TEST_PIN".into()),
-        "bono-seal",
-    )
-    .unwrap();
+    let other = generate("bono-seal");
     assert_ne!(other.key_id(), hsm.public_key().key_id());
     session.logout().unwrap();
     // The signer notices the loss, finds a different key and refuses it:
@@ -220,13 +221,7 @@ fn softhsm_a_label_naming_two_key_pairs_is_refused() {
         return;
     }
     drop(provisioned("bono-seal"));
-    provision::generate_key(
-        &module(),
-        TOKEN,
-        &PinSource::Env("BONOPAY_TEST_PIN".into()),
-        "bono-seal",
-    )
-    .unwrap();
+    generate("bono-seal");
     match Pkcs11Signer::open(&config("bono-seal")) {
         Err(SignerError::KeyNotFound(m)) => assert!(m.contains("names 2 objects"), "{m}"),
         other => panic!("expected KeyNotFound, got {other:?}"),

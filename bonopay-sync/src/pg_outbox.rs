@@ -196,7 +196,9 @@ impl PgOutbox {
                 tx.commit().map_err(|e| db(&e))
             })
             .map_err(unavailable)??;
-        me.ensure_alive()?;
+        // Not registered yet: the liveness lock is taken with the first
+        // claim, so a process that only migrates (`bonopay migrate`)
+        // neither opens it nor lists itself as an agent.
         Ok(me)
     }
 

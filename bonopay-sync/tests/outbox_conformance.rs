@@ -131,10 +131,14 @@ fn postgres_a_dead_claimants_items_are_taken_over_after_the_grace_not_its_lease(
     let b = PgOutbox::connect(&db.url, "instance-b", 2)
         .unwrap()
         .with_takeover_grace(GRACE);
-    assert!(liveness_held(&db.url, "instance-a"));
     let items: Vec<_> = (1..=4).map(|s| conformance::item("o1", s, 10)).collect();
     a.enqueue("o1", 4, &items).unwrap();
+    assert!(
+        !liveness_held(&db.url, "instance-a"),
+        "taken by the first claim"
+    );
     assert_eq!(a.claim_due(1_000, LEASE, 10).unwrap().len(), 4);
+    assert!(liveness_held(&db.url, "instance-a"));
     // A lives: its items stay its own past the grace, until its lease ends.
     assert!(
         b.claim_due(1_000 + GRACE + 1, LEASE, 10)

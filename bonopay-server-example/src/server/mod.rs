@@ -355,7 +355,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(invoices::create_invoice))
         .routes(routes!(invoices::lookup_invoice))
         .routes(routes!(invoices::get_invoice))
@@ -388,7 +388,6 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .split_for_parts();
-    let mut doc = doc;
     document_common_responses(&mut doc);
     (router, doc)
 }

@@ -61,12 +61,7 @@ fn bonopay(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
 /// returns the report.
 fn migrate_ok(d: &str, env: &[(&str, &str)]) -> Value {
     let out = bonopay(&["migrate", "--data-dir", d], env, "");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_ok(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["valid"], true, "{report}");
     report

@@ -252,12 +252,7 @@ async fn serve_with_a_pkcs11_token_that_is_removed_answers_503() {
         .envs(env)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_ok(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outlets"][0]["entries_verified"], 2);
 

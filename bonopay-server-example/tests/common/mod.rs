@@ -190,3 +190,14 @@ pub async fn call_router(
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
+
+/// Asserts that a command exited 0, showing what it printed if not.
+pub fn assert_exit_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -53,6 +53,10 @@ pub enum EntryKind {
     /// A sale that was started at the till and abandoned before it was
     /// invoiced (the DGI "vente incomplète").
     IncompleteSale,
+    /// The DGI's security elements for an invoice or credit note sealed
+    /// earlier in the same chain (e-MCF or MCF certification), hash-linked
+    /// to that entry.
+    Certification,
 }
 
 impl EntryKind {
@@ -66,6 +70,7 @@ impl EntryKind {
         EntryKind::KeyRotation,
         EntryKind::AReport,
         EntryKind::IncompleteSale,
+        EntryKind::Certification,
     ];
 
     /// The stable string in headers and storage.
@@ -80,6 +85,7 @@ impl EntryKind {
             EntryKind::KeyRotation => "key_rotation",
             EntryKind::AReport => "a_report",
             EntryKind::IncompleteSale => "incomplete_sale",
+            EntryKind::Certification => "certification",
         }
     }
 

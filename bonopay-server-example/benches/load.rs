@@ -62,6 +62,7 @@ fn scenario(outlets: usize, concurrency: usize, requests: usize) -> Report {
             .map(|i| OutletConfig {
                 id: format!("load-{i:02}"),
                 time_zone: None,
+                certification: None,
             })
             .collect(),
     };

@@ -161,6 +161,9 @@ pub struct OutletConfig {
     /// Its IANA time zone (default: the top-level `time_zone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// Its certification mode, `emcf` or `none` (default: `dgi.certification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certification: Option<String>,
 }
 
 /// A merchant served by this instance.
@@ -260,6 +263,71 @@ pub struct DgiConfig {
     /// HTTP timeout, seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Certification mode of outlets that do not set their own: `emcf`
+    /// (the default when `url` is set: each invoice is certified by the
+    /// e-MCF, whose elements are printed) or `none` (Bono Pay's seal only,
+    /// printed as not certified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certification: Option<String>,
+    /// How long `POST /v1/invoices` waits for the e-MCF before answering
+    /// the sale as pending, ms (default 3000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// One e-MCF token per merchant NIF: a token belongs to one taxpayer
+    /// and one e-MCF. `{"A1309334L": {"file": "tokens/A1309334L.jwt"}}` or
+    /// `{"env": "VAR"}`. Without an entry, a merchant's token is read from
+    /// `BONOPAY_DGI_TOKEN_<NIF>` if set, else the default token
+    /// (`BONOPAY_DGI_TOKEN` / `token_file`). Files are read at every call,
+    /// so replacing one renews the token without a restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, TokenConfig>,
+}
+
+/// Where one merchant's e-MCF token is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A file holding the token (relative to the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// An environment variable holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// Whether an outlet's invoices are certified by the DGI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificationMode {
+    /// Certified by the DGI's e-MCF.
+    Emcf,
+    /// Not certified: Bono Pay's seal only (development, evaluation).
+    None,
+}
+
+impl CertificationMode {
+    /// Parses `emcf` or `none`.
+    ///
+    /// # Errors
+    /// A message naming what was given.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "emcf" => Ok(Self::Emcf),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "certification mode `{other}` is neither `emcf` nor `none`"
+            )),
+        }
+    }
+
+    /// The stable name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Emcf => "emcf",
+            Self::None => "none",
+        }
+    }
 }
 
 impl std::fmt::Debug for DgiConfig {
@@ -274,28 +342,78 @@ impl std::fmt::Debug for DgiConfig {
 
 impl DgiConfig {
     fn is_empty(&self) -> bool {
-        self.url.is_none() && self.token_file.is_none()
+        *self == Self::default()
     }
 
-    /// The bearer token: `BONOPAY_DGI_TOKEN`, else the token file.
+    /// The mode of outlets without their own: `certification`, else `emcf`
+    /// when the e-MCF is configured, else `none`.
     ///
     /// # Errors
-    /// A message when neither gives one.
-    pub fn bearer(&self, dir: &Path) -> Result<String, String> {
-        if let Some(t) = &self.token {
-            return Ok(t.trim().to_owned());
+    /// A message for a mode that is not `emcf` or `none`, or `emcf`
+    /// without a URL.
+    pub fn default_mode(&self) -> Result<CertificationMode, String> {
+        let mode = match &self.certification {
+            Some(m) => CertificationMode::parse(m)?,
+            None if self.url.is_some() => CertificationMode::Emcf,
+            None => CertificationMode::None,
+        };
+        if mode == CertificationMode::Emcf && self.url.is_none() {
+            return Err(
+                "certification `emcf` needs the e-MCF's URL (dgi.url or BONOPAY_DGI_URL)".into(),
+            );
         }
-        let Some(f) = &self.token_file else {
-            return Err("DGI sync needs a token: set BONOPAY_DGI_TOKEN or dgi.token_file".into());
-        };
-        let path = if f.is_absolute() {
-            f.clone()
-        } else {
-            dir.join(f)
-        };
-        std::fs::read_to_string(&path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read the DGI token file {}: {e}", path.display()))
+        Ok(mode)
+    }
+
+    /// Where `nif`'s token comes from: its `tokens` entry, else
+    /// `BONOPAY_DGI_TOKEN_<NIF>` when `var` has it, else `None` (the
+    /// default token).
+    #[must_use]
+    pub fn token_source_for(
+        &self,
+        nif: &str,
+        dir: &Path,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Arc<dyn bonopay_sync::http::TokenSource>> {
+        if let Some(t) = self.tokens.get(nif) {
+            if let Some(f) = &t.file {
+                let path = if f.is_absolute() {
+                    f.clone()
+                } else {
+                    dir.join(f)
+                };
+                return Some(Arc::new(bonopay_sync::http::FileToken(path)));
+            }
+            if let Some(e) = &t.env {
+                return Some(Arc::new(bonopay_sync::http::EnvToken(e.clone())));
+            }
+        }
+        let var_name = format!("BONOPAY_DGI_TOKEN_{nif}");
+        var(&var_name).map(|_| {
+            Arc::new(bonopay_sync::http::EnvToken(var_name))
+                as Arc<dyn bonopay_sync::http::TokenSource>
+        })
+    }
+
+    /// The default token's source: `BONOPAY_DGI_TOKEN`, else `token_file`
+    /// (read at every call), else `None`.
+    #[must_use]
+    pub fn default_token_source(
+        &self,
+        dir: &Path,
+    ) -> Option<Arc<dyn bonopay_sync::http::TokenSource>> {
+        if let Some(t) = &self.token {
+            return Some(Arc::new(bonopay_sync::http::StaticToken(t.clone())));
+        }
+        self.token_file.as_ref().map(|f| {
+            let path = if f.is_absolute() {
+                f.clone()
+            } else {
+                dir.join(f)
+            };
+            Arc::new(bonopay_sync::http::FileToken(path))
+                as Arc<dyn bonopay_sync::http::TokenSource>
+        })
     }
 }
 
@@ -374,6 +492,7 @@ impl Config {
             outlets: vec![OutletConfig {
                 id: DEV_OUTLET.into(),
                 time_zone: None,
+                certification: None,
             }],
         }]
     }
@@ -428,6 +547,20 @@ impl Config {
         }
         if let Some(v) = var("BONOPAY_DGI_TOKEN_FILE") {
             self.dgi.token_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("BONOPAY_DGI_CERTIFICATION") {
+            CertificationMode::parse(&v).map_err(|e| format!("BONOPAY_DGI_CERTIFICATION: {e}"))?;
+            self.dgi.certification = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("BONOPAY_DGI_DEADLINE_MS") {
+            match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => self.dgi.deadline_ms = Some(n),
+                _ => {
+                    return Err(format!(
+                        "BONOPAY_DGI_DEADLINE_MS must be a whole number of milliseconds above 0, not `{v}`"
+                    ));
+                }
+            }
         }
         if let Some(v) = var("BONOPAY_DGI_TIMEOUT_SECS") {
             match v.trim().parse::<u64>() {

@@ -43,6 +43,7 @@ fn merchants() -> Vec<MerchantConfig> {
             .map(|o| OutletConfig {
                 id: (*o).into(),
                 time_zone: None,
+                certification: None,
             })
             .collect(),
     };
@@ -200,18 +201,33 @@ async fn fiscalize_replay_and_conflict() {
     let v = first.json();
     assert_eq!(v["id"], "kin-gombe-01:1");
     assert_eq!(first.headers["location"], "/v1/invoices/kin-gombe-01:1");
+    // No DGI certification on this server (mode `none`): the security
+    // elements are Bono Pay's own, said to be so, and never a DGI QR.
+    let c = &v["certification"];
+    assert_eq!(c["mode"], "none");
+    assert_eq!(c["state"], "not_certified");
+    assert!(
+        c["rn"].as_str().unwrap().starts_with("kin-gombe-01/20"),
+        "{c}"
+    );
+    assert!(c["rn"].as_str().unwrap().ends_with("/1"), "{c}");
     let el = &v["security_elements"];
+    assert_eq!(el["issuer"], "bonopay");
     assert_eq!(el["fiscal_number"], "1/1 FV");
     assert_eq!(el["fiscal_authority_id"], "NID-TEST-01");
     let code = el["authentication_code"].as_str().unwrap();
     assert_eq!(code.len(), 24);
     assert!(el["timestamp"].as_str().unwrap().ends_with("+01:00"));
     let qr = el["qr"].as_str().unwrap();
-    assert!(qr.starts_with(&format!("RDCDEF01;NID-TEST-01;{code};A1309334L;")));
+    assert!(qr.starts_with("BPV1:") && !qr.contains("RDCDEF01"), "{qr}");
+    let seal = &v["seal"];
+    assert_eq!(seal["authentication_code"], code);
+    assert_eq!(seal["device_id"], "NID-TEST-01");
+    assert_eq!(seal["verification_qr"], qr);
     // The verification payload verifies under the server's key, and names
     // the same code and totals.
     let verified =
-        bonopay_signer::verify_qr(el["verification_qr"].as_str().unwrap(), &public_key(&app))
+        bonopay_signer::verify_qr(seal["verification_qr"].as_str().unwrap(), &public_key(&app))
             .unwrap();
     assert_eq!(verified.authentication_code, code);
     assert_eq!(verified.tuple.total, "70280.00");
@@ -798,7 +814,9 @@ async fn text_receipts_carry_the_mandatory_mentions() {
     let sale = post_invoice(&app, &app.owner_a, "s-1", &example())
         .await
         .json();
-    let el = &sale["security_elements"];
+    // Not certified by the DGI here (mode `none`): Bono Pay's seal under
+    // its own labels, and never a DGI label or QR.
+    let el = &sale["seal"];
     for (width, columns) in [(58, 32), (80, 48)] {
         let r = get(
             &app,
@@ -831,15 +849,20 @@ async fn text_receipts_carry_the_mandatory_mentions() {
             "B 16.00% base 3000.00 TVA 480.00 total 3480.00".to_owned(),
             "TOTAL TTC (CDF) 70280.00".to_owned(),
             "TOTAL TVA 5280.00".to_owned(),
-            "CODE DEF/DGI :".to_owned(),
+            "NON CERTIFIÉ DGI".to_owned(),
+            "Code Bono Pay :".to_owned(),
             el["authentication_code_display"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
-            format!("DEF NID : {}", el["fiscal_authority_id"].as_str().unwrap()),
-            "DEF Compteurs : 1/1 FV".to_owned(),
-            "DEF Heure :".to_owned(),
+            format!("Appareil Bono Pay : {}", el["device_id"].as_str().unwrap()),
+            "Compteurs Bono Pay : 1/1 FV".to_owned(),
+            "Heure Bono Pay :".to_owned(),
             "FACTURE DE VENTE".to_owned(),
+            format!(
+                "Facture N° : {}",
+                sale["certification"]["rn"].as_str().unwrap()
+            ),
         ];
         for want in &wants {
             assert!(
@@ -847,8 +870,17 @@ async fn text_receipts_carry_the_mandatory_mentions() {
                 "{width} mm receipt lacks `{want}`:\n{text}"
             );
         }
+        for mark in bonopay_server_example::server::receipt::DGI_ONLY_MARKS {
+            assert!(
+                !flat.contains(mark),
+                "{width} mm receipt shows `{mark}`:\n{text}"
+            );
+        }
         // The QR payload is printed whole (possibly wrapped).
-        assert!(text.replace('\n', "").contains(el["qr"].as_str().unwrap()));
+        assert!(
+            text.replace('\n', "")
+                .contains(el["verification_qr"].as_str().unwrap())
+        );
         assert!(!flat.contains("FACTURE D'AVOIR") && !flat.contains("EXPORTATION"));
     }
     let r = get(
@@ -880,7 +912,7 @@ async fn text_receipts_carry_the_mandatory_mentions() {
         "{credit}"
     );
     assert!(
-        credit.contains("DEF Compteurs :") && credit.contains("1/2 FA"),
+        credit.contains("Compteurs Bono Pay :") && credit.contains("1/2 FA"),
         "{credit}"
     );
 
@@ -1128,7 +1160,7 @@ async fn pdf_receipts_carry_the_mentions_and_the_qr_code() {
     let sale = post_invoice(&app, &app.owner_a, "p-1", &example())
         .await
         .json();
-    let el = &sale["security_elements"];
+    let el = &sale["seal"];
     let txt = get(
         &app,
         "/v1/invoices/kin-gombe-01:1/receipt.txt",
@@ -1176,20 +1208,30 @@ async fn pdf_receipts_carry_the_mentions_and_the_qr_code() {
             "TOTAL TVA",
             "5280.00",
             "70280.00",
-            "FACTURE NORMALISEE",
             "FACTURE DE VENTE",
-            "ELEMENTS DE SECURITE",
-            "CODE DEF/DGI :",
+            "NON CERTIFIÉ DGI",
+            "SCEAU DE VÉRIFICATION BONO PAY",
+            "Code Bono Pay :",
             el["authentication_code_display"].as_str().unwrap(),
-            "DEF NID :",
-            el["fiscal_authority_id"].as_str().unwrap(),
-            "DEF Compteurs :",
+            "Appareil Bono Pay :",
+            el["device_id"].as_str().unwrap(),
+            "Compteurs Bono Pay :",
             "1/1 FV",
-            "DEF Heure :",
+            "Heure Bono Pay :",
         ] {
             assert!(flat.contains(want), "{uri} lacks `{want}`:\n{flat}");
         }
-        assert!(flat.replace('\n', "").contains(el["qr"].as_str().unwrap()));
+        for mark in bonopay_server_example::server::receipt::DGI_ONLY_MARKS {
+            assert!(!flat.contains(mark), "{uri} shows `{mark}`");
+        }
+        assert!(
+            !flat.contains("FACTURE NORMALISEE"),
+            "{uri}: not a facture normalisée"
+        );
+        assert!(
+            flat.replace('\n', "")
+                .contains(el["verification_qr"].as_str().unwrap())
+        );
         if columns == 48 {
             // At 48 columns the PDF prints exactly the 80 mm text receipt.
             let txt_lines: Vec<&str> = txt.lines().filter(|l| !l.is_empty()).collect();
@@ -1205,7 +1247,7 @@ async fn pdf_receipts_carry_the_mentions_and_the_qr_code() {
         let left = rects.iter().map(|r| r[0]).fold(f64::MAX, f64::min);
         let top = rects.iter().map(|r| r[1] + r[3]).fold(f64::MIN, f64::max);
         let code = qrcode::QrCode::with_error_correction_level(
-            el["qr"].as_str().unwrap(),
+            el["verification_qr"].as_str().unwrap(),
             qrcode::EcLevel::M,
         )
         .unwrap();
@@ -1336,7 +1378,7 @@ async fn public_qr_verification() {
     let sealed = post_invoice(&app, &app.owner_a, "v-1", &example())
         .await
         .json();
-    let el = &sealed["security_elements"];
+    let el = &sealed["seal"];
     let verify = |qr: String| {
         let app = &app;
         async move {
@@ -1368,18 +1410,13 @@ async fn public_qr_verification() {
     assert_eq!(v["valid"], false);
     assert!(!v["reason"].as_str().unwrap().is_empty());
 
-    // The DGI QR: valid when it is exactly what was sealed.
-    let dgi = el["qr"].as_str().unwrap().to_owned();
-    let v = verify(dgi.clone()).await.json();
-    assert_eq!(v["valid"], true, "{v}");
+    // A DGI QR is valid only for a certification the DGI made: the
+    // payload older versions derived from Bono Pay's own seal is not one.
+    let code = el["authentication_code"].as_str().unwrap();
+    let made_up = format!("RDCDEF01;NID-TEST-01;{code};A1309334L;20261128090000");
+    let v = verify(made_up).await.json();
+    assert_eq!(v["valid"], false, "{v}");
     assert_eq!(v["format"], "dgi");
-    let mut other_time = dgi.clone();
-    other_time.replace_range(
-        dgi.len() - 2..,
-        if dgi.ends_with("00") { "01" } else { "00" },
-    );
-    let v = verify(other_time).await.json();
-    assert_eq!(v["valid"], false);
     let v = verify("RDCDEF01;NID;AAAAAAAAAAAAAAAAAAAAAAAA;A1309334L;20260101120000".into())
         .await
         .json();

@@ -52,6 +52,7 @@ fn app_with(config: &DeliveriesConfig) -> App {
         outlets: vec![OutletConfig {
             id: outlet.into(),
             time_zone: None,
+            certification: None,
         }],
     };
     let tokens = bootstrap(&keys, &[m(NIF_A, OUTLET_A), m(NIF_B, OUTLET_B)]).unwrap();
@@ -303,8 +304,11 @@ async fn email_delivery_against_a_real_smtp_server() {
     assert_eq!(mail.rcpt_to, ["<client@example.cd>"]);
     assert!(mail.data.contains("To: client@example.cd"), "{}", mail.data);
     assert!(
-        mail.data
-            .contains("Subject: Facture normalisee 1/1 FV - CODE DEF/DGI "),
+        // Not certified by the DGI on this server: said plainly, and no
+        // DGI label in the subject.
+        mail.data.contains("Subject: Recu kin-gombe-01/")
+            && mail.data.contains(" - non certifie DGI")
+            && !mail.data.contains("CODE DEF/DGI"),
         "{}",
         mail.data
     );

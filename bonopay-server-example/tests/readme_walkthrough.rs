@@ -216,12 +216,11 @@ async fn the_readme_walkthrough_works_against_the_real_server() {
     assert_eq!(el["fiscal_authority_id"], "BONOPAY-DEV-0001");
     assert_eq!(el["authentication_code"].as_str().unwrap().len(), 24);
     assert!(el["timestamp"].as_str().unwrap().starts_with("20"));
-    assert!(
-        el["qr"]
-            .as_str()
-            .unwrap()
-            .starts_with("RDCDEF01;BONOPAY-DEV-0001;")
-    );
+    // The README's first command runs without an e-MCF: the elements are
+    // Bono Pay's own, said to be so, and never a DGI QR.
+    assert_eq!(el["issuer"], "bonopay");
+    assert!(el["qr"].as_str().unwrap().starts_with("BPV1:"));
+    assert_eq!(v["certification"]["state"], "not_certified");
     assert_eq!(v["tax"]["dgi"]["total"], "70280.00");
     // 2. The same request: the same seal.
     assert_eq!(answers[1].0, StatusCode::OK);
@@ -229,8 +228,16 @@ async fn the_readme_walkthrough_works_against_the_real_server() {
     // 3. The receipt.
     let (status, receipt) = &answers[2];
     assert_eq!(*status, StatusCode::OK);
-    assert!(receipt.contains("CODE DEF/DGI"), "{receipt}");
-    assert!(receipt.contains(el["authentication_code_display"].as_str().unwrap()));
+    // Without BONOPAY_DGI_URL no receipt shows a DGI label or QR.
+    for mark in bonopay_server_example::server::receipt::DGI_ONLY_MARKS {
+        assert!(
+            !receipt.contains(mark),
+            "`{mark}` on a receipt not certified:\n{receipt}"
+        );
+    }
+    assert!(receipt.contains("NON CERTIFIÉ DGI"), "{receipt}");
+    let seal = &v["seal"];
+    assert!(receipt.contains(seal["authentication_code_display"].as_str().unwrap()));
 }
 
 #[test]

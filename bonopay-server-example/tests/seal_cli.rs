@@ -51,11 +51,15 @@ fn seal_on_a_fresh_data_directory_then_replay_then_verify() {
     assert_eq!(el["fiscal_number"], "1/1 FV");
     assert_eq!(el["fiscal_authority_id"], "BONOPAY-DEV-0001");
     assert_eq!(el["authentication_code"].as_str().unwrap().len(), 24);
+    // No e-MCF here: Bono Pay's own elements, said to be so, never a DGI QR.
+    assert_eq!(el["issuer"], "bonopay");
+    assert!(el["qr"].as_str().unwrap().starts_with("BPV1:"), "{el}");
+    assert_eq!(first["certification"]["state"], "not_certified");
     assert!(
-        el["qr"]
+        first["certification"]["rn"]
             .as_str()
             .unwrap()
-            .starts_with("RDCDEF01;BONOPAY-DEV-0001;")
+            .ends_with("/1")
     );
     assert_eq!(first["dgi"]["total"], "70280.00");
     assert!(data.join("ledger.db").exists() && data.join("keys/seal-p256.pem").exists());

@@ -87,6 +87,7 @@ fn app_with(policy: RetryPolicy) -> App {
         outlets: vec![OutletConfig {
             id: outlet.into(),
             time_zone: None,
+            certification: None,
         }],
     };
     let tokens = bootstrap(&keys, &[m(NIF_A, OUTLET_A), m(NIF_B, OUTLET_B)]).unwrap();

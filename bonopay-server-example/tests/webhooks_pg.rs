@@ -474,6 +474,7 @@ fn every_instance_answers_the_same_subscribers_logs_and_receipts() {
         outlets: vec![OutletConfig {
             id: OUTLET_A.into(),
             time_zone: None,
+            certification: None,
         }],
     };
     let owner = bootstrap(&keys, &[merchant]).unwrap()[0].1.clone();

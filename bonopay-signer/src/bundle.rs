@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use bonopay_ledger::{
-    ChainOnly, Entry, EntryCheck, EntryKind, Hash, Head, LedgerError, LedgerStore, check_one,
+    ChainOnly, Entry, EntryKind, Hash, Head, LedgerError, LedgerStore, check_one,
 };
 use chrono::Datelike;
 use chrono_tz::Tz;
@@ -302,6 +302,8 @@ pub struct Checked {
     /// so their totals could not be recomputed (their signatures were
     /// checked).
     pub not_recomputable: u64,
+    /// DGI certifications whose link to their invoice was checked.
+    pub certifications: u64,
 }
 
 /// One step of `--explain`: the hashes of one entry.
@@ -370,6 +372,7 @@ impl BundleReport {
                 "a_reports": self.checked.a_reports,
                 "closings": self.checked.closings,
                 "not_recomputable": self.checked.not_recomputable,
+                "certifications": self.checked.certifications,
             },
             "error": self.error.as_ref().map(|f| json!({
                 "line": f.line, "seq": f.seq, "reason": f.reason,
@@ -407,6 +410,7 @@ pub struct Verifier {
     /// ahead on another thread (`Some(body)` for signed events).
     pre: Option<Result<Option<Value>, String>>,
     last_a: Option<(u64, u64)>,
+    links: crate::certification::CertificationLinks,
     days: BTreeMap<String, Period>,
     months: BTreeMap<String, Period>,
     years: BTreeMap<String, Period>,
@@ -461,6 +465,7 @@ impl Verifier {
             last_z_seq: 0,
             articles: None,
             last_a: None,
+            links: crate::certification::CertificationLinks::default(),
             days: BTreeMap::new(),
             months: BTreeMap::new(),
             years: BTreeMap::new(),
@@ -658,6 +663,8 @@ impl Verifier {
         if entry.kind.is_numbered() {
             self.checked.invoices += 1;
         }
+        self.links.see(entry)?;
+        self.checked.certifications = self.links.certified();
         let date = local_time(entry.time_ms, self.tz)
             .ok_or("time out of range")?
             .date_naive();
@@ -921,5 +928,5 @@ fn signature_verdict(
             .map(Some)
             .map_err(|e| format!("signed {}: {e}", entry.kind));
     }
-    check.check(entry).map(|()| None)
+    check.check_signature(entry).map(|()| None)
 }

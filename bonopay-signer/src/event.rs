@@ -32,6 +32,7 @@ pub fn schema_of(kind: EntryKind) -> Option<&'static str> {
         EntryKind::AReport => Some(A_SCHEMA),
         EntryKind::Closing => Some(CLOSING_SCHEMA),
         EntryKind::IncompleteSale => Some(INCOMPLETE_SALE_SCHEMA),
+        EntryKind::Certification => Some(crate::certification::CERTIFICATION_SCHEMA),
         _ => None,
     }
 }

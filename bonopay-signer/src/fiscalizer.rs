@@ -53,6 +53,12 @@ pub mod index {
     pub const CLOSING: &str = "closing";
     /// `{outlet}/{daily|monthly|yearly}` → every closing of that kind.
     pub const CLOSINGS: &str = "closings";
+    /// `{outlet}:{seq}` of an invoice → its certification entry (unique:
+    /// an invoice is certified once).
+    pub const CERTIFICATION: &str = "certification";
+    /// The DGI's Code DEF/DGI → the certification entry (unique: one DGI
+    /// code certifies one invoice).
+    pub const DGI_CODE: &str = "dgi_code";
 }
 
 /// The trusted clock. A trait so tests can step it backwards.
@@ -130,6 +136,15 @@ pub enum SealError {
     /// A stored sealed invoice did not read back (corruption).
     #[error("stored sealed invoice unreadable: {0}")]
     Corrupt(VerifyError),
+    /// The invoice is already certified by the DGI with other elements (or
+    /// the DGI code certifies another invoice): the first record stands.
+    #[error("invoice {id} is already certified: {why}")]
+    AlreadyCertified {
+        /// `{outlet}:{seq}`.
+        id: String,
+        /// What conflicts.
+        why: String,
+    },
 }
 
 impl SealError {
@@ -497,11 +512,14 @@ impl Fiscalizer {
 
         // Credit notes against one original are serialized so two partial
         // credit notes cannot together exceed what was sold.
-        let credit_ref = req
-            .credit_note
-            .as_ref()
-            .filter(|c| c.reference != "RRR")
-            .map(|c| c.reference.clone());
+        // The reference may quote the original's Bono Pay code or the Code
+        // DEF/DGI it was certified with; both name the same original, and
+        // the checks, locks and index keys below use the original's Bono
+        // Pay code, so quoting one form or the other credits the same sale.
+        let credit_ref = match req.credit_note.as_ref().filter(|c| c.reference != "RRR") {
+            Some(c) => Some(self.original_code(req, &c.reference)?),
+            None => None,
+        };
         let credit_lock = credit_ref.as_ref().map(|r| lock_for(&self.credit_locks, r));
         let _credit_guard = credit_lock
             .as_ref()
@@ -698,6 +716,23 @@ impl Fiscalizer {
                 key: key.to_owned(),
             })
         }
+    }
+
+    /// The Bono Pay authentication code of the original a credit note's
+    /// `reference` names (its own code or its Code DEF/DGI), if it is an
+    /// invoice of the same merchant.
+    fn original_code(&self, req: &InvoiceRequest, reference: &str) -> Result<String, SealError> {
+        let original = self.find_original(reference)?.ok_or_else(|| {
+            invalid(
+                "credit_note.reference",
+                ErrorCode::OriginalNotFound,
+                format!(
+                    "no sealed invoice of merchant {} has authentication code or Code DEF/DGI {reference}",
+                    req.merchant_nif
+                ),
+            )
+        })?;
+        Ok(original.invoice.elements.authentication_code)
     }
 
     /// The DGI credit-note rules (§1.26): the original exists and belongs to
@@ -934,21 +969,39 @@ fn tax_jcs_len_hint(tax: &TaxResult) -> usize {
 /// An [`bonopay_ledger::EntryCheck`] that verifies each sealed invoice's
 /// signature and binds it to its ledger entry (seq, previous hash, fiscal
 /// number), so the ledger verifier now checks every signature too.
-#[derive(Debug, Clone)]
+///
+/// Walked in chain order (as the ledger verifier does), it also checks that
+/// every certification entry is linked to the invoice it names
+/// ([`crate::certification::CertificationLinks`]).
+#[derive(Debug)]
 pub struct SignatureCheck {
     keys: Vec<crate::PublicKey>,
+    links: Mutex<crate::certification::CertificationLinks>,
+}
+
+impl Clone for SignatureCheck {
+    /// The keys; a clone starts a walk of its own.
+    fn clone(&self) -> Self {
+        Self::new(self.keys.clone())
+    }
 }
 
 impl SignatureCheck {
     /// Trusting these public keys (every key the outlet ever signed with).
     #[must_use]
     pub fn new(keys: Vec<crate::PublicKey>) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            links: Mutex::new(crate::certification::CertificationLinks::default()),
+        }
     }
-}
 
-impl bonopay_ledger::EntryCheck for SignatureCheck {
-    fn check(&self, entry: &Entry) -> Result<(), String> {
+    /// The signature checks alone, which depend on no other entry (so a
+    /// verifier may run them on several threads, out of order).
+    ///
+    /// # Errors
+    /// Why the entry's signature or seal does not hold.
+    pub fn check_signature(&self, entry: &Entry) -> Result<(), String> {
         if crate::event::schema_of(entry.kind).is_some() {
             return crate::event::verify_event(entry, &self.keys)
                 .map(|_| ())
@@ -973,5 +1026,15 @@ impl bonopay_ledger::EntryCheck for SignatureCheck {
             ));
         }
         Ok(())
+    }
+}
+
+impl bonopay_ledger::EntryCheck for SignatureCheck {
+    fn check(&self, entry: &Entry) -> Result<(), String> {
+        self.check_signature(entry)?;
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .see(entry)
     }
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod certification;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -31,8 +32,8 @@ pub use reports::{
 };
 pub use sealed::{
     AUTH_CODE_DOMAIN, BODY_DOMAIN, KeyLookup, SEAL_DOMAIN, SEALED_SCHEMA, SealTuple, SealedInvoice,
-    SecurityElements, VERIFY_QR_PREFIX, VerifiedQr, auth_code_of, body_hash, dgi_qr,
-    format_auth_code, qr_png, qr_svg, verify_qr,
+    SecurityElements, VERIFY_QR_PREFIX, VerifiedQr, auth_code_of, body_hash, format_auth_code,
+    qr_png, qr_svg, verify_qr,
 };
 pub use signer::{DEVICE_DOMAIN, FaultySigner, SignOutput, Signer, device_digest, verify_output};
 #[cfg(feature = "aws-lc")]

@@ -161,10 +161,12 @@ pub struct SecurityElements {
     pub authentication_code_display: String,
     /// 4. Trusted timestamp, RFC 3339 with offset.
     pub timestamp: String,
-    /// 5. QR payload, DGI layout `RDCDEF01;{NID};{CODE};{NIF};{YYYYMMDDHHMMSS}`.
+    /// 5. QR payload, Bono Pay's own verification payload (the same as
+    ///    `verification_qr`), never a DGI `RDCDEF01` payload: only a DGI
+    ///    fiscal device issues those (see `certification`).
     pub qr: String,
-    /// Optional Bono Pay verification payload (`BPV1:` + base64url), which
-    /// carries the signature and the signed tuple for offline verification.
+    /// Bono Pay verification payload (`BPV1:` + base64url), which carries
+    /// the signature and the signed tuple for offline verification.
     pub verification_qr: String,
 }
 
@@ -183,12 +185,6 @@ pub struct SealedInvoice {
     pub device_counter: Option<u64>,
     /// The exact stored payload bytes.
     pub payload: Vec<u8>,
-}
-
-/// The DGI QR text. `local_compact` is `YYYYMMDDHHMMSS` in the outlet's time.
-#[must_use]
-pub fn dgi_qr(nid: &str, auth_code: &str, nif: &str, local_compact: &str) -> String {
-    format!("RDCDEF01;{nid};{auth_code};{nif};{local_compact}")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -406,20 +402,15 @@ impl SealedInvoice {
         auth_code: String,
         payload: Vec<u8>,
     ) -> Self {
-        let qr = dgi_qr(
-            &tuple.nid,
-            &auth_code,
-            &tuple.merchant_nif,
-            &compact_local(&tuple.timestamp).unwrap_or_default(),
-        );
+        let verification_qr = verification_qr(&tuple, &out);
         let elements = SecurityElements {
             fiscal_number: tuple.counters.clone(),
             fiscal_authority_id: tuple.nid.clone(),
             authentication_code_display: format_auth_code(&auth_code),
             authentication_code: auth_code,
             timestamp: tuple.timestamp.clone(),
-            qr,
-            verification_qr: verification_qr(&tuple, &out),
+            qr: verification_qr.clone(),
+            verification_qr,
         };
         Self {
             elements,

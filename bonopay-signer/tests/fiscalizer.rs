@@ -101,13 +101,11 @@ fn sealing_returns_the_five_security_elements() {
         e.timestamp, "2026-11-28T09:00:00+01:00",
         "trusted clock, Kinshasa time"
     );
-    assert_eq!(
-        e.qr,
-        format!(
-            "RDCDEF01;NID-BONO-0001;{};A1309334L;20261128090000",
-            e.authentication_code
-        )
-    );
+    // Bono Pay's own QR is its verification payload: only a DGI device
+    // issues an `RDCDEF01` QR (docs/format.md §6, §10).
+    assert_eq!(e.qr, e.verification_qr);
+    assert!(e.qr.starts_with("BPV1:"), "{}", e.qr);
+    assert!(!e.qr.contains("RDCDEF01"));
     // The body carries the totals the DGI will compare.
     assert_eq!(s.invoice.tuple.total, "133080.00");
     assert_eq!(

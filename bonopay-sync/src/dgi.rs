@@ -2,29 +2,140 @@
 //! the [`DgiTransport`] trait.
 //!
 //! Field names follow the field dictionary of `../shared/spec/dgi-emcf.md`
-//! (DRC e-MCF, "e-MCF API 1.0" as observed in integrations). Where the
-//! dictionary is uncertain this module makes a documented choice:
+//! (DRC e-MCF, "e-MCF API 1.0" as public integrations use it against the
+//! DGI test platform, §4 and §8). Where the spec leaves the wire open this
+//! module makes a documented choice, marked as the spec marks it:
 //!
-//! - **Amounts** travel as decimal strings (`"133080.00"`), never as JSON
-//!   numbers, so no float ever touches money. The dictionary types them
-//!   `dec`; whether the production e-MCF accepts strings is not confirmed
-//!   (\[G\]). Replies are read as strings or numbers alike (numbers through
-//!   their exact decimal text).
-//! - **`rn`** (the SFE's invoice number) is our invoice id
-//!   `{outlet}:{seq}`: unique per e-MCF account, so a pending invoice found
-//!   by reconciliation can be matched to the outbox item that created it.
-//! - **`GET /api/invoice/{uid}`** is documented for pending invoices only.
-//!   The simulator also answers it for finalised ones (`status`
-//!   `CONFIRMED` with the DGI elements, `CANCELLED`, `EXPIRED`); against an
-//!   e-MCF that answers "unknown or finalised" (error 20) instead, the sync
-//!   agent never guesses: the item is dead-lettered for a person to check,
-//!   rather than risking a second confirm.
+//! - **Numbers** (\[I\]/\[G\], §8 "Numbers"): amounts, prices, quantities
+//!   and rates travel as JSON numbers written exactly from the decimal
+//!   (`1250.00`, `2.500`), never through a float and never as strings.
+//!   Replies are read as numbers or strings alike, exactly.
+//! - **Members always present** (\[G\], §8): every member the platform is
+//!   seen to expect is sent, with `""` for absent text, `0` for an absent
+//!   specific tax and `null` for an absent original price. A CDF invoice
+//!   sends `curCode: "CDF"` and `curRate: 1`. Payments of a foreign-currency
+//!   invoice carry `currencyCode`/`currencyRate` (\[I\]).
+//! - **Errors in 2xx** (\[I\], three DRC clients): a reply carrying a
+//!   non-empty `errorCode` is a refusal whatever its HTTP status, and is
+//!   reported as [`TransportError::Rejected`]. `errorCode` `0`, `""` or
+//!   `null` is no error (\[G\]).
+//! - **`rn`** (SFE §1.15): the SFE invoice number,
+//!   [`bonopay_signer::certification::sfe_number`], one uninterrupted
+//!   series of invoices and credit notes per outlet and fiscal year.
+//! - **`GET /api/invoice/{uid}`** (\[C\] Benin, §8 "Details"): answers a
+//!   *pending* invoice by echoing its request (plus `errorCode`), and a
+//!   finalised or unknown one with error 20. It carries no state and no
+//!   totals, so recovery reads only `rn` from it ([`DgiPendingEcho`]).
 
 use std::fmt;
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+
+/// The security elements the DGI returns on CONFIRM. The type is the
+/// signer crate's, which binds them into the ledger.
+pub use bonopay_signer::certification::DgiElements as DgiConfirmation;
+
+/// Writes a decimal as a JSON number with exactly its digits (no float).
+pub mod number {
+    use super::{Decimal, Deserialize, Deserializer, Serializer, Value};
+
+    /// Serializes `d` as a JSON number literal.
+    ///
+    /// # Errors
+    /// The serializer's error.
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        use serde::Serialize as _;
+        // The decimal's own text (`12.50` stays `12.50`), `-0` as `0`.
+        let text = if d.is_zero() {
+            let mut z = Decimal::ZERO;
+            z.rescale(d.scale());
+            z.to_string()
+        } else {
+            d.to_string()
+        };
+        let raw =
+            serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+
+    /// Reads a decimal from a JSON number or string, exactly: the number's
+    /// own text is parsed, never a float (so `1160.00` keeps its scale
+    /// and a 20-digit amount its digits). Deserialize from JSON text
+    /// (`from_str`, `from_slice`), not from a `Value`, which has already
+    /// turned numbers into floats.
+    ///
+    /// # Errors
+    /// When the value is neither, or not a decimal.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        decimal_of_raw(raw.get())
+            .ok_or_else(|| serde::de::Error::custom(format!("not a decimal: {}", raw.get())))
+    }
+
+    /// The decimal a JSON number or string literal holds, exactly.
+    #[must_use]
+    pub fn decimal_of_raw(text: &str) -> Option<Decimal> {
+        let t = text.trim();
+        let inner = if t.starts_with('"') {
+            serde_json::from_str::<String>(t).ok()?
+        } else {
+            t.to_owned()
+        };
+        let inner = inner.trim();
+        inner
+            .parse::<Decimal>()
+            .ok()
+            .or_else(|| Decimal::from_scientific(inner).ok())
+    }
+
+    /// The decimal a JSON string holds, exactly; or a number already read
+    /// into a `Value`, which is exact only to 15 significant digits (it
+    /// went through a float): use [`deserialize`] on text for amounts.
+    #[must_use]
+    pub fn decimal_of(v: &Value) -> Option<Decimal> {
+        let text = match v {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        text.parse::<Decimal>()
+            .ok()
+            .or_else(|| Decimal::from_scientific(&text).ok())
+    }
+
+    /// For `Option<Decimal>` members: `null` when absent.
+    pub mod option {
+        use super::{Decimal, Deserialize, Deserializer, Serializer};
+
+        /// Serializes `Some(d)` as a number, `None` as `null`.
+        ///
+        /// # Errors
+        /// The serializer's error.
+        pub fn serialize<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads `null`, a number or a string.
+        ///
+        /// # Errors
+        /// When the value is not a decimal.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+            let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+            let t = raw.get().trim();
+            if t == "null" || t == "\"\"" {
+                return Ok(None);
+            }
+            super::decimal_of_raw(t)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not a decimal: {t}")))
+        }
+    }
+}
 
 /// An invoice as `POST /api/invoice` takes it (`InvoiceRequestDataDto`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,10 +143,10 @@ use serde_json::Value;
 pub struct DgiInvoiceRequest {
     /// Seller NIF.
     pub nif: String,
-    /// SFE id from homologation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isf: Option<String>,
-    /// The SFE's invoice number: `{outlet}:{seq}`.
+    /// SFE id from homologation (`""` when none).
+    #[serde(default, deserialize_with = "text")]
+    pub isf: String,
+    /// The SFE invoice number ([`bonopay_signer::certification::sfe_number`]).
     pub rn: String,
     /// `ht` or `ttc`.
     pub mode: String,
@@ -50,24 +161,42 @@ pub struct DgiInvoiceRequest {
     pub operator: DgiOperator,
     /// Payments.
     pub payment: Vec<DgiPayment>,
-    /// Credit notes: the original's Code DEF/DGI, or `RRR`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-    /// Credit notes: COR, RAN, RAM, RRR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_type: Option<String>,
-    /// Comment lines A–H (`cmta`…`cmth`).
+    /// Credit notes: the original's Code DEF/DGI, or `RRR` (`""` for
+    /// invoices). The sync agent puts the original's DGI code here when it
+    /// sends the credit note (see `agent`).
+    #[serde(default, deserialize_with = "text")]
+    pub reference: String,
+    /// Credit notes: COR, RAN, RAM, RRR (`""` for invoices).
+    #[serde(default, deserialize_with = "text")]
+    pub reference_type: String,
+    /// The nature in words (`""` for invoices).
+    #[serde(default, deserialize_with = "text")]
+    pub reference_desc: String,
+    /// Comment lines A–H, `cmta`…`cmth`, all eight always present.
     #[serde(flatten)]
     pub comments: std::collections::BTreeMap<String, String>,
-    /// Foreign currency code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cur_code: Option<String>,
-    /// Rate date.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cur_date: Option<String>,
-    /// CDF per unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cur_rate: Option<String>,
+    /// Currency code (`CDF` or the foreign currency).
+    #[serde(default = "cdf", deserialize_with = "text")]
+    pub cur_code: String,
+    /// Rate date (`YYYY-MM-DD`).
+    #[serde(default, deserialize_with = "text")]
+    pub cur_date: String,
+    /// CDF per unit of `cur_code` (1 for CDF, \[G\]).
+    #[serde(default = "one", with = "number")]
+    pub cur_rate: Decimal,
+}
+
+fn cdf() -> String {
+    "CDF".into()
+}
+
+fn one() -> Decimal {
+    Decimal::ONE
+}
+
+/// Text that may come back as `null` (older outbox rows wrote it absent).
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One line.
@@ -75,50 +204,57 @@ pub struct DgiInvoiceRequest {
 #[serde(rename_all = "camelCase")]
 pub struct DgiItem {
     /// Article code.
+    #[serde(default, deserialize_with = "text")]
     pub code: String,
     /// BIE, SER, TAX.
     #[serde(rename = "type")]
     pub kind: String,
     /// Name.
     pub name: String,
-    /// Unit price (HT or TTC per `mode`), 2 places.
-    pub price: String,
-    /// Quantity, 3 places.
-    pub quantity: String,
+    /// Unit price (HT or TTC per `mode`), up to 2 places.
+    #[serde(with = "number")]
+    pub price: Decimal,
+    /// Quantity, up to 3 places.
+    #[serde(with = "number")]
+    pub quantity: Decimal,
     /// Group A–N.
     pub tax_group: String,
-    /// Specific tax for the whole quantity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tax_specific_amount: Option<String>,
-    /// Specific tax rate, e.g. `"10.00%"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tax_specific_value: Option<String>,
-    /// Price before a change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_price: Option<String>,
-    /// Why the price changed (`remise 10%`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price_modification: Option<String>,
+    /// Specific tax rate, e.g. `"10.00%"` (`""` when none).
+    #[serde(default, deserialize_with = "text")]
+    pub tax_specific_value: String,
+    /// Specific tax for the whole quantity (0 when none).
+    #[serde(default, with = "number")]
+    pub tax_specific_amount: Decimal,
+    /// Price before a change (`null` when unchanged).
+    #[serde(default, with = "number::option")]
+    pub original_price: Option<Decimal>,
+    /// Why the price changed (`remise 10%`; `""` when unchanged).
+    #[serde(default, deserialize_with = "text")]
+    pub price_modification: String,
 }
 
 /// The client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DgiClient {
     /// PP, PM, PC, PL, AO.
     #[serde(rename = "type")]
     pub client_type: String,
-    /// Client NIF.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nif: Option<String>,
+    /// The type in words (\[I\], §8).
+    #[serde(default, deserialize_with = "text")]
+    pub type_desc: String,
+    /// Client NIF (`""` when none).
+    #[serde(default, deserialize_with = "text")]
+    pub nif: String,
     /// Name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub name: String,
     /// Contact.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contact: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub contact: String,
     /// Address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub address: String,
 }
 
 /// The cashier.
@@ -132,44 +268,37 @@ pub struct DgiOperator {
 
 /// One payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DgiPayment {
     /// ESPECES, VIREMENT, …
     pub name: String,
-    /// Amount, 2 places.
-    pub amount: String,
-}
-
-/// Reads a decimal from a JSON string or number, exactly.
-fn de_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    let v = Value::deserialize(d)?;
-    let text = match &v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        other => return Err(serde::de::Error::custom(format!("not a decimal: {other}"))),
-    };
-    text.parse::<Decimal>()
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(serde::de::Error::custom)
-}
-
-fn ser_decimal<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    let mut v = *d;
-    v.rescale(2);
-    s.collect_str(&v)
+    /// Amount, in the invoice's currency, up to 2 places.
+    #[serde(with = "number")]
+    pub amount: Decimal,
+    /// Foreign-currency invoices: the currency (\[I\], §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency_code: Option<String>,
+    /// Foreign-currency invoices: CDF per unit.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "number::option"
+    )]
+    pub currency_rate: Option<Decimal>,
 }
 
 /// What `POST /api/invoice` answers: the pending handle and the DGI's own
-/// totals.
+/// totals (the per-group members are not needed for the two-phase check).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DgiSubmitted {
     /// Pending handle (GUID).
     pub uid: String,
     /// The DGI's total (CDF).
-    #[serde(deserialize_with = "de_decimal", serialize_with = "ser_decimal")]
+    #[serde(with = "number")]
     pub total: Decimal,
     /// The DGI's VAT total (CDF).
-    #[serde(deserialize_with = "de_decimal", serialize_with = "ser_decimal")]
+    #[serde(with = "number")]
     pub vtotal: Decimal,
 }
 
@@ -177,36 +306,18 @@ pub struct DgiSubmitted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DgiTotals {
     /// Total (CDF).
-    #[serde(deserialize_with = "de_decimal", serialize_with = "ser_decimal")]
+    #[serde(with = "number")]
     pub total: Decimal,
     /// VAT total (CDF).
-    #[serde(deserialize_with = "de_decimal", serialize_with = "ser_decimal")]
+    #[serde(with = "number")]
     pub vtotal: Decimal,
-}
-
-/// The security elements the DGI returns on confirm.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DgiConfirmation {
-    /// Code DEF/DGI (24 characters).
-    #[serde(rename = "codeDEFDGI")]
-    pub code_def_dgi: String,
-    /// `FC/TC TYPE` on the e-MCF.
-    pub counters: String,
-    /// The e-MCF's NIM.
-    pub nim: String,
-    /// DGI certification time.
-    #[serde(rename = "dateTime")]
-    pub date_time: String,
-    /// QR text.
-    #[serde(rename = "qrCode")]
-    pub qr_code: String,
 }
 
 /// One pending invoice in the status answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRef {
     /// When it was created.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub date: String,
     /// Its handle.
     pub uid: String,
@@ -216,7 +327,7 @@ pub struct PendingRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DgiStatus {
     /// The e-MCF's NIM.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub nim: String,
     /// Pending count.
     #[serde(rename = "pendingRequestsCount", default)]
@@ -224,9 +335,43 @@ pub struct DgiStatus {
     /// Pending invoices.
     #[serde(rename = "pendingRequestsList", default)]
     pub pending: Vec<PendingRef>,
+    /// When the token expires, as the e-MCF writes it (RFC 3339, or
+    /// `dd/MM/yyyy HH:mm:ss` as in Benin; see [`parse_dgi_time`]).
+    #[serde(rename = "tokenValid", default, deserialize_with = "text")]
+    pub token_valid: String,
+    /// The e-MCF's clock.
+    #[serde(rename = "serverDateTime", default, deserialize_with = "text")]
+    pub server_date_time: String,
 }
 
-/// Where a submitted invoice stands at the DGI.
+/// Reads a time the e-MCF wrote: RFC 3339, `YYYY-MM-DDTHH:MM:SS` or
+/// `YYYY-MM-DD HH:MM:SS` (taken as Africa/Kinshasa, UTC+1, when it has no
+/// offset), or Benin's `dd/MM/yyyy HH:mm:ss`. Milliseconds since the epoch.
+#[must_use]
+pub fn parse_dgi_time(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some(d.timestamp_millis());
+    }
+    let kinshasa = chrono::FixedOffset::east_opt(3600)?;
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%d/%m/%Y %H:%M:%S",
+    ] {
+        if let Ok(n) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return n
+                .and_local_timezone(kinshasa)
+                .single()
+                .map(|d| d.timestamp_millis());
+        }
+    }
+    None
+}
+
+/// Where an invoice stands at the DGI, as the DGI's portal (and the
+/// simulator's control API) shows it. The e-MCF API itself does not
+/// report it: see [`DgiPendingEcho`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 #[non_exhaustive]
@@ -241,21 +386,14 @@ pub enum DgiInvoiceState {
     Expired,
 }
 
-/// `GET /api/invoice/{uid}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DgiInvoiceDetails {
-    /// Handle.
-    pub uid: String,
-    /// The SFE's invoice number it was created with.
+/// `GET /api/invoice/{uid}` for a pending invoice: the request echoed back.
+/// Only `rn` is read; a finalised or unknown uid is error 20 instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DgiPendingEcho {
+    /// The SFE number the invoice was created with.
     pub rn: String,
-    /// State.
-    pub status: DgiInvoiceState,
-    /// The DGI's totals.
-    #[serde(flatten)]
-    pub totals: DgiTotals,
-    /// For confirmed invoices: the elements.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confirmation: Option<DgiConfirmation>,
+    /// The whole echo, as received.
+    pub raw: Value,
 }
 
 /// The e-MCF error body.
@@ -266,21 +404,63 @@ pub struct DgiErrorBody {
     #[serde(deserialize_with = "de_code")]
     pub error_code: String,
     /// Description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub error_desc: String,
 }
 
 fn de_code<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::String(s) => s,
+        Value::Null => String::new(),
         other => other.to_string(),
     })
 }
 
-/// e-MCF error codes (the Benin table, which the DRC is assumed to share (\[G\])).
+/// The error a reply carries, if any: a non-empty `errorCode` other than
+/// `0` (\[G\]), in a 2xx reply as in any other.
+#[must_use]
+pub fn error_in(reply: &Value) -> Option<DgiErrorBody> {
+    let code = match reply.get("errorCode")? {
+        Value::Null => return None,
+        Value::String(s) => s.trim().to_owned(),
+        other => other.to_string(),
+    };
+    if code.is_empty() || code == "0" {
+        return None;
+    }
+    Some(DgiErrorBody {
+        error_code: code,
+        error_desc: reply
+            .get("errorDesc")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+/// e-MCF error codes (the e-MECeF table, which the DRC is assumed to share,
+/// \[G\]; `dgi-emcf.md` §4).
 pub mod codes {
     /// Too many pending invoices.
     pub const TOO_MANY_PENDING: &str = "1";
+    /// Bad invoice type.
+    pub const BAD_TYPE: &str = "3";
+    /// Credit note without its reference.
+    pub const REFERENCE_MISSING: &str = "4";
+    /// Reference not 24 characters (nor `RRR`).
+    pub const REFERENCE_FORMAT: &str = "5";
+    /// Bad payment type.
+    pub const BAD_PAYMENT: &str = "7";
+    /// No items.
+    pub const NO_ITEMS: &str = "8";
+    /// Bad tax group.
+    pub const BAD_GROUP: &str = "9";
+    /// The original invoice cannot be verified yet (not certified).
+    pub const ORIGINAL_NOT_CERTIFIED: &str = "10";
+    /// The original invoice is unknown.
+    pub const ORIGINAL_UNKNOWN: &str = "11";
+    /// The credit note exceeds the original.
+    pub const OVER_CREDIT: &str = "12";
     /// Unknown or already finalised uid.
     pub const UNKNOWN_OR_FINAL: &str = "20";
     /// Processing error.
@@ -314,9 +494,12 @@ pub enum TransportError {
     },
 }
 
-/// The e-MCF API. Synchronous and object-safe: the sync agent runs on its
-/// own thread, and tests layer fault injection over the real HTTP
-/// implementation.
+/// The e-MCF API of one taxpayer account (one NIF, one e-MCF, one token).
+/// Synchronous and object-safe: the sync agent runs on its own thread, and
+/// tests layer fault injection over the real HTTP implementation.
+///
+/// Every method reports a reply carrying `errorCode` as
+/// [`TransportError::Rejected`], 2xx or not.
 pub trait DgiTransport: fmt::Debug + Send + Sync {
     /// `GET /api/invoice`.
     ///
@@ -338,11 +521,17 @@ pub trait DgiTransport: fmt::Debug + Send + Sync {
     /// # Errors
     /// [`TransportError`].
     fn cancel(&self, uid: &str) -> Result<(), TransportError>;
-    /// `GET /api/invoice/{uid}`.
+    /// `GET /api/invoice/{uid}`: the echo of a pending invoice; error 20
+    /// ([`codes::UNKNOWN_OR_FINAL`]) for any other.
     ///
     /// # Errors
     /// [`TransportError`].
-    fn details(&self, uid: &str) -> Result<DgiInvoiceDetails, TransportError>;
+    fn details(&self, uid: &str) -> Result<DgiPendingEcho, TransportError>;
+    /// `GET /api/info/{table}` (`taxGroups`, `invoiceTypes`, …), as sent.
+    ///
+    /// # Errors
+    /// [`TransportError`].
+    fn info(&self, table: &str) -> Result<Value, TransportError>;
 }
 
 impl<T: DgiTransport + ?Sized> DgiTransport for std::sync::Arc<T> {
@@ -358,9 +547,76 @@ impl<T: DgiTransport + ?Sized> DgiTransport for std::sync::Arc<T> {
     fn cancel(&self, uid: &str) -> Result<(), TransportError> {
         (**self).cancel(uid)
     }
-    fn details(&self, uid: &str) -> Result<DgiInvoiceDetails, TransportError> {
+    fn details(&self, uid: &str) -> Result<DgiPendingEcho, TransportError> {
         (**self).details(uid)
     }
+    fn info(&self, table: &str) -> Result<Value, TransportError> {
+        (**self).info(table)
+    }
+}
+
+/// Compares the e-MCF's tax group table (`GET /api/info/taxGroups`) with
+/// ours. The reply's shape is not public (\[G\]): an object keyed by group
+/// letter (`{"a": 0, "b": 16, …}` as in Benin), or a list of objects with
+/// a group (`code`, `group`, `taxGroup` or `name`) and a rate (`rate`,
+/// `value` or `taux`), are both read. Returns one line per difference;
+/// empty when they agree.
+#[must_use]
+pub fn tax_group_differences(
+    reply: &Value,
+    ours: &std::collections::BTreeMap<String, Option<Decimal>>,
+) -> Vec<String> {
+    let mut theirs: std::collections::BTreeMap<String, Option<Decimal>> =
+        std::collections::BTreeMap::new();
+    let group_of = |k: &str| {
+        let k = k.trim();
+        (k.len() == 1 && k.chars().all(|c| c.is_ascii_alphabetic())).then(|| k.to_uppercase())
+    };
+    match reply {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if let Some(g) = group_of(k) {
+                    theirs.insert(g, number::decimal_of(v));
+                }
+            }
+        }
+        Value::Array(list) => {
+            for item in list {
+                let g = ["code", "group", "taxGroup", "name"]
+                    .iter()
+                    .find_map(|k| item.get(*k).and_then(Value::as_str).and_then(group_of));
+                let r = ["rate", "value", "taux"]
+                    .iter()
+                    .find_map(|k| item.get(*k).and_then(number::decimal_of));
+                if let Some(g) = g {
+                    theirs.insert(g, r);
+                }
+            }
+        }
+        _ => return vec!["the e-MCF's taxGroups reply is neither an object nor a list".into()],
+    }
+    if theirs.is_empty() {
+        return vec!["the e-MCF's taxGroups reply names no group".into()];
+    }
+    let mut out = Vec::new();
+    for (g, rate) in ours {
+        match theirs.get(g) {
+            None => out.push(format!("group {g}: not in the e-MCF's table")),
+            Some(t) => {
+                let (a, b) = (rate.unwrap_or_default(), t.unwrap_or_default());
+                if a != b {
+                    out.push(format!("group {g}: our rate {a}%, the e-MCF's {b}%"));
+                }
+            }
+        }
+    }
+    for g in theirs.keys() {
+        // O and P are reserved slots of the MCF protocol (§1).
+        if !ours.contains_key(g) && g != "O" && g != "P" {
+            out.push(format!("group {g}: in the e-MCF's table, not in ours"));
+        }
+    }
+    out
 }
 
 /// Why a sealed invoice could not be mapped.
@@ -372,25 +628,51 @@ fn s(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+fn client_type_desc(t: &str) -> &'static str {
+    match t {
+        "PP" => "Personne physique",
+        "PM" => "Personne morale",
+        "PC" => "Personne physique commerçante",
+        "PL" => "Profession libérale",
+        "AO" => "Ambassades et organisations internationales",
+        _ => "",
+    }
+}
+
+fn nature_desc(n: &str) -> &'static str {
+    match n {
+        "COR" => "Correction",
+        "RAN" => "Annulation",
+        "RAM" => "Avoir après retour ou paiement",
+        "RRR" => "Rabais, remise, ristourne",
+        _ => "",
+    }
+}
+
 /// Maps a sealed invoice's body (`bonopay/sealed-invoice/v1`: the canonical
 /// request and our tax result) to the e-MCF request, and returns our own
-/// DGI totals with it.
+/// DGI totals with it. A credit note's `reference` is the one the client
+/// gave (the original's Bono Pay code or its DGI code); the agent replaces
+/// it with the original's DGI code when it sends the note.
 ///
 /// # Errors
 /// [`MappingError`] when the body lacks a member the mapping needs.
 pub fn map_sealed_body(body: &Value) -> Result<(DgiInvoiceRequest, DgiTotals), MappingError> {
     let missing = |what: &str| MappingError(format!("no {what}"));
     let outlet = s(body, "outlet").ok_or_else(|| missing("outlet"))?;
-    let seq = body
-        .get("seq")
+    let year = body
+        .get("fiscal_year")
+        .and_then(Value::as_i64)
+        .and_then(|y| i32::try_from(y).ok())
+        .ok_or_else(|| missing("fiscal_year"))?;
+    let total_counter = body
+        .pointer("/fiscal_number/total")
         .and_then(Value::as_u64)
-        .ok_or_else(|| missing("seq"))?;
+        .ok_or_else(|| missing("fiscal_number.total"))?;
     let req = body.get("request").ok_or_else(|| missing("request"))?;
     let tax = body.get("tax").ok_or_else(|| missing("tax"))?;
     let dec = |v: Option<&Value>, what: &str| -> Result<Decimal, MappingError> {
-        v.and_then(Value::as_str)
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| missing(what))
+        v.and_then(number::decimal_of).ok_or_else(|| missing(what))
     };
     let totals = DgiTotals {
         total: dec(tax.pointer("/dgi/total"), "tax.dgi.total")?,
@@ -406,24 +688,28 @@ pub fn map_sealed_body(body: &Value) -> Result<(DgiInvoiceRequest, DgiTotals), M
             code: s(it, "code").unwrap_or_default(),
             kind: s(it, "kind").unwrap_or_default(),
             name: s(it, "name").unwrap_or_default(),
-            price: s(it, "unit_price").ok_or_else(|| missing("items[].unit_price"))?,
-            quantity: s(it, "quantity").ok_or_else(|| missing("items[].quantity"))?,
+            price: dec(it.get("unit_price"), "items[].unit_price")?,
+            quantity: dec(it.get("quantity"), "items[].quantity")?,
             tax_group: s(it, "tax_group").ok_or_else(|| missing("items[].tax_group"))?,
-            tax_specific_amount: it
-                .pointer("/specific_tax/amount")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
             tax_specific_value: it
                 .pointer("/specific_tax/rate")
                 .and_then(Value::as_str)
-                .map(|r| format!("{r}%")),
-            original_price: s(it, "original_price"),
-            price_modification: s(it, "price_modification"),
+                .map(|r| format!("{r}%"))
+                .unwrap_or_default(),
+            tax_specific_amount: it
+                .pointer("/specific_tax/amount")
+                .and_then(number::decimal_of)
+                .unwrap_or_default(),
+            original_price: it.get("original_price").and_then(number::decimal_of),
+            price_modification: s(it, "price_modification").unwrap_or_default(),
         });
     }
     let client = req.get("client").cloned().unwrap_or(Value::Null);
     let cashier = req.get("cashier").cloned().unwrap_or(Value::Null);
     let mut comments = std::collections::BTreeMap::new();
+    for line in 'a'..='h' {
+        comments.insert(format!("cmt{line}"), String::new());
+    }
     if let Some(c) = req.get("comments").and_then(Value::as_object) {
         for (k, v) in c {
             if let Some(t) = v.as_str() {
@@ -431,49 +717,134 @@ pub fn map_sealed_body(body: &Value) -> Result<(DgiInvoiceRequest, DgiTotals), M
             }
         }
     }
-    let fx = req.get("exchange_rate");
+    let currency = s(req, "currency").unwrap_or_else(cdf);
+    let fx = req.get("exchange_rate").filter(|v| v.is_object());
+    let (cur_rate, cur_date) = match fx {
+        Some(f) => (
+            dec(f.get("rate"), "exchange_rate.rate")?,
+            s(f, "date").unwrap_or_default(),
+        ),
+        None => (
+            Decimal::ONE,
+            s(body, "timestamp")
+                .map(|t| t.chars().take(10).collect())
+                .unwrap_or_default(),
+        ),
+    };
+    let payment = req
+        .get("payments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            Ok(DgiPayment {
+                name: s(p, "method").unwrap_or_default(),
+                amount: dec(p.get("amount"), "payments[].amount")?,
+                currency_code: fx.map(|_| currency.clone()),
+                currency_rate: fx.map(|_| cur_rate),
+            })
+        })
+        .collect::<Result<Vec<_>, MappingError>>()?;
+    let client_type = s(&client, "type").unwrap_or_default();
+    let nature = req
+        .pointer("/credit_note/nature")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     Ok((
         DgiInvoiceRequest {
             nif: s(req, "merchant_nif").ok_or_else(|| missing("merchant_nif"))?,
-            isf: s(body, "isf"),
-            rn: format!("{outlet}:{seq}"),
+            isf: s(body, "isf").unwrap_or_default(),
+            rn: bonopay_signer::certification::sfe_number(&outlet, year, total_counter),
             mode: s(req, "price_mode").unwrap_or_default().to_lowercase(),
             invoice_type: s(req, "invoice_type").ok_or_else(|| missing("invoice_type"))?,
             items,
             client: DgiClient {
-                client_type: s(&client, "type").unwrap_or_default(),
-                nif: s(&client, "nif"),
-                name: s(&client, "name"),
-                contact: s(&client, "contact"),
-                address: s(&client, "address"),
+                type_desc: client_type_desc(&client_type).to_owned(),
+                client_type,
+                nif: s(&client, "nif").unwrap_or_default(),
+                name: s(&client, "name").unwrap_or_default(),
+                contact: s(&client, "contact").unwrap_or_default(),
+                address: s(&client, "address").unwrap_or_default(),
             },
             operator: DgiOperator {
                 id: s(&cashier, "id").unwrap_or_default(),
                 name: s(&cashier, "name").unwrap_or_default(),
             },
-            payment: req
-                .get("payments")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| DgiPayment {
-                    name: s(p, "method").unwrap_or_default(),
-                    amount: s(p, "amount").unwrap_or_default(),
-                })
-                .collect(),
+            payment,
             reference: req
                 .pointer("/credit_note/reference")
                 .and_then(Value::as_str)
-                .map(str::to_owned),
-            reference_type: req
-                .pointer("/credit_note/nature")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+                .unwrap_or_default()
+                .to_owned(),
+            reference_desc: nature_desc(&nature).to_owned(),
+            reference_type: nature,
             comments,
-            cur_code: fx.and(s(req, "currency")),
-            cur_date: fx.and_then(|f| s(f, "date")),
-            cur_rate: fx.and_then(|f| s(f, "rate")),
+            cur_code: currency,
+            cur_date,
+            cur_rate,
         },
         totals,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decimals_are_json_numbers_with_their_own_digits() {
+        let t = DgiTotals {
+            total: "133080.00".parse().unwrap(),
+            vtotal: "0.50".parse().unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"total":133080.00,"vtotal":0.50}"#
+        );
+        let back: DgiTotals =
+            serde_json::from_str(r#"{"total":"133080.00","vtotal":0.5}"#).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn an_error_code_is_found_in_any_reply() {
+        assert_eq!(error_in(&json!({"uid": "x"})), None);
+        assert_eq!(error_in(&json!({"uid": "x", "errorCode": null})), None);
+        assert_eq!(error_in(&json!({"errorCode": ""})), None);
+        assert_eq!(error_in(&json!({"errorCode": "0"})), None);
+        let e = error_in(&json!({"errorCode": 10, "errorDesc": "pas encore"})).unwrap();
+        assert_eq!(
+            (e.error_code.as_str(), e.error_desc.as_str()),
+            ("10", "pas encore")
+        );
+    }
+
+    #[test]
+    fn dgi_times_are_read_in_their_several_spellings() {
+        let a = parse_dgi_time("2026-12-05T10:00:00+01:00").unwrap();
+        assert_eq!(parse_dgi_time("2026-12-05 10:00:00"), Some(a));
+        assert_eq!(parse_dgi_time("05/12/2026 10:00:00"), Some(a));
+        assert_eq!(parse_dgi_time("demain"), None);
+    }
+
+    #[test]
+    fn tax_tables_are_compared_in_both_shapes() {
+        let ours: std::collections::BTreeMap<String, Option<Decimal>> = [
+            ("A".to_owned(), Some(Decimal::ZERO)),
+            ("B".to_owned(), Some(Decimal::from(16))),
+        ]
+        .into_iter()
+        .collect();
+        assert!(tax_group_differences(&json!({"a": 0, "b": 16, "o": 0}), &ours).is_empty());
+        let d = tax_group_differences(
+            &json!([{"code": "A", "rate": 0}, {"code": "B", "rate": "18"}]),
+            &ours,
+        );
+        assert_eq!(d, vec!["group B: our rate 16%, the e-MCF's 18%"]);
+        let d = tax_group_differences(&json!({"a": 0}), &ours);
+        assert_eq!(d, vec!["group B: not in the e-MCF's table"]);
+    }
 }

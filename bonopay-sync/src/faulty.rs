@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::dgi::{
-    DgiConfirmation, DgiInvoiceDetails, DgiInvoiceRequest, DgiStatus, DgiSubmitted, DgiTotals,
+    DgiConfirmation, DgiInvoiceRequest, DgiPendingEcho, DgiStatus, DgiSubmitted, DgiTotals,
     DgiTransport, TransportError,
 };
 
@@ -25,6 +25,8 @@ pub enum Op {
     Cancel,
     /// `GET /api/invoice/{uid}`.
     Details,
+    /// `GET /api/info/{table}`.
+    Info,
 }
 
 /// What happens to the call.
@@ -99,7 +101,10 @@ impl<T: DgiTransport> DgiTransport for FaultyTransport<T> {
     fn cancel(&self, uid: &str) -> Result<(), TransportError> {
         self.run(Op::Cancel, || self.inner.cancel(uid))
     }
-    fn details(&self, uid: &str) -> Result<DgiInvoiceDetails, TransportError> {
+    fn details(&self, uid: &str) -> Result<DgiPendingEcho, TransportError> {
         self.run(Op::Details, || self.inner.details(uid))
+    }
+    fn info(&self, table: &str) -> Result<serde_json::Value, TransportError> {
+        self.run(Op::Info, || self.inner.info(table))
     }
 }

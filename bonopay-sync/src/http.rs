@@ -5,20 +5,79 @@
 //! a refused connection did not; a timeout, a dropped connection, a 5xx
 //! or an unreadable 2xx body may have (the agent then reconciles).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::dgi::{
-    DgiConfirmation, DgiErrorBody, DgiInvoiceDetails, DgiInvoiceRequest, DgiStatus, DgiSubmitted,
-    DgiTotals, DgiTransport, TransportError,
+    DgiConfirmation, DgiErrorBody, DgiInvoiceRequest, DgiPendingEcho, DgiStatus, DgiSubmitted,
+    DgiTotals, DgiTransport, TransportError, error_in,
 };
 
-/// The e-MCF at a base URL with a bearer token.
+/// Where the bearer token of one e-MCF account comes from. Read before
+/// every call, so a renewed token (a new file, a new variable in a
+/// restarted supervisor) is used without restarting the server.
+pub trait TokenSource: std::fmt::Debug + Send + Sync {
+    /// The current token.
+    ///
+    /// # Errors
+    /// A message saying why there is none (never the token itself).
+    fn token(&self) -> Result<String, String>;
+}
+
+/// A fixed token (tests, or a caller that manages renewal itself).
+pub struct StaticToken(pub String);
+
+impl std::fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticToken(<redacted>)")
+    }
+}
+
+impl TokenSource for StaticToken {
+    fn token(&self) -> Result<String, String> {
+        Ok(self.0.trim().to_owned())
+    }
+}
+
+/// A token kept in a file (the first line), read at each call: replacing
+/// the file renews the token.
+#[derive(Debug, Clone)]
+pub struct FileToken(pub PathBuf);
+
+impl TokenSource for FileToken {
+    fn token(&self) -> Result<String, String> {
+        let text = std::fs::read_to_string(&self.0)
+            .map_err(|e| format!("cannot read the token file {}: {e}", self.0.display()))?;
+        let t = text.lines().next().unwrap_or_default().trim().to_owned();
+        if t.is_empty() {
+            return Err(format!("the token file {} is empty", self.0.display()));
+        }
+        Ok(t)
+    }
+}
+
+/// A token in an environment variable.
+#[derive(Debug, Clone)]
+pub struct EnvToken(pub String);
+
+impl TokenSource for EnvToken {
+    fn token(&self) -> Result<String, String> {
+        match std::env::var(&self.0) {
+            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+            _ => Err(format!("the environment variable {} is not set", self.0)),
+        }
+    }
+}
+
+/// The e-MCF at a base URL, for one taxpayer account.
 pub struct HttpDgiTransport {
     base: String,
-    token: String,
+    token: Arc<dyn TokenSource>,
     client: Client,
 }
 
@@ -27,7 +86,16 @@ impl std::fmt::Debug for HttpDgiTransport {
         // Never the token.
         f.debug_struct("HttpDgiTransport")
             .field("base", &self.base)
+            .field("token", &self.token)
             .finish_non_exhaustive()
+    }
+}
+
+fn sent(e: &reqwest::Error) -> TransportError {
+    if e.is_connect() && !e.is_timeout() {
+        TransportError::Unreachable(e.to_string())
+    } else {
+        TransportError::Unknown(e.to_string())
     }
 }
 
@@ -39,14 +107,28 @@ impl HttpDgiTransport {
     /// # Errors
     /// [`TransportError::Unreachable`] if the HTTP client cannot be built.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, TransportError> {
+        Self::with_token_source(base, Arc::new(StaticToken(token.to_owned())), timeout)
+    }
+
+    /// As [`Self::new`], the token read from `token` before every call.
+    ///
+    /// # Errors
+    /// [`TransportError::Unreachable`] if the HTTP client cannot be built.
+    pub fn with_token_source(
+        base: &str,
+        token: Arc<dyn TokenSource>,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
         let client = Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // A redirect would send the bearer token elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
-            token: token.trim().to_owned(),
+            token,
             client,
         })
     }
@@ -55,31 +137,60 @@ impl HttpDgiTransport {
         format!("{}/api/invoice{path}", self.base)
     }
 
-    fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, TransportError> {
-        let resp = req.bearer_auth(&self.token).send().map_err(|e| {
-            if e.is_connect() && !e.is_timeout() {
-                TransportError::Unreachable(e.to_string())
-            } else {
-                TransportError::Unknown(e.to_string())
-            }
-        })?;
-        Self::read(resp)
+    fn bearer(&self) -> Result<String, TransportError> {
+        self.token.token().map_err(TransportError::Unauthorized)
     }
 
-    fn read<T: DeserializeOwned>(resp: Response) -> Result<T, TransportError> {
+    fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, TransportError> {
+        let resp = req
+            .bearer_auth(self.bearer()?)
+            .send()
+            .map_err(|e| sent(&e))?;
+        let (_, body) = Self::read(resp)?;
+        // From the text, so amounts are read exactly (`dgi::number`).
+        serde_json::from_slice(&body)
+            .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")))
+    }
+
+    fn send_value(&self, req: RequestBuilder) -> Result<Value, TransportError> {
+        let resp = req
+            .bearer_auth(self.bearer()?)
+            .send()
+            .map_err(|e| sent(&e))?;
+        Self::read(resp).map(|(v, _)| v)
+    }
+
+    /// The reply as JSON (and its text), or the error it carries. An
+    /// `errorCode` in a 2xx reply is a refusal like any other (\[I\],
+    /// `dgi-emcf.md` §8).
+    fn read(resp: Response) -> Result<(Value, Vec<u8>), TransportError> {
         let status = resp.status();
         let body = resp
             .bytes()
             .map_err(|e| TransportError::Unknown(format!("reading the answer: {e}")))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")));
-        }
         let code = status.as_u16();
+        if status.is_success() {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok((Value::Null, b"null".to_vec()));
+            }
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")))?;
+            return match error_in(&v) {
+                Some(b) => Err(TransportError::Rejected {
+                    status: code,
+                    code: b.error_code,
+                    desc: b.error_desc,
+                }),
+                None => Ok((v, body.to_vec())),
+            };
+        }
         if code == 401 || code == 403 {
             return Err(TransportError::Unauthorized(format!("HTTP {code}")));
         }
-        let parsed = serde_json::from_slice::<DgiErrorBody>(&body).ok();
+        let parsed = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .as_ref()
+            .and_then(error_in);
         if status.is_server_error() {
             return Err(TransportError::Unknown(match parsed {
                 Some(b) => format!("HTTP {code}: error {}: {}", b.error_code, b.error_desc),
@@ -87,10 +198,13 @@ impl HttpDgiTransport {
             }));
         }
         Err(match parsed {
-            Some(b) => TransportError::Rejected {
+            Some(DgiErrorBody {
+                error_code,
+                error_desc,
+            }) => TransportError::Rejected {
                 status: code,
-                code: b.error_code,
-                desc: b.error_desc,
+                code: error_code,
+                desc: error_desc,
             },
             None => TransportError::Rejected {
                 status: code,
@@ -100,10 +214,6 @@ impl HttpDgiTransport {
         })
     }
 }
-
-/// A unit answer (CANCEL has no useful body).
-#[derive(serde::Deserialize)]
-struct Ignored {}
 
 impl DgiTransport for HttpDgiTransport {
     fn status(&self) -> Result<DgiStatus, TransportError> {
@@ -123,25 +233,21 @@ impl DgiTransport for HttpDgiTransport {
     }
 
     fn cancel(&self, uid: &str) -> Result<(), TransportError> {
-        let resp = self
-            .client
-            .put(self.url(&format!("/{uid}/CANCEL")))
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| {
-                if e.is_connect() && !e.is_timeout() {
-                    TransportError::Unreachable(e.to_string())
-                } else {
-                    TransportError::Unknown(e.to_string())
-                }
-            })?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Self::read::<Ignored>(resp).map(|_| ())
+        self.send_value(self.client.put(self.url(&format!("/{uid}/CANCEL"))))
+            .map(|_| ())
     }
 
-    fn details(&self, uid: &str) -> Result<DgiInvoiceDetails, TransportError> {
-        self.send(self.client.get(self.url(&format!("/{uid}"))))
+    fn details(&self, uid: &str) -> Result<DgiPendingEcho, TransportError> {
+        let v = self.send_value(self.client.get(self.url(&format!("/{uid}"))))?;
+        let rn = v
+            .get("rn")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| TransportError::Unknown("the details reply has no rn".into()))?;
+        Ok(DgiPendingEcho { rn, raw: v })
+    }
+
+    fn info(&self, table: &str) -> Result<Value, TransportError> {
+        self.send_value(self.client.get(format!("{}/api/info/{table}", self.base)))
     }
 }

@@ -7,16 +7,21 @@
 //! (a re-scan re-inserts nothing: items are unique per ledger position).
 //!
 //! ```text
-//!            POST ok                 totals equal, CONFIRM ok
-//! queued ───────────► submitted ───────────────────► confirming ──► synced
-//!   │  ▲  POST lost       │ totals differ: CANCEL        │ outcome lost:
+//!            POST ok                 totals equal         CONFIRM ok   recorded in
+//! queued ───────────► submitted ───────────────────► confirming ──► confirmed ──► synced
+//!   │  ▲  POST lost       │ totals differ: CANCEL        │ outcome lost:           (the ledger)
 //!   │  │  (timeout, 5xx)  ▼                              │ GET details(uid)
-//!   │  └─ submitting ◄─ rejected                         │  PENDING   → CONFIRM again
-//!   │      (reconcile: adopt the pending uid             │  CONFIRMED → synced
-//!   │       with our rn, or re-POST)                     │  EXPIRED/CANCELLED → queued
-//!   └──► rejected (the DGI refused the content)          │  not reported → dead
-//! any state ──► dead when the retry budget is spent (a person decides)
+//!   │  └─ submitting ◄─ rejected                         │  echo (pending) → CONFIRM again
+//!   │      (reconcile: CANCEL the pending uid            │  error 20 (final) → dead: a person
+//!   │       with our rn, then POST again)                │    reads the DGI portal, then
+//!   └──► rejected (the DGI refused the content)          │    resolves (elements) or requeues
+//! any state but confirmed ──► dead when the retry budget is spent (a person decides)
 //! ```
+//!
+//! `confirmed` holds the DGI's elements, stored before anything else is
+//! done with them: the e-MCF never reports them again. It becomes `synced`
+//! once they are bound into the ledger (a `certification` entry); that
+//! step is retried until it succeeds and never dead-lettered.
 //!
 //! The write-ahead rule: the state that says what is about to be sent
 //! (`submitting`, `confirming`) is stored *before* the call, so after any
@@ -40,7 +45,10 @@ pub enum ItemState {
     Submitted,
     /// A CONFIRM may be under way or may have been lost: ask the DGI.
     Confirming,
-    /// Confirmed by the DGI; its elements are stored. Final.
+    /// Confirmed by the DGI; its elements are stored here, not yet bound
+    /// into the ledger.
+    Confirmed,
+    /// Confirmed by the DGI and its elements bound into the ledger. Final.
     Synced,
     /// The DGI refused it (an error, or totals that differ). Final.
     Rejected,
@@ -51,11 +59,12 @@ pub enum ItemState {
 
 impl ItemState {
     /// Every state.
-    pub const ALL: [ItemState; 7] = [
+    pub const ALL: [ItemState; 8] = [
         ItemState::Queued,
         ItemState::Submitting,
         ItemState::Submitted,
         ItemState::Confirming,
+        ItemState::Confirmed,
         ItemState::Synced,
         ItemState::Rejected,
         ItemState::Dead,
@@ -69,6 +78,7 @@ impl ItemState {
             ItemState::Submitting => "submitting",
             ItemState::Submitted => "submitted",
             ItemState::Confirming => "confirming",
+            ItemState::Confirmed => "confirmed",
             ItemState::Synced => "synced",
             ItemState::Rejected => "rejected",
             ItemState::Dead => "dead",

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use bonopay_core::parse_invoice;
 use bonopay_ledger::{LedgerStore, SqliteStore};
+use bonopay_signer::certification::CertificationSource;
 use bonopay_signer::{Fiscalizer, FiscalizerConfig, SoftwareSigner};
-use bonopay_sync::agent::{AgentConfig, ManualSyncClock, SplitMix, SyncAgent, SyncClock};
+use bonopay_sync::agent::{
+    AgentConfig, CertificationRecorder, LOST_CONFIRM, ManualSyncClock, SplitMix, SyncAgent,
+    SyncClock,
+};
 use bonopay_sync::dgi::{DgiInvoiceState, DgiTransport};
 use bonopay_sync::faulty::{Fault, FaultyTransport, Op};
 use bonopay_sync::health::{self, Health, HealthThresholds};
@@ -89,7 +93,7 @@ pub struct Rig {
     pub dir: tempfile::TempDir,
     pub ledger: Arc<dyn LedgerStore>,
     pub outbox: Arc<dyn OutboxStore>,
-    pub fiscalizer: Fiscalizer,
+    pub fiscalizer: Arc<Fiscalizer>,
     pub clock: Arc<ManualSyncClock>,
 }
 
@@ -98,11 +102,11 @@ pub fn rig() -> Rig {
     let path = dir.path().join("ledger.db");
     let ledger: Arc<dyn LedgerStore> = Arc::new(SqliteStore::open(&path).unwrap());
     let outbox: Arc<dyn OutboxStore> = Arc::new(SqliteOutbox::open(&path).unwrap());
-    let fiscalizer = Fiscalizer::new(
+    let fiscalizer = Arc::new(Fiscalizer::new(
         Arc::clone(&ledger),
         Arc::new(SoftwareSigner::generate().unwrap()),
         FiscalizerConfig::new("NID-TEST"),
-    );
+    ));
     Rig {
         dir,
         ledger,
@@ -129,6 +133,15 @@ impl Rig {
             Box::new(SplitMix(7)),
             AgentConfig::default(),
         )
+        .recording_with(Arc::clone(&self.fiscalizer) as Arc<dyn CertificationRecorder>)
+    }
+
+    /// The DGI code recorded in the ledger for the invoice at `seq`.
+    fn certified(&self, seq: u64) -> Option<String> {
+        self.fiscalizer
+            .certification_of(OUTLET, seq)
+            .unwrap()
+            .map(|c| c.elements.code_def_dgi)
     }
 
     fn states(&self) -> BTreeMap<ItemState, usize> {
@@ -184,10 +197,21 @@ fn invoices_and_credit_notes_are_synced_with_the_dgi_elements() {
     assert_eq!(report.synced, 5, "{report:?}");
     let item = r.outbox.get(OUTLET, 1).unwrap().unwrap();
     assert_eq!(item.state, ItemState::Synced);
-    let c = item.confirmation.unwrap();
+    let c = item.confirmation.clone().unwrap();
     assert_eq!(c.code_def_dgi.len(), 24);
     assert_eq!(c.counters, "1/1 FV");
     assert!(c.qr_code.starts_with("RDCDEF01;"), "{}", c.qr_code);
+    // The elements are bound into the ledger, hash-linked to the sale, and
+    // the whole chain still verifies with every link checked.
+    assert_eq!(r.certified(1), Some(c.code_def_dgi.clone()));
+    let cert = r.fiscalizer.certification_of(OUTLET, 1).unwrap().unwrap();
+    assert_eq!(cert.source, CertificationSource::Emcf);
+    assert_eq!(cert.rn, format!("{OUTLET}/2026/1"));
+    assert_eq!(item.request.rn, cert.rn, "rn is the SFE number");
+    let check =
+        bonopay_signer::SignatureCheck::new(vec![r.fiscalizer.signer().public_key().clone()]);
+    let report = bonopay_ledger::verify_store(&*r.ledger, OUTLET, &check);
+    assert!(report.is_valid(), "{:?}", report.error);
     let fa = r.outbox.get(OUTLET, 5).unwrap().unwrap();
     assert_eq!(fa.confirmation.unwrap().counters, "1/5 FA");
     // Our totals and the DGI's agreed.
@@ -209,7 +233,9 @@ fn invoices_and_credit_notes_are_synced_with_the_dgi_elements() {
 }
 
 #[test]
-fn a_lost_post_answer_is_adopted_after_a_restart_not_posted_twice() {
+fn a_lost_post_answer_is_found_by_rn_cancelled_and_posted_again_after_a_restart() {
+    // The e-MCF's details echo the request (no totals, no state): the
+    // pending uid with our rn is cancelled, and the invoice posted again.
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(1);
@@ -227,13 +253,20 @@ fn a_lost_post_answer_is_adopted_after_a_restart_not_posted_twice() {
     agent.run_once().unwrap();
     let item = r.outbox.get(OUTLET, 1).unwrap().unwrap();
     assert_eq!(item.state, ItemState::Synced, "{item:?}");
-    assert_eq!(sim.sim.stats().posted, 1, "adopted, not posted again");
-    assert_eq!(sim.sim.confirms().len(), 1);
-    assert_eq!(sim.sim.stats().pending, 0);
+    let s = sim.sim.stats();
+    assert_eq!(
+        (s.posted, s.cancelled, s.confirmed, s.pending),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(confirms_per_rn(&sim).get(&item.request.rn), Some(&1));
+    assert!(r.certified(1).is_some());
 }
 
 #[test]
-fn a_lost_confirm_answer_is_found_confirmed_and_never_confirmed_again() {
+fn a_lost_confirm_answer_goes_to_a_person_who_resolves_it_from_the_dgi_portal() {
+    // The e-MCF reports a confirmed invoice to nobody (details: error 20),
+    // so the agent never guesses: a person reads the portal and enters the
+    // elements, which are bound into the ledger as typed in (`operator`).
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(1);
@@ -249,36 +282,58 @@ fn a_lost_confirm_answer_is_found_confirmed_and_never_confirmed_again() {
     r.clock.advance(60_000);
     agent.run_once().unwrap();
     let item = r.outbox.get(OUTLET, 1).unwrap().unwrap();
-    assert_eq!(item.state, ItemState::Synced);
-    assert_eq!(
-        item.confirmation.unwrap().code_def_dgi,
-        sim.sim.confirms()[0].code
+    assert_eq!(item.state, ItemState::Dead, "{item:?}");
+    assert!(
+        item.error.as_deref().unwrap().starts_with(LOST_CONFIRM),
+        "{item:?}"
     );
+    assert_eq!(r.certified(1), None);
+    // More passes never confirm or post it again.
+    for _ in 0..3 {
+        r.clock.advance(20 * 60 * 1000);
+        agent.run_once().unwrap();
+    }
+    assert_eq!(sim.sim.stats().posted, 1);
+    // The portal shows it certified, with its elements.
+    let portal = sim.sim.portal("A1309334L", Some(&item.request.rn));
+    assert_eq!(portal.len(), 1);
+    assert_eq!(portal[0].status, DgiInvoiceState::Confirmed);
+    let elements = portal[0].elements.clone().unwrap();
+    let done = agent.resolve(OUTLET, 1, &elements).unwrap();
+    assert_eq!(done.state, ItemState::Synced);
+    let cert = r.fiscalizer.certification_of(OUTLET, 1).unwrap().unwrap();
+    assert_eq!(cert.elements, elements);
+    assert_eq!(cert.source, CertificationSource::Operator);
     assert!(sim.sim.double_confirms().is_empty());
+    // Resolving again is refused: it is no longer a dead letter.
+    assert!(agent.resolve(OUTLET, 1, &elements).is_err());
 }
 
 #[test]
 fn a_crash_between_post_and_confirm_resumes_and_an_expired_uid_is_posted_again() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
-    // The CONFIRM never leaves (a crash right after storing `confirming`);
-    // the uid is still pending on restart: it is confirmed then.
+    // The CONFIRM never leaves (connection refused): the item stays
+    // `submitted`, and the uid, still pending on restart, is confirmed.
     r.seal(1);
     let faulty = Arc::new(FaultyTransport::new(http(&sim)));
     faulty.arm(Op::Confirm, Fault::Unreachable);
     r.agent(faulty.clone()).run_once().unwrap();
-    assert_eq!(r.states().get(&ItemState::Confirming), Some(&1));
+    assert_eq!(r.states().get(&ItemState::Submitted), Some(&1));
     let agent = r.agent(Arc::new(http(&sim)));
     r.clock.advance(60_000);
     r.drain(&agent);
     assert_eq!(r.states().get(&ItemState::Synced), Some(&1));
     assert_eq!(sim.sim.stats().posted, 1);
 
-    // The same, but the uid expires before the restart: posted again.
+    // The same, but the uid expires before the restart: no CONFIRM of ours
+    // ever reached it, so error 20 means expired, and it is posted again.
     r.seal(1);
+    // The ledger holds the first sale and its certification: this is seq 3.
+    let seq = r.ledger.head(OUTLET).unwrap().seq;
     faulty.arm(Op::Confirm, Fault::Unreachable);
     r.agent(faulty).run_once().unwrap();
-    let uid2 = r.outbox.get(OUTLET, 2).unwrap().unwrap().uid.unwrap();
+    let uid2 = r.outbox.get(OUTLET, seq).unwrap().unwrap().uid.unwrap();
     assert_eq!(sim.sim.expire_all(), 1);
     r.clock.advance(60_000);
     r.drain(&agent);
@@ -338,13 +393,16 @@ fn reconcile_cancels_orphans_and_the_pending_cap_is_respected() {
         "the cap of 10 in flight holds the rest back"
     );
     assert_eq!(sim.sim.stats().pending, 10);
-    // On restart, reconciliation adopts all ten.
+    // On restart, reconciliation finds all ten by rn (the details echo
+    // carries no totals), cancels them, and their items post again.
     let agent = r.agent(Arc::new(http(&sim)));
     let rec = agent.reconcile().unwrap();
-    assert_eq!(rec.adopted.len(), 10);
+    assert_eq!(rec.cancelled.len(), 10);
+    assert_eq!(r.states().get(&ItemState::Queued), Some(&14));
     r.drain(&agent);
     assert_eq!(r.states().get(&ItemState::Synced), Some(&14));
-    assert_eq!(sim.sim.stats().posted, 14);
+    assert_eq!(sim.sim.stats().posted, 24);
+    assert_eq!(sim.sim.stats().confirmed, 14);
     // A POST that arrives late (its item already synced) is an orphan:
     // reconciliation cancels it.
     let late = r.outbox.get(OUTLET, 3).unwrap().unwrap();
@@ -387,9 +445,18 @@ impl<T: DgiTransport> DgiTransport for Poison<T> {
     fn details(
         &self,
         u: &str,
-    ) -> Result<bonopay_sync::dgi::DgiInvoiceDetails, bonopay_sync::dgi::TransportError> {
+    ) -> Result<bonopay_sync::dgi::DgiPendingEcho, bonopay_sync::dgi::TransportError> {
         self.0.details(u)
     }
+    fn info(&self, table: &str) -> Result<serde_json::Value, bonopay_sync::dgi::TransportError> {
+        self.0.info(table)
+    }
+}
+
+/// The SFE number of the invoice at `seq` (as the e-MCF sees it).
+fn rn(r: &Rig, seq: u64) -> String {
+    let e = r.ledger.entry(OUTLET, seq).unwrap().unwrap();
+    bonopay_signer::certification::sfe_number_of(&e).unwrap()
 }
 
 #[test]
@@ -397,7 +464,7 @@ fn one_poisoned_invoice_backs_off_alone_until_dead_lettered() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(6);
-    let agent = r.agent(Arc::new(Poison(http(&sim), format!("{OUTLET}:2"))));
+    let agent = r.agent(Arc::new(Poison(http(&sim), rn(&r, 2))));
     agent.run_once().unwrap();
     assert_eq!(
         r.states().get(&ItemState::Synced),
@@ -442,7 +509,7 @@ fn backoff_doubles_with_jitter_and_respects_the_cap() {
     let agent = SyncAgent::with(
         Arc::clone(&r.ledger),
         Arc::clone(&r.outbox),
-        Arc::new(Poison(http(&sim), format!("{OUTLET}:1"))),
+        Arc::new(Poison(http(&sim), rn(&r, 1))),
         r.clock.clone(),
         Box::new(SplitMix(1)),
         AgentConfig {
@@ -505,6 +572,325 @@ fn items_in_flight_are_settled_before_queued_ones_so_a_full_cap_never_starves() 
     );
     r.drain(&agent);
     assert_eq!(r.states().get(&ItemState::Synced), Some(&40));
-    assert_eq!(sim.sim.stats().posted, 40);
+    // The ten lost POSTs were found pending, cancelled and posted again.
+    assert_eq!(sim.sim.stats().posted, 50);
+    assert_eq!(sim.sim.stats().confirmed, 40);
     assert!(sim.sim.double_confirms().is_empty());
+}
+
+fn credit_of(reference: &str) -> bonopay_core::InvoiceRequest {
+    parse_invoice(
+        &json!({
+            "merchant_nif": "A1309334L", "outlet_id": OUTLET, "pos_terminal_id": "till-1",
+            "cashier": {"id": "c-07", "name": "Mbuyi"}, "invoice_type": "FA", "price_mode": "TTC",
+            "client": {"type": "PP"},
+            "items": [{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1160", "quantity": "1", "tax_group": "B"}],
+            "payments": [{"method": "ESPECES", "amount": "1160"}],
+            "credit_note": {"reference": reference, "nature": "RAM"}
+        })
+        .to_string(),
+    )
+    .unwrap()
+}
+
+impl Rig {
+    fn seal_one(&self, req: &bonopay_core::InvoiceRequest) -> u64 {
+        let key = format!("one-{}", self.ledger.head(OUTLET).unwrap().seq);
+        self.fiscalizer.seal(req, &key).unwrap().seq
+    }
+}
+
+#[test]
+fn a_credit_note_waits_for_its_original_and_quotes_its_dgi_code() {
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    // Two soaps sold: one credited now, one later.
+    let sale_seq = r.seal_one(&sale(1));
+    let ours = r
+        .fiscalizer
+        .load(OUTLET, sale_seq)
+        .unwrap()
+        .unwrap()
+        .invoice
+        .elements
+        .authentication_code;
+    // The credit note quotes Bono Pay's code (all the till knows yet).
+    let note_seq = r.seal_one(&credit_of(&ours));
+    // The original cannot get through for now: the credit note must not go
+    // first (the e-MCF would refuse it: original unknown, error 11).
+    let blocked = r.agent(Arc::new(Poison(http(&sim), rn(&r, sale_seq))));
+    blocked.run_once().unwrap();
+    let note = r.outbox.get(OUTLET, note_seq).unwrap().unwrap();
+    assert_eq!(note.state, ItemState::Queued, "{note:?}");
+    assert_eq!(note.attempts, 0, "waiting spends no retry budget");
+    assert!(
+        note.error
+            .as_deref()
+            .unwrap()
+            .contains("waiting for the original"),
+        "{note:?}"
+    );
+    assert_eq!(
+        sim.sim.stats().posted,
+        0,
+        "nothing sent before the original"
+    );
+    // The original goes through; then the credit note, quoting its Code
+    // DEF/DGI, which the e-MCF knows (otherwise error 11).
+    let agent = r.agent(Arc::new(http(&sim)));
+    r.drain(&agent);
+    let note = r.outbox.get(OUTLET, note_seq).unwrap().unwrap();
+    assert_eq!(note.state, ItemState::Synced, "{note:?}");
+    let fa = sim.sim.portal("A1309334L", Some(&note.request.rn));
+    assert_eq!(fa[0].status, DgiInvoiceState::Confirmed);
+    let original_code = r.certified(sale_seq).unwrap();
+    assert_ne!(original_code, ours);
+
+    // A credit note quoting the DGI's code while the e-MCF cannot verify
+    // the original yet: error 10 inside a 200 answer. It retries, it is
+    // never rejected, and it goes through once the e-MCF can verify.
+    sim.sim.set_reference_delay_ms(3_600_000);
+    let note2 = r.seal_one(&credit_of(&original_code));
+    agent.run_once().unwrap();
+    let item = r.outbox.get(OUTLET, note2).unwrap().unwrap();
+    assert_eq!(item.state, ItemState::Queued, "{item:?}");
+    assert!(
+        item.error.as_deref().unwrap().contains("DGI error 10"),
+        "{item:?}"
+    );
+    sim.sim.set_reference_delay_ms(0);
+    r.drain(&agent);
+    assert_eq!(
+        r.outbox.get(OUTLET, note2).unwrap().unwrap().state,
+        ItemState::Synced
+    );
+    assert!(sim.sim.double_confirms().is_empty());
+}
+
+#[test]
+fn an_error_code_in_a_2xx_answer_is_a_rejection_with_the_dgis_words() {
+    // Our reference rate accepts 3000 CDF/USD; the e-MCF's (2850) does not
+    // (more than 1 % off): it answers 200 with `errorCode` 99.
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    let mut config = FiscalizerConfig::new("NID-TEST");
+    config.reference_rates = Arc::new(bonopay_tax::FixedReferenceRates(
+        [(bonopay_core::Currency::Usd, "3000".parse().unwrap())]
+            .into_iter()
+            .collect(),
+    ));
+    let usd = Fiscalizer::new(
+        Arc::clone(&r.ledger),
+        Arc::clone(r.fiscalizer.signer()),
+        config,
+    );
+    let req = parse_invoice(
+        &json!({
+            "merchant_nif": "A1309334L", "outlet_id": OUTLET, "pos_terminal_id": "till-1",
+            "cashier": {"id": "c-07", "name": "Mbuyi"}, "invoice_type": "EV", "price_mode": "TTC",
+            "client": {"type": "PM", "name": "Kivu Export", "nif": "A0700012B"},
+            "currency": "USD", "exchange_rate": {"rate": "3000", "date": "2026-12-05"},
+            "items": [{"code": "AC", "kind": "SER", "name": "Service", "unit_price": "100", "quantity": "1", "tax_group": "E"}],
+            "payments": [{"method": "VIREMENT", "amount": "100"}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let seq = usd.seal(&req, "usd-1").unwrap().seq;
+    r.agent(Arc::new(http(&sim))).run_once().unwrap();
+    let item = r.outbox.get(OUTLET, seq).unwrap().unwrap();
+    assert_eq!(item.state, ItemState::Rejected, "{item:?}");
+    let why = item.error.unwrap();
+    assert!(why.contains("error 99"), "{why}");
+    assert!(
+        why.to_lowercase().contains("currate") || why.contains("1 %") || why.contains("1%"),
+        "{why}"
+    );
+    assert_eq!(sim.sim.stats().posted, 0);
+    // Payments of a foreign-currency invoice carry their currency.
+    assert_eq!(
+        item.request.payment[0].currency_code.as_deref(),
+        Some("USD")
+    );
+    assert_eq!(item.request.cur_code, "USD");
+    let h = health::judge(
+        &r.outbox.summary().unwrap()[0],
+        r.clock.now_ms(),
+        &HealthThresholds::default(),
+    );
+    assert_eq!(h.health, Health::Red, "{h:?}");
+}
+
+#[test]
+fn an_expired_or_refused_token_pauses_uploads_until_a_new_one_is_in_place() {
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    r.seal(3);
+    let token_file = r.dir.path().join("A1309334L.jwt");
+    std::fs::write(&token_file, sim.sim.issue_token(-60)).unwrap();
+    let transport = HttpDgiTransport::with_token_source(
+        &sim.base,
+        Arc::new(bonopay_sync::http::FileToken(token_file.clone())),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let agent = r.agent(Arc::new(transport));
+    // Expired: every call is refused; uploads pause, nothing is spent.
+    for _ in 0..5 {
+        agent.run_once().unwrap();
+        r.clock.advance(60_000);
+    }
+    let why = agent.paused("A1309334L").expect("paused");
+    assert!(why.contains("token"), "{why}");
+    for seq in 1..=3 {
+        let item = r.outbox.get(OUTLET, seq).unwrap().unwrap();
+        assert_eq!(
+            (item.state, item.attempts),
+            (ItemState::Queued, 0),
+            "{item:?}"
+        );
+    }
+    assert_eq!(sim.sim.stats().posted, 0);
+    assert!(agent.account_health()[0].paused.is_some());
+    // A new token in the file: uploads resume, no restart.
+    std::fs::write(&token_file, sim.sim.issue_token(3600)).unwrap();
+    r.clock.advance(bonopay_sync::agent::PAUSED_PROBE_MS);
+    r.drain(&agent);
+    assert_eq!(r.states().get(&ItemState::Synced), Some(&3));
+    assert_eq!(agent.paused("A1309334L"), None);
+    // A token refused before its expiry (revoked): the same.
+    r.seal(2);
+    sim.sim.revoke_tokens();
+    agent.run_once().unwrap();
+    assert!(agent.paused("A1309334L").is_some());
+    assert_eq!(r.states().get(&ItemState::Synced), Some(&3));
+    assert_eq!(
+        r.states().get(&ItemState::Dead),
+        None,
+        "nothing dead-lettered"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&token_file, sim.sim.issue_token(3600)).unwrap();
+    r.clock.advance(bonopay_sync::agent::PAUSED_PROBE_MS);
+    r.drain(&agent);
+    assert_eq!(r.states().get(&ItemState::Synced), Some(&5));
+    assert!(sim.sim.double_confirms().is_empty());
+}
+
+#[test]
+fn the_sfe_number_is_gapless_across_z_reports_and_other_entries() {
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    let id = bonopay_signer::ReportIdentity {
+        merchant_nif: "A1309334L".into(),
+        trade_name: "Test".into(),
+    };
+    r.seal(2);
+    r.fiscalizer.z_report(OUTLET, &id).unwrap();
+    r.seal(1);
+    r.fiscalizer
+        .record_incomplete_sale(
+            OUTLET,
+            &bonopay_signer::IncompleteSale {
+                merchant_nif: "A1309334L".into(),
+                pos_terminal_id: "till-1".into(),
+                cashier_id: "c-07".into(),
+                amount: "10".parse().unwrap(),
+                reason: "abandon".into(),
+            },
+        )
+        .unwrap();
+    r.fiscalizer.z_report(OUTLET, &id).unwrap();
+    r.seal(2);
+    let agent = r.agent(Arc::new(http(&sim)));
+    r.drain(&agent);
+    let year = chrono_year(&r);
+    let mut rns = Vec::new();
+    for seq in 1..=r.outbox.cursor(OUTLET).unwrap() {
+        if let Some(item) = r.outbox.get(OUTLET, seq).unwrap() {
+            rns.push((seq, item.request.rn));
+        }
+    }
+    let seqs: Vec<u64> = rns.iter().map(|(s, _)| *s).collect();
+    assert_ne!(
+        seqs,
+        (1..=5).collect::<Vec<_>>(),
+        "the chain has other entries"
+    );
+    let sent: Vec<String> = rns.into_iter().map(|(_, rn)| rn).collect();
+    let want: Vec<String> = (1..=5).map(|n| format!("{OUTLET}/{year}/{n}")).collect();
+    assert_eq!(sent, want);
+    // The e-MCF saw exactly that series.
+    let mut confirmed: Vec<String> = sim.sim.confirms().into_iter().map(|c| c.rn).collect();
+    confirmed.sort();
+    let mut want_sorted = want;
+    want_sorted.sort();
+    assert_eq!(confirmed, want_sorted);
+}
+
+fn chrono_year(r: &Rig) -> i32 {
+    r.ledger.entry(OUTLET, 1).unwrap().unwrap().fiscal_year
+}
+
+#[test]
+fn decimals_go_as_json_numbers_so_a_platform_refusing_strings_takes_them() {
+    let sim = start_sim(SimConfig::default());
+    sim.sim.set_refuse_string_decimals(true);
+    let r = rig();
+    r.seal(3);
+    let agent = r.agent(Arc::new(http(&sim)));
+    agent.run_once().unwrap();
+    assert_eq!(
+        r.states().get(&ItemState::Synced),
+        Some(&3),
+        "{:?}",
+        r.states()
+    );
+    // And with the switch off, the same.
+    sim.sim.set_refuse_string_decimals(false);
+    r.seal(3);
+    agent.run_once().unwrap();
+    assert_eq!(r.states().get(&ItemState::Synced), Some(&6));
+    // What went on the wire: numbers, never strings.
+    let item = r.outbox.get(OUTLET, 1).unwrap().unwrap();
+    let wire = serde_json::to_string(&item.request).unwrap();
+    assert!(
+        wire.contains(r#""price":1160.00,"#),
+        "exact, to the cent: {wire}"
+    );
+    assert!(wire.contains(r#""amount":65960.00"#), "{wire}");
+    assert!(wire.contains(r#""quantity":1.000,"#), "{wire}");
+}
+
+#[test]
+fn the_emcfs_tax_groups_are_compared_with_ours_and_a_difference_is_shown() {
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    let ours: BTreeMap<String, Option<rust_decimal::Decimal>> = r
+        .fiscalizer
+        .config()
+        .rate_table
+        .groups()
+        .iter()
+        .map(|g| {
+            let rate = match g.treatment {
+                bonopay_tax::Treatment::Vat => g.rate_percent,
+                _ => rust_decimal::Decimal::ZERO,
+            };
+            (g.group.as_str().to_owned(), Some(rate))
+        })
+        .collect();
+    let agent = r.agent(Arc::new(http(&sim))).comparing_rates(ours);
+    let h = agent.check_accounts();
+    assert!(h[0].rate_differences.is_empty(), "{h:?}");
+    assert!(h[0].token_valid.is_some(), "tokenValid is read: {h:?}");
+    sim.sim
+        .set_tax_rate("B", Some("18".parse().unwrap()))
+        .unwrap();
+    let h = agent.check_accounts();
+    assert_eq!(
+        h[0].rate_differences,
+        vec!["group B: our rate 16%, the e-MCF's 18%".to_owned()],
+        "{h:?}"
+    );
 }

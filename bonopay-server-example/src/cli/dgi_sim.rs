@@ -5,10 +5,20 @@
 //! see `bonopay_sync::sim`), prints `listening on http://ADDR/api` and a
 //! bearer token for the given NIF, and runs until Ctrl-C or SIGTERM.
 //! Its state lives in memory only: a restart forgets every invoice.
+//!
+//! The platform behaviours a client must cope with can be set from the
+//! command line (and changed while it runs, `POST /_sim/settings`): how
+//! long a confirmed invoice's code takes to become referencable by a
+//! credit note (`--reference-delay-ms`), a tax table that differs from
+//! the client's (`--tax-rate B=18`), amounts refused when sent as strings
+//! (`--refuse-string-decimals`), and the USD rate taken as the BCC's
+//! (`--usd-rate`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bonopay_sync::sim::{SimConfig, Simulator, SystemClock};
+use rust_decimal::Decimal;
 
 use super::Failure;
 use super::serve::{say, shutdown};
@@ -39,6 +49,37 @@ pub struct Args {
     /// across restarts; by default a random key per run.
     #[arg(long, env = "BONOPAY_DGI_SIM_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Milliseconds after its CONFIRM before an invoice's Code DEF/DGI may
+    /// be a credit note's reference (before that: error 10).
+    #[arg(long, default_value_t = 0)]
+    pub reference_delay_ms: u64,
+    /// Replaces a group's rate, as `GROUP=PERCENT` (e.g. `B=18`); repeat
+    /// for several groups. `GET /api/info/taxGroups` reports it and the
+    /// totals use it.
+    #[arg(long = "tax-rate", value_name = "GROUP=PERCENT", value_parser = parse_tax_rate)]
+    pub tax_rates: Vec<(String, Decimal)>,
+    /// Refuse (error 99) amounts, quantities and rates sent as JSON strings
+    /// instead of numbers.
+    #[arg(long)]
+    pub refuse_string_decimals: bool,
+    /// CDF per USD, taken as the BCC rate: a USD invoice's `curRate` must
+    /// be within 1 % of it.
+    #[arg(long, default_value = "2850.00", value_parser = parse_decimal)]
+    pub usd_rate: Decimal,
+}
+
+fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    text.trim()
+        .parse::<Decimal>()
+        .map_err(|e| format!("{text:?} is not a decimal number: {e}"))
+}
+
+/// `B=18` → (`B`, 18).
+fn parse_tax_rate(text: &str) -> Result<(String, Decimal), String> {
+    let (group, rate) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not GROUP=PERCENT (e.g. B=18)"))?;
+    Ok((group.trim().to_ascii_uppercase(), parse_decimal(rate)?))
 }
 
 fn random_secret() -> Result<Vec<u8>, Failure> {
@@ -66,8 +107,35 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         emcf_id: args.emcf_id.clone(),
         secret,
         pending_ttl_ms: args.pending_ttl_secs.saturating_mul(1000),
+        reference_delay_ms: args.reference_delay_ms,
+        tax_rate_overrides: args.tax_rates.iter().cloned().collect::<BTreeMap<_, _>>(),
+        refuse_string_decimals: args.refuse_string_decimals,
+        usd_rate: args.usd_rate,
         ..SimConfig::default()
     };
+    config
+        .check()
+        .map_err(|e| Failure::Message(format!("bonopay dgi-sim: {e}")))?;
+    let settings = format!(
+        "bonopay dgi-sim: credit-note reference delay {} ms, tax rate overrides {}, amounts as strings {}, USD rate {}",
+        config.reference_delay_ms,
+        if config.tax_rate_overrides.is_empty() {
+            "none".to_owned()
+        } else {
+            config
+                .tax_rate_overrides
+                .iter()
+                .map(|(g, r)| format!("{g}={r}%"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+        if config.refuse_string_decimals {
+            "refused"
+        } else {
+            "accepted"
+        },
+        config.usd_rate,
+    );
     let sim = Simulator::new(config, Arc::new(SystemClock));
     let token = sim.issue_token(TOKEN_DAYS * 24 * 3600);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -86,6 +154,10 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         say(&format!("bonopay dgi-sim: listening on http://{addr}/api"));
         say(&format!(
             "bonopay dgi-sim: bearer token for NIF {nif} (valid {TOKEN_DAYS} days): {token}"
+        ));
+        say(&settings);
+        say(&format!(
+            "bonopay dgi-sim: controls under http://{addr}/_sim (settings, faults, tokens, tokens/revoke, portal, confirms, stats, expire)"
         ));
         sim.serve_with_shutdown(listener, shutdown())
             .await

@@ -57,11 +57,31 @@ pub fn run(args: &Args, stdin: &str) -> Result<String, Failure> {
         .invoice
         .body_value()
         .map_err(|e| Failure::Message(e.to_string()))?;
+    // Sealed here, with no e-MCF: not a facture normalisée. The elements
+    // printed are Bono Pay's own, and say so (docs/format.md §6, §10).
+    let el = &sealed.invoice.elements;
+    let rn = bonopay_signer::certification::sfe_number(
+        &sealed.invoice.tuple.outlet,
+        body["fiscal_year"]
+            .as_i64()
+            .and_then(|y| i32::try_from(y).ok())
+            .unwrap_or_default(),
+        body["fiscal_number"]["total"].as_u64().unwrap_or_default(),
+    );
     let out = json!({
         "replayed": sealed.replayed,
         "outlet": sealed.invoice.tuple.outlet,
         "seq": sealed.seq,
-        "security_elements": sealed.invoice.elements,
+        "certification": {"mode": "none", "state": "not_certified", "rn": rn},
+        "security_elements": {
+            "issuer": "bonopay",
+            "fiscal_number": el.fiscal_number,
+            "fiscal_authority_id": el.fiscal_authority_id,
+            "authentication_code": el.authentication_code,
+            "authentication_code_display": el.authentication_code_display,
+            "timestamp": el.timestamp,
+            "qr": el.verification_qr,
+        },
         "totals": body["tax"]["totals"],
         "dgi": body["tax"]["dgi"],
         "key_id": sealed.invoice.tuple.key_id,

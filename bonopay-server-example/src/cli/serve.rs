@@ -20,7 +20,7 @@ use crate::server::deliveries::{
     Deliveries, DeliveryStore, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel,
 };
 use crate::server::webhooks::Webhooks;
-use crate::server::{AppState, Limits, MerchantProfile, router};
+use crate::server::{AppState, Limits, MerchantProfile};
 
 /// Options of `bonopay serve`.
 #[derive(Debug, clap::Args)]
@@ -285,7 +285,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         let (ledger, webhook_keys) = webhook_sources;
         webhooks.spawn(ledger, webhook_keys, Duration::from_secs(2));
         // --- end webhooks ---
-        axum::serve(listener, router(state))
+        let state = std::sync::Arc::new(state);
+        crate::server::spawn_background(&state, Duration::from_secs(1));
+        axum::serve(listener, crate::server::router_shared(state))
             .with_graceful_shutdown(shutdown())
             .await
             .map_err(|e| Failure::Message(format!("server: {e}")))
@@ -294,21 +296,58 @@ pub fn run(args: &Args) -> Result<String, Failure> {
 }
 
 /// Starts the DGI sync agent when `dgi.url` is configured: the outbox in
-/// the ledger's file, the e-MCF over HTTP(S), and `invoice.synced` /
-/// `invoice.sync_failed` webhooks from the outbox's changes.
+/// the ledger's file, the e-MCF over HTTP(S) with one token per merchant,
+/// the certifications bound into the ledger by the fiscalizer, and
+/// `invoice.certified` / `invoice.synced` / `invoice.sync_failed` webhooks
+/// from the outbox's changes. Which outlets are certified is the
+/// certification mode (`dgi.certification`, per outlet `certification`).
 fn dgi_sync(
     dir: &DataDir,
     fiscalizer: &Arc<bonopay_signer::Fiscalizer>,
     webhooks: &crate::server::webhooks::Webhooks,
 ) -> Result<Option<crate::server::sync::SyncService>, String> {
+    use crate::datadir::CertificationMode;
+    use bonopay_sync::dgi::DgiTransport;
     use bonopay_sync::outbox::OutboxStore;
+    let default_mode = dir.config.dgi.default_mode()?;
+    let mut per_outlet = std::collections::HashMap::new();
+    for m in &dir.config.merchants {
+        for o in &m.outlets {
+            if let Some(mode) = &o.certification {
+                let mode = CertificationMode::parse(mode)
+                    .map_err(|e| format!("outlet {} in config.json: {e}", o.id))?;
+                per_outlet.insert(o.id.clone(), mode);
+            }
+        }
+    }
     let Some(url) = dir.config.dgi.url.clone() else {
+        if per_outlet.values().any(|m| *m == CertificationMode::Emcf) {
+            return Err("an outlet is certified by the e-MCF (`certification: emcf`) but dgi.url is not set".into());
+        }
         return Ok(None);
     };
-    let token = dir.config.dgi.bearer(&dir.path)?;
     let timeout = Duration::from_secs(dir.config.dgi.timeout_secs.unwrap_or(30));
-    let transport = bonopay_sync::http::HttpDgiTransport::new(&url, &token, timeout)
-        .map_err(|e| e.to_string())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let mut accounts: Vec<(String, Arc<dyn DgiTransport>)> = Vec::new();
+    for m in &dir.config.merchants {
+        if let Some(source) = dir.config.dgi.token_source_for(&m.nif, &dir.path, &env) {
+            let t = bonopay_sync::http::HttpDgiTransport::with_token_source(&url, source, timeout)
+                .map_err(|e| e.to_string())?;
+            accounts.push((m.nif.clone(), Arc::new(t)));
+        }
+    }
+    let default_transport = match dir.config.dgi.default_token_source(&dir.path) {
+        Some(source) => Some(Arc::new(
+            bonopay_sync::http::HttpDgiTransport::with_token_source(&url, source, timeout)
+                .map_err(|e| e.to_string())?,
+        ) as Arc<dyn DgiTransport>),
+        None if accounts.is_empty() => {
+            return Err(
+                "DGI sync needs a token: BONOPAY_DGI_TOKEN, dgi.token_file, dgi.tokens.<NIF> or BONOPAY_DGI_TOKEN_<NIF>".into(),
+            );
+        }
+        None => None,
+    };
     let outbox: Arc<dyn OutboxStore> = match &dir.config.database.url {
         // Shared by every instance; each claims its own work.
         Some(db) => {
@@ -334,12 +373,51 @@ fn dgi_sync(
                 .map_err(|e| e.to_string())?,
         ),
     };
-    let agent = Arc::new(bonopay_sync::agent::SyncAgent::new(
+    // The default transport answers for merchants without their own
+    // token; with none, those merchants' invoices wait and health says why.
+    let placeholder: Arc<dyn DgiTransport> = match &default_transport {
+        Some(t) => Arc::clone(t),
+        None => Arc::clone(&accounts[0].1),
+    };
+    let mut agent = bonopay_sync::agent::SyncAgent::new(
         Arc::clone(fiscalizer.store()),
         Arc::clone(&outbox),
-        Arc::new(transport),
+        placeholder,
+    )
+    .with_accounts(accounts)
+    .recording_with(Arc::clone(fiscalizer) as Arc<dyn bonopay_sync::agent::CertificationRecorder>)
+    .comparing_rates(crate::server::sync::rate_letters(fiscalizer));
+    if default_transport.is_none() {
+        agent = agent.only_accounts();
+    }
+    // Outlets in mode `none` are never uploaded: their receipts say "not
+    // certified", and certifying them behind the merchant's back would
+    // make those receipts wrong.
+    let policy = crate::server::sync::CertificationPolicy {
+        default: default_mode,
+        per_outlet,
+        deadline: Duration::from_millis(dir.config.dgi.deadline_ms.unwrap_or(3000)),
+    };
+    agent = agent.uploading_only(policy.uploads());
+    let agent = Arc::new(agent);
+    for a in agent.check_accounts() {
+        if let Some(why) = &a.paused {
+            say(&format!(
+                "bonopay: e-MCF account {}: uploads paused: {why}",
+                a.nif
+            ));
+        }
+        for d in &a.rate_differences {
+            say(&format!(
+                "bonopay: e-MCF account {}: tax groups differ from ours: {d}",
+                a.nif
+            ));
+        }
+    }
+    say(&format!(
+        "bonopay: DGI e-MCF at {url} (certification: {} by default)",
+        default_mode.as_str()
     ));
-    say(&format!("bonopay: DGI sync to {url}"));
     let pump = crate::server::sync::EventPump::new(Arc::clone(&outbox), webhooks.clone());
     crate::server::sync::spawn_agent(
         Arc::clone(&agent),
@@ -350,6 +428,7 @@ fn dgi_sync(
         outbox,
         agent,
         thresholds: bonopay_sync::health::HealthThresholds::default(),
+        policy,
     }))
 }
 

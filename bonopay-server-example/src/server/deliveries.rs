@@ -47,7 +47,7 @@ use utoipa::ToSchema;
 
 use super::auth::prepare_auth_db;
 use super::error::{ApiError, ErrorBody};
-use super::invoices::{load_for, pdf_of};
+use super::invoices::load_for;
 use super::receipt_pdf::PageFormat;
 use super::{ApiJson, ApiPath, Principal, Shared, blocking};
 
@@ -59,6 +59,10 @@ pub enum Channel {
     Email,
     /// The configured messaging channel (WhatsApp-style HTTP API).
     Whatsapp,
+    /// Not a channel a client asks for: the journal of the certified
+    /// documents this server produced (receipt text, PDF, sent copies), so
+    /// that every one after the first is marked DUPLICATA (SFE §1.8).
+    Print,
 }
 
 impl Channel {
@@ -68,13 +72,14 @@ impl Channel {
         match self {
             Channel::Email => "email",
             Channel::Whatsapp => "whatsapp",
+            Channel::Print => "print",
         }
     }
 
     /// The channel named `s` (as [`Channel::as_str`] writes it).
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        [Channel::Email, Channel::Whatsapp]
+        [Channel::Email, Channel::Whatsapp, Channel::Print]
             .into_iter()
             .find(|c| c.as_str() == s)
     }
@@ -88,6 +93,12 @@ pub enum DeliveryStatus {
     Sent,
     /// The channel failed; see `error`.
     Failed,
+    /// Asked for while the invoice was not certified yet: sent, as the
+    /// certified facture normalisée, once the DGI's elements arrive.
+    Waiting,
+    /// Taken by a server instance that is sending it now (a crash here
+    /// leaves it so: at most once, never twice).
+    Sending,
 }
 
 impl DeliveryStatus {
@@ -97,15 +108,22 @@ impl DeliveryStatus {
         match self {
             DeliveryStatus::Sent => "sent",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Waiting => "waiting",
+            DeliveryStatus::Sending => "sending",
         }
     }
 
     /// The status named `s` (as [`DeliveryStatus::as_str`] writes it).
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        [DeliveryStatus::Sent, DeliveryStatus::Failed]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            DeliveryStatus::Sent,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Waiting,
+            DeliveryStatus::Sending,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 }
 
@@ -161,6 +179,25 @@ pub trait DeliveryStore: fmt::Debug + Send + Sync {
         merchant_nif: &str,
         invoice_id: &str,
     ) -> Result<Vec<DeliveryRecord>, DeliveryStoreError>;
+
+    /// Every record waiting for its invoice's certification, oldest first.
+    ///
+    /// # Errors
+    /// [`DeliveryStoreError::Storage`].
+    fn waiting(&self) -> Result<Vec<DeliveryRecord>, DeliveryStoreError>;
+
+    /// Moves record `to.id` from status `from` to `to`'s status, error and
+    /// completion time, if it is still in `from`: a compare-and-swap, so
+    /// of several instances exactly one takes a waiting delivery. Returns
+    /// whether it moved.
+    ///
+    /// # Errors
+    /// [`DeliveryStoreError::Storage`].
+    fn transition(
+        &self,
+        from: DeliveryStatus,
+        to: &DeliveryRecord,
+    ) -> Result<bool, DeliveryStoreError>;
 }
 
 /// [`DeliveryStore`] in memory (tests, embedding examples).
@@ -197,6 +234,37 @@ impl DeliveryStore for MemoryDeliveryStore {
             .filter(|d| d.merchant_nif == merchant_nif && d.invoice_id == invoice_id)
             .cloned()
             .collect())
+    }
+
+    fn waiting(&self) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
+        Ok(self
+            .0
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?
+            .iter()
+            .filter(|d| d.status == DeliveryStatus::Waiting)
+            .cloned()
+            .collect())
+    }
+
+    fn transition(
+        &self,
+        from: DeliveryStatus,
+        to: &DeliveryRecord,
+    ) -> Result<bool, DeliveryStoreError> {
+        let mut all = self
+            .0
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+        match all.iter_mut().find(|d| d.id == to.id && d.status == from) {
+            Some(d) => {
+                d.status = to.status;
+                d.error.clone_from(&to.error);
+                d.completed_at.clone_from(&to.completed_at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 
@@ -290,18 +358,60 @@ impl DeliveryStore for SqliteDeliveryStore {
         merchant_nif: &str,
         invoice_id: &str,
     ) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
+        self.select(
+            "WHERE merchant_nif = ?1 AND invoice_id = ?2",
+            params![merchant_nif, invoice_id],
+        )
+    }
+
+    fn waiting(&self) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
+        self.select("WHERE status = 'waiting'", params![])
+    }
+
+    fn transition(
+        &self,
+        from: DeliveryStatus,
+        to: &DeliveryRecord,
+    ) -> Result<bool, DeliveryStoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+        let n = conn
+            .execute(
+                "UPDATE deliveries SET status = ?1, error = ?2, completed_at = ?3
+                 WHERE id = ?4 AND status = ?5",
+                params![
+                    to.status.as_str(),
+                    to.error,
+                    to.completed_at,
+                    to.id,
+                    from.as_str()
+                ],
+            )
+            .map_err(storage)?;
+        Ok(n == 1)
+    }
+}
+
+impl SqliteDeliveryStore {
+    fn select(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
         let conn = self
             .conn
             .lock()
             .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
         let mut st = conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error, created_at, completed_at
-                 FROM deliveries WHERE merchant_nif = ?1 AND invoice_id = ?2 ORDER BY rowid",
-            )
+                 FROM deliveries {filter} ORDER BY rowid"
+            ))
             .map_err(storage)?;
         let rows = st
-            .query_map(params![merchant_nif, invoice_id], |r| {
+            .query_map(args, |r| {
                 let channel: String = r.get(3)?;
                 let status: String = r.get(5)?;
                 Ok((
@@ -610,7 +720,7 @@ impl SmtpMailer {
 /// The delivery setup of a server: the record store and the channels.
 #[derive(Debug, Clone)]
 pub struct Deliveries {
-    store: Arc<dyn DeliveryStore>,
+    pub(crate) store: Arc<dyn DeliveryStore>,
     email: Option<SmtpMailer>,
     messaging: Option<Arc<dyn MessagingChannel>>,
 }
@@ -665,7 +775,7 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn new_id() -> Result<String, ApiError> {
+pub(crate) fn new_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 8];
     OsRng
         .try_fill_bytes(&mut bytes)
@@ -679,7 +789,10 @@ fn valid_phone(to: &str) -> bool {
 }
 
 /// Sends the invoice's PDF receipt by e-mail or the messaging channel, and
-/// records the attempt.
+/// records the attempt. On an outlet certified by the e-MCF, an invoice
+/// not certified yet is not sent as a provisional ticket: the delivery is
+/// recorded `waiting` (202) and the certified facture normalisée is sent
+/// once the DGI's elements arrive ([`send_waiting`]).
 #[utoipa::path(
     post,
     path = "/v1/invoices/{id}/deliveries",
@@ -689,8 +802,10 @@ fn valid_phone(to: &str) -> bool {
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Sent (and recorded)", body = DeliveryRecord),
+        (status = 202, description = "Recorded `waiting`: sent once the DGI certifies the invoice", body = DeliveryRecord),
         (status = 403, description = "Auditor key, or key not bound to the outlet", body = ErrorBody),
         (status = 404, description = "No such invoice for this merchant", body = ErrorBody),
+        (status = 409, description = "The DGI refused the invoice: it is not a facture normalisée", body = ErrorBody),
         (status = 422, description = "Bad recipient, unknown or unconfigured channel", body = ErrorBody),
         (status = 502, description = "The channel failed (recorded as failed)", body = ErrorBody),
     )
@@ -726,13 +841,16 @@ pub async fn create_delivery(
                 "not a phone number in E.164 form (+243…)",
             ));
         }
+        Channel::Print => {
+            return Err(ApiError::invalid(
+                "channel",
+                "invalid_channel",
+                "print is the server's journal of printed documents, not a delivery channel",
+            ));
+        }
         _ => {}
     }
-    let configured = match req.channel {
-        Channel::Email => state.deliveries.email.is_some(),
-        Channel::Whatsapp => state.deliveries.messaging.is_some(),
-    };
-    if !configured {
+    if !state.deliveries.configured(req.channel) {
         return Err(ApiError::invalid(
             "channel",
             "channel_not_configured",
@@ -742,43 +860,46 @@ pub async fn create_delivery(
             ),
         ));
     }
-
-    let el = sealed.invoice.elements.clone();
     let invoice_id = format!("{}:{}", sealed.invoice.tuple.outlet, sealed.seq);
     let st = Arc::clone(&state);
-    let document = blocking(move || pdf_of(&st, &sealed, format)).await?;
-    let message = OutgoingMessage {
-        to: to.clone(),
-        subject: format!(
-            "Facture normalisee {} - CODE DEF/DGI {}",
-            el.fiscal_number, el.authentication_code_display
-        ),
-        text: format!(
-            "Bonjour,\n\nVeuillez trouver ci-joint votre facture normalisée {} \
-             (CODE DEF/DGI {}).\n",
-            el.fiscal_number, el.authentication_code_display
-        ),
-        filename: format!("facture-{}.pdf", invoice_id.replace(':', "-")),
-        document,
-    };
-    let created_at = now();
-    let outcome = match req.channel {
-        Channel::Email => {
-            let mailer = state.deliveries.email.clone();
-            let m = message.clone();
-            blocking(move || {
-                Ok(match mailer {
-                    Some(mailer) => mailer.send(&m),
-                    None => Err(DeliveryError::Invalid("no e-mail channel".into())),
-                })
-            })
-            .await?
+    let s2 = sealed.clone();
+    let certification = blocking(move || super::invoices::certification_for(&st, &s2)).await?;
+    match certification.state.as_str() {
+        "rejected" => {
+            return Err(ApiError::Conflict {
+                code: "not_certified",
+                message: format!(
+                    "the DGI refused invoice {invoice_id}; it is not a facture normalisée and is not sent"
+                ),
+            });
         }
-        Channel::Whatsapp => match &state.deliveries.messaging {
-            Some(channel) => channel.send(&message).await,
-            None => Err(DeliveryError::Invalid("no messaging channel".into())),
-        },
-    };
+        "pending" => {
+            let now = now();
+            let record = DeliveryRecord {
+                id: new_id()?,
+                invoice_id,
+                merchant_nif: who.merchant_nif.clone(),
+                channel: req.channel,
+                recipient: to,
+                status: DeliveryStatus::Waiting,
+                error: Some(format!("{WAITING_NOTE} ({})", format_name(format))),
+                created_at: now.clone(),
+                completed_at: now,
+            };
+            let store = Arc::clone(&state.deliveries.store);
+            let r = record.clone();
+            blocking(move || {
+                store
+                    .record(&r)
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            })
+            .await?;
+            return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
+        }
+        _ => {}
+    }
+    let created_at = now();
+    let outcome = send_document(&state, sealed, req.channel, &to, format).await?;
     let record = DeliveryRecord {
         id: new_id()?,
         invoice_id,
@@ -813,6 +934,192 @@ pub async fn create_delivery(
             ),
         }),
     }
+}
+
+/// How a waiting delivery's note starts; the PDF format follows in
+/// parentheses, so the deferred send uses the one asked for.
+const WAITING_NOTE: &str = "waiting for the DGI's certification";
+
+fn format_name(format: PageFormat) -> &'static str {
+    match format {
+        PageFormat::A4 => "a4",
+        PageFormat::Roll80mm => "80mm",
+    }
+}
+
+impl Deliveries {
+    fn configured(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => self.email.is_some(),
+            Channel::Whatsapp => self.messaging.is_some(),
+            Channel::Print => false,
+        }
+    }
+}
+
+/// Builds the invoice's PDF (journalled as a copy when it is a certified
+/// facture normalisée) and sends it. `Err` only for server faults; the
+/// channel's own failure is the inner result.
+async fn send_document(
+    state: &Shared,
+    sealed: bonopay_signer::Sealed,
+    channel: Channel,
+    to: &str,
+    format: PageFormat,
+) -> Result<Result<(), DeliveryError>, ApiError> {
+    let invoice_id = format!("{}:{}", sealed.invoice.tuple.outlet, sealed.seq);
+    let st = Arc::clone(state);
+    let what = format!("{}:{to}", channel.as_str());
+    let (document, printing) = blocking(move || {
+        let p = super::invoices::printing(&st, &sealed, &what)?;
+        let model = super::receipt::build(
+            &sealed.invoice,
+            &super::invoices::profile_of(&st, &sealed),
+            &p.certificate(),
+        )
+        .map_err(ApiError::Internal)?;
+        let pdf = super::receipt_pdf::render_pdf(&model, format).map_err(ApiError::Internal)?;
+        Ok((
+            pdf,
+            (
+                p.certification,
+                model.fiscal_number,
+                model.authentication_code_display,
+            ),
+        ))
+    })
+    .await?;
+    let (certification, number, code) = printing;
+    let (subject, text) = match &certification.dgi {
+        Some(_) => (
+            format!(
+                "Facture normalisee {} - CODE DEF/DGI {code}",
+                certification.rn
+            ),
+            format!(
+                "Bonjour,\n\nVeuillez trouver ci-joint votre facture normalisée {} \
+                 (DEF Compteurs {number}, CODE DEF/DGI {code}).\n",
+                certification.rn
+            ),
+        ),
+        None => (
+            format!("Recu {} - non certifie DGI", certification.rn),
+            format!(
+                "Bonjour,\n\nVeuillez trouver ci-joint votre reçu {} \
+                 (non certifié par la DGI ; sceau Bono Pay {code}, compteurs {number}).\n",
+                certification.rn
+            ),
+        ),
+    };
+    let message = OutgoingMessage {
+        to: to.to_owned(),
+        subject,
+        text,
+        filename: format!("facture-{}.pdf", invoice_id.replace(':', "-")),
+        document,
+    };
+    Ok(match channel {
+        Channel::Email => {
+            let mailer = state.deliveries.email.clone();
+            blocking(move || {
+                Ok(match mailer {
+                    Some(mailer) => mailer.send(&message),
+                    None => Err(DeliveryError::Invalid("no e-mail channel".into())),
+                })
+            })
+            .await?
+        }
+        Channel::Whatsapp => match &state.deliveries.messaging {
+            Some(channel) => channel.send(&message).await,
+            None => Err(DeliveryError::Invalid("no messaging channel".into())),
+        },
+        Channel::Print => Err(DeliveryError::Invalid("print is not a channel".into())),
+    })
+}
+
+/// Sends every waiting delivery whose invoice is now certified, each
+/// exactly once across instances (taken `waiting → sending` by a
+/// compare-and-swap first), and records how it went. Returns how many
+/// were sent or failed.
+///
+/// # Errors
+/// [`ApiError`] when storage fails; a channel's failure is recorded.
+pub async fn send_waiting(state: &Shared) -> Result<usize, ApiError> {
+    let store = Arc::clone(&state.deliveries.store);
+    let waiting = blocking(move || {
+        store
+            .waiting()
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await?;
+    let mut done = 0;
+    for w in waiting {
+        let Some((outlet, seq)) = w
+            .invoice_id
+            .rsplit_once(':')
+            .and_then(|(o, s)| s.parse::<u64>().ok().map(|s| (o.to_owned(), s)))
+        else {
+            continue;
+        };
+        let st = Arc::clone(state);
+        let w2 = w.clone();
+        let taken = blocking(move || {
+            let Some(entry) = st
+                .fiscalizer
+                .store()
+                .entry(&outlet, seq)
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+            else {
+                return Ok(None);
+            };
+            let sealed = super::invoices::sealed_of(&entry, &st.trusted_keys)?;
+            if st
+                .fiscalizer
+                .certification_of(&outlet, seq)
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let sending = DeliveryRecord {
+                status: DeliveryStatus::Sending,
+                ..w2
+            };
+            let took = st
+                .deliveries
+                .store
+                .transition(DeliveryStatus::Waiting, &sending)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(took.then_some(sealed))
+        })
+        .await?;
+        let Some(sealed) = taken else { continue };
+        let format = if w.error.as_deref().is_some_and(|e| e.contains("(80mm)")) {
+            PageFormat::Roll80mm
+        } else {
+            PageFormat::A4
+        };
+        let outcome = send_document(state, sealed, w.channel, &w.recipient, format).await?;
+        let settled = DeliveryRecord {
+            status: if outcome.is_ok() {
+                DeliveryStatus::Sent
+            } else {
+                DeliveryStatus::Failed
+            },
+            error: outcome.as_ref().err().map(ToString::to_string),
+            completed_at: now(),
+            ..w
+        };
+        let store = Arc::clone(&state.deliveries.store);
+        blocking(move || {
+            store
+                .transition(DeliveryStatus::Sending, &settled)
+                .map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await?;
+        done += 1;
+    }
+    Ok(done)
 }
 
 /// Every delivery attempt of an invoice, oldest first.
@@ -892,6 +1199,57 @@ pub mod conformance {
         round_trips_oldest_first_per_merchant_and_invoice(fresh);
         an_id_is_recorded_once(fresh);
         concurrent_records(fresh);
+        waiting_deliveries_are_taken_once(fresh);
+    }
+
+    /// A waiting record is listed by `waiting`; of several takers exactly
+    /// one moves it (to sending), and only the taker settles it.
+    pub fn waiting_deliveries_are_taken_once(fresh: Open<'_>) {
+        let s = fresh();
+        let w = DeliveryRecord {
+            status: DeliveryStatus::Waiting,
+            error: None,
+            ..record("dlv_w", "A1", "o1:1")
+        };
+        s.record(&record("dlv_f", "A1", "o1:1")).unwrap();
+        s.record(&w).unwrap();
+        assert_eq!(
+            s.waiting().unwrap(),
+            vec![w.clone()],
+            "only waiting records"
+        );
+        let sending = DeliveryRecord {
+            status: DeliveryStatus::Sending,
+            ..w.clone()
+        };
+        let theirs = Arc::clone(&s);
+        let sending2 = sending.clone();
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for _ in 0..THREADS {
+                sc.spawn(|| {
+                    if theirs
+                        .transition(DeliveryStatus::Waiting, &sending2)
+                        .unwrap()
+                    {
+                        taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(taken.into_inner(), 1, "exactly one taker");
+        assert!(s.waiting().unwrap().is_empty());
+        let sent = DeliveryRecord {
+            status: DeliveryStatus::Sent,
+            completed_at: "2026-03-01T09:00:00.000Z".into(),
+            ..w.clone()
+        };
+        assert!(
+            !s.transition(DeliveryStatus::Waiting, &sent).unwrap(),
+            "no longer waiting"
+        );
+        assert!(s.transition(DeliveryStatus::Sending, &sent).unwrap());
+        assert_eq!(s.list("A1", "o1:1").unwrap()[1], sent, "settled as written");
     }
 
     /// Every field reads back as written; a list holds one merchant's

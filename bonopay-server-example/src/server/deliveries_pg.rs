@@ -141,17 +141,55 @@ impl DeliveryStore for PgDeliveryStore {
         merchant_nif: &str,
         invoice_id: &str,
     ) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
-        let rows = self
-            .pool
-            .read(|c| {
-                c.query_typed(
-                    "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error,
-                            created_at, completed_at
-                     FROM receipt_deliveries WHERE merchant_nif = $1 AND invoice_id = $2
-                     ORDER BY seq",
-                    &[(&merchant_nif, Type::TEXT), (&invoice_id, Type::TEXT)],
+        self.select(
+            "WHERE merchant_nif = $1 AND invoice_id = $2",
+            &[(&merchant_nif, Type::TEXT), (&invoice_id, Type::TEXT)],
+        )
+    }
+
+    fn waiting(&self) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
+        self.select("WHERE status = 'waiting'", &[])
+    }
+
+    fn transition(
+        &self,
+        from: DeliveryStatus,
+        to: &DeliveryRecord,
+    ) -> Result<bool, DeliveryStoreError> {
+        let params: [(&(dyn ToSql + Sync), Type); 5] = [
+            (&to.status.as_str(), Type::TEXT),
+            (&to.error, Type::TEXT),
+            (&to.completed_at, Type::TEXT),
+            (&to.id, Type::TEXT),
+            (&from.as_str(), Type::TEXT),
+        ];
+        self.pool
+            .write(|c| {
+                c.execute_typed(
+                    "UPDATE receipt_deliveries SET status = $1, error = $2, completed_at = $3
+                     WHERE id = $4 AND status = $5",
+                    &params,
                 )
             })
+            .map_err(storage)
+            .map(|n| n == 1)
+    }
+}
+
+impl PgDeliveryStore {
+    fn select(
+        &self,
+        filter: &str,
+        args: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<DeliveryRecord>, DeliveryStoreError> {
+        let sql = format!(
+            "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error,
+                    created_at, completed_at
+             FROM receipt_deliveries {filter} ORDER BY seq"
+        );
+        let rows = self
+            .pool
+            .read(|c| c.query_typed(&sql, args))
             .map_err(storage)?;
         rows.iter()
             .map(|r| {

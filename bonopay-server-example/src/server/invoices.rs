@@ -27,23 +27,45 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Response header set on an idempotent replay.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-/// The five security elements (plus the display form of the code and the
-/// offline verification payload).
+/// The five security elements of a facture normalisée. Under the DGI's
+/// rules they come from a DGI fiscal device: once the e-MCF has certified
+/// the invoice they are the DGI's (`issuer` `dgi`), exactly as it returned
+/// them. On an outlet whose certification mode is `none` they are Bono
+/// Pay's own (`issuer` `bonopay`), which are not DGI elements and are
+/// never printed under the DGI's labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SecurityElementsDto {
-    /// 1. Fiscal number `FC/TC TYPE`, e.g. `64/64 FV` ("DEF Compteurs").
+    /// `dgi` or `bonopay`.
+    pub issuer: String,
+    /// 1. Fiscal number `FC/TC TYPE` (DGI `counters`).
     pub fiscal_number: String,
-    /// 2. Fiscal authority id: the NID of the signing device ("DEF NID").
+    /// 2. Fiscal authority id (DGI `nim`; Bono Pay's NID for `bonopay`).
     pub fiscal_authority_id: String,
-    /// 3. Authentication code, 24 characters ("CODE DEF/DGI").
+    /// 3. Authentication code (DGI `codeDEFDGI`, as returned).
+    pub authentication_code: String,
+    /// 4. Timestamp (DGI `dateTime`, as returned; RFC 3339 for `bonopay`).
+    pub timestamp: String,
+    /// 5. QR payload (DGI `qrCode`, as returned; Bono Pay's `BPV1:`
+    ///    verification payload for `bonopay`).
+    pub qr: String,
+}
+
+/// Bono Pay's own seal on the invoice: the merchant's verification seal,
+/// present in every mode, printed under Bono Pay's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BonoPaySealDto {
+    /// Bono Pay's authentication code, 24 characters.
     pub authentication_code: String,
     /// The same as printed, 6 groups of 4.
     pub authentication_code_display: String,
-    /// 4. Trusted timestamp, RFC 3339 with the outlet's offset ("DEF Heure").
+    /// Bono Pay's counters `FC/TC TYPE` for the outlet and fiscal year.
+    pub fiscal_number: String,
+    /// The NID configured for this Bono Pay instance.
+    pub device_id: String,
+    /// Bono Pay's trusted time, RFC 3339 with the outlet's offset.
     pub timestamp: String,
-    /// 5. DGI QR payload `RDCDEF01;{NID};{CODE};{NIF};{YYYYMMDDHHMMSS}`.
-    pub qr: String,
-    /// Bono Pay offline verification payload (`BPV1:`…).
+    /// Offline verification payload (`BPV1:`…): the signature and the
+    /// signed statement.
     pub verification_qr: String,
 }
 
@@ -69,8 +91,16 @@ pub struct SealedInvoiceDto {
     pub outlet: String,
     /// Invoice type (FV FT FA EV ET EA).
     pub invoice_type: String,
-    /// The five security elements.
-    pub security_elements: SecurityElementsDto,
+    /// The five security elements: the DGI's once certified, Bono Pay's on
+    /// an outlet that is not certified (mode `none`), `null` while the
+    /// certification is pending or after the DGI refused it (print the
+    /// provisional ticket; see `certification`).
+    pub security_elements: Option<SecurityElementsDto>,
+    /// Where the invoice stands with the DGI: mode, state, SFE number
+    /// (`rn`), the DGI's elements.
+    pub certification: super::sync::CertificationDto,
+    /// Bono Pay's verification seal.
+    pub seal: BonoPaySealDto,
     /// The tax result: `groups` (totals per DGI group), `totals`,
     /// `payments`, `cdf` (USD invoices) and `dgi` (`total`, `vtotal`), as in
     /// docs/format.md §3.
@@ -111,7 +141,37 @@ pub struct InvoicePage {
     pub next_cursor: Option<String>,
 }
 
-fn dto(sealed: &Sealed) -> Result<SealedInvoiceDto, ApiError> {
+/// The SFE invoice number of a sealed invoice, from its signed body.
+pub(crate) fn rn_of(sealed: &Sealed) -> String {
+    let body = sealed.invoice.body_value().unwrap_or_default();
+    bonopay_signer::certification::sfe_number(
+        &sealed.invoice.tuple.outlet,
+        body["fiscal_year"]
+            .as_i64()
+            .and_then(|y| i32::try_from(y).ok())
+            .unwrap_or_default(),
+        body["fiscal_number"]["total"].as_u64().unwrap_or_default(),
+    )
+}
+
+/// The certification of a loaded invoice (blocking: storage).
+pub(crate) fn certification_for(
+    state: &Shared,
+    sealed: &Sealed,
+) -> Result<super::sync::CertificationDto, ApiError> {
+    super::sync::certification_of(
+        &state.fiscalizer,
+        state.sync.as_ref(),
+        &sealed.invoice.tuple.outlet,
+        sealed.seq,
+        &rn_of(sealed),
+    )
+}
+
+fn dto(
+    sealed: &Sealed,
+    certification: super::sync::CertificationDto,
+) -> Result<SealedInvoiceDto, ApiError> {
     let inv = &sealed.invoice;
     let mut body = inv
         .body_value()
@@ -121,18 +181,38 @@ fn dto(sealed: &Sealed) -> Result<SealedInvoiceDto, ApiError> {
         .unwrap_or_default()
         .to_owned();
     let e = &inv.elements;
+    let security_elements = match (&certification.dgi, certification.state.as_str()) {
+        (Some(d), _) => Some(SecurityElementsDto {
+            issuer: "dgi".into(),
+            fiscal_number: d.counters.clone(),
+            fiscal_authority_id: d.nim.clone(),
+            authentication_code: d.code_def_dgi.clone(),
+            timestamp: d.date_time.clone(),
+            qr: d.qr_code.clone(),
+        }),
+        (None, "not_certified") => Some(SecurityElementsDto {
+            issuer: "bonopay".into(),
+            fiscal_number: e.fiscal_number.clone(),
+            fiscal_authority_id: e.fiscal_authority_id.clone(),
+            authentication_code: e.authentication_code.clone(),
+            timestamp: e.timestamp.clone(),
+            qr: e.verification_qr.clone(),
+        }),
+        _ => None,
+    };
     Ok(SealedInvoiceDto {
         id: format!("{}:{}", inv.tuple.outlet, sealed.seq),
         merchant_nif: inv.tuple.merchant_nif.clone(),
         outlet: inv.tuple.outlet.clone(),
         invoice_type,
-        security_elements: SecurityElementsDto {
-            fiscal_number: e.fiscal_number.clone(),
-            fiscal_authority_id: e.fiscal_authority_id.clone(),
+        security_elements,
+        certification,
+        seal: BonoPaySealDto {
             authentication_code: e.authentication_code.clone(),
             authentication_code_display: e.authentication_code_display.clone(),
+            fiscal_number: e.fiscal_number.clone(),
+            device_id: e.fiscal_authority_id.clone(),
             timestamp: e.timestamp.clone(),
-            qr: e.qr.clone(),
             verification_qr: e.verification_qr.clone(),
         },
         tax: body["tax"].take(),
@@ -143,6 +223,37 @@ fn dto(sealed: &Sealed) -> Result<SealedInvoiceDto, ApiError> {
         },
         key_id: inv.tuple.key_id.clone(),
     })
+}
+
+/// The API view of a loaded invoice, with its certification.
+pub(crate) async fn view(state: &Shared, sealed: Sealed) -> Result<SealedInvoiceDto, ApiError> {
+    let st = Arc::clone(state);
+    blocking(move || {
+        let c = certification_for(&st, &sealed)?;
+        dto(&sealed, c)
+    })
+    .await
+}
+
+/// Certifies a sealed invoice now when its outlet is certified by the
+/// e-MCF, waiting at most the configured deadline. Past it the work goes
+/// on in the background (the agent finishes it); the caller answers with
+/// whatever state the invoice has by then.
+async fn certify_within_deadline(state: &Shared, outlet: &str, seq: u64) {
+    let Some(svc) = state.sync.clone() else {
+        return;
+    };
+    if svc.policy.mode(outlet) != crate::datadir::CertificationMode::Emcf {
+        return;
+    }
+    let agent = Arc::clone(&svc.agent);
+    let o = outlet.to_owned();
+    let task = tokio::task::spawn_blocking(move || {
+        if let Err(e) = agent.certify_now(&o, seq) {
+            eprintln!("bonopay serve: certifying {o}:{seq}: {e}");
+        }
+    });
+    let _ = tokio::time::timeout(svc.policy.deadline, task).await;
 }
 
 fn storage(e: LedgerError) -> ApiError {
@@ -260,8 +371,9 @@ pub(crate) fn seal_error(state: &Shared, e: SealError) -> ApiError {
     params(("Idempotency-Key" = String, Header, description = "Client key, 1 to 200 printable characters, scoped to the merchant", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$")),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "Sealed", body = SealedInvoiceDto),
-        (status = 200, description = "Idempotent replay: the original seal, same body", body = SealedInvoiceDto),
+        (status = 201, description = "Sealed, and certified by the DGI (or certification is off for the outlet: `certification.state` `not_certified`)", body = SealedInvoiceDto),
+        (status = 200, description = "Idempotent replay: the original seal, same body, with the certification as it stands now", body = SealedInvoiceDto),
+        (status = 202, description = "Sealed, not certified yet (`certification.state` `pending`, or `rejected` by the DGI): no security elements; print the provisional ticket. The certification goes on in the background; fetch the invoice, or send the same request again, to see it", body = SealedInvoiceDto),
         (status = 400, description = "Missing or malformed Idempotency-Key", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "Role may not fiscalize, or key not bound to the outlet", body = ErrorBody),
@@ -318,22 +430,33 @@ pub async fn create_invoice(
     })
     .await?;
     let sealed = result.map_err(|e| seal_error(&state, e))?;
-    let body = dto(&sealed)?;
-    if sealed.replayed {
+    let outlet = sealed.invoice.tuple.outlet.clone();
+    certify_within_deadline(&state, &outlet, sealed.seq).await;
+    let replayed = sealed.replayed;
+    let body = view(&state, sealed).await?;
+    let settled = matches!(
+        body.certification.state.as_str(),
+        "certified" | "not_certified"
+    );
+    if replayed {
         state.metrics.replayed();
-        let mut resp = (StatusCode::OK, Json(body)).into_response();
-        resp.headers_mut()
-            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-        Ok(resp)
     } else {
         state.metrics.sealed(elapsed);
-        let location = HeaderValue::from_str(&format!("/v1/invoices/{}", body.id)).ok();
-        let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-        if let Some(l) = location {
-            resp.headers_mut().insert(header::LOCATION, l);
-        }
-        Ok(resp)
     }
+    let status = match (settled, replayed) {
+        (false, _) => StatusCode::ACCEPTED,
+        (true, true) => StatusCode::OK,
+        (true, false) => StatusCode::CREATED,
+    };
+    let location = HeaderValue::from_str(&format!("/v1/invoices/{}", body.id)).ok();
+    let mut resp = (status, Json(body)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    } else if let Some(l) = location {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(resp)
 }
 
 /// One sealed invoice, by id `{outlet}:{seq}`.
@@ -355,16 +478,20 @@ pub async fn get_invoice(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SealedInvoiceDto>, ApiError> {
     let sealed = load_for(&state, &who, &id).await?;
-    Ok(Json(dto(&sealed)?))
+    Ok(Json(view(&state, sealed).await?))
 }
 
-/// Lookup parameters: either `auth_code`, or `outlet` + `fiscal_year` +
-/// `fiscal_number`.
+/// Lookup parameters: `auth_code`, or `dgi_code`, or `outlet` +
+/// `fiscal_year` + `fiscal_number`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LookupQuery {
-    /// Authentication code (24 characters, or 6 dash-separated groups of 4).
+    /// Bono Pay authentication code (24 characters, or 6 dash-separated
+    /// groups of 4).
     pub auth_code: Option<String>,
+    /// The Code DEF/DGI the DGI certified the invoice with, as printed.
+    #[param(min_length = 1, max_length = 512)]
+    pub dgi_code: Option<String>,
     /// Outlet, with `fiscal_year` and `fiscal_number`.
     pub outlet: Option<String>,
     /// Fiscal year of the number.
@@ -383,8 +510,9 @@ fn total_counter(number: &str) -> Option<u64> {
     tc.parse().ok()
 }
 
-/// Finds a sealed invoice by authentication code, or by fiscal number
-/// within an outlet and fiscal year.
+/// Finds a sealed invoice by its Bono Pay authentication code, by the Code
+/// DEF/DGI it was certified with, or by fiscal number within an outlet and
+/// fiscal year.
 #[utoipa::path(
     get,
     path = "/v1/invoices/lookup",
@@ -413,6 +541,15 @@ pub async fn lookup_invoice(
         })
         .await?;
         hit.into_iter().next().ok_or(ApiError::NotFound)?
+    } else if let Some(code) = &q.dgi_code {
+        let code = code.trim().to_owned();
+        blocking(move || {
+            st.fiscalizer
+                .find_by_dgi_code(&code)
+                .map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await?
+        .ok_or(ApiError::NotFound)?
     } else if let (Some(outlet), Some(year), Some(number)) =
         (&q.outlet, q.fiscal_year, &q.fiscal_number)
     {
@@ -433,11 +570,11 @@ pub async fn lookup_invoice(
     } else {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "give auth_code, or outlet, fiscal_year and fiscal_number",
+            "give auth_code, dgi_code, or outlet, fiscal_year and fiscal_number",
         ));
     };
     let sealed = load_for(&state, &who, &format!("{outlet}:{seq}")).await?;
-    Ok(Json(dto(&sealed)?))
+    Ok(Json(view(&state, sealed).await?))
 }
 
 /// Pagination of an outlet's invoices.
@@ -568,9 +705,14 @@ pub async fn receipt_txt(
         _ => receipt::COLUMNS_80MM,
     };
     let sealed = load_for(&state, &who, &id).await?;
-    let profile = profile_of(&state, &sealed);
-    let text =
-        receipt::render_text(&sealed.invoice, &profile, columns).map_err(ApiError::Internal)?;
+    let st = Arc::clone(&state);
+    let text = blocking(move || {
+        let p = printing(&st, &sealed, "receipt.txt")?;
+        let profile = profile_of(&st, &sealed);
+        receipt::render_text(&sealed.invoice, &profile, &p.certificate(), columns)
+            .map_err(ApiError::Internal)
+    })
+    .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
@@ -584,7 +726,7 @@ pub struct PdfQuery {
 }
 
 /// The merchant profile printed on `sealed`'s receipts.
-fn profile_of(state: &Shared, sealed: &Sealed) -> super::MerchantProfile {
+pub(crate) fn profile_of(state: &Shared, sealed: &Sealed) -> super::MerchantProfile {
     state
         .merchants
         .get(&sealed.invoice.tuple.merchant_nif)
@@ -592,14 +734,100 @@ fn profile_of(state: &Shared, sealed: &Sealed) -> super::MerchantProfile {
         .unwrap_or_default()
 }
 
-/// Renders the PDF receipt of a loaded invoice.
+/// What a printed document says about the DGI: the certification of the
+/// invoice, and whether this is a copy (DUPLICATA) of a certified
+/// facture normalisée already produced.
+pub(crate) struct Printing {
+    /// The certification as it stands.
+    pub certification: super::sync::CertificationDto,
+    /// A certified document was produced for this invoice before.
+    pub duplicata: bool,
+}
+
+impl Printing {
+    /// The receipt's certificate.
+    pub(crate) fn certificate(&self) -> receipt::Certificate<'_> {
+        let c = &self.certification;
+        match (&c.dgi, c.state.as_str()) {
+            (Some(elements), _) => receipt::Certificate::Dgi {
+                elements,
+                source: match c.source.as_deref() {
+                    Some("operator") => {
+                        bonopay_signer::certification::CertificationSource::Operator
+                    }
+                    Some("mcf") => bonopay_signer::certification::CertificationSource::Mcf,
+                    _ => bonopay_signer::certification::CertificationSource::Emcf,
+                },
+                rn: &c.rn,
+                duplicata: self.duplicata,
+            },
+            (None, "not_certified") => receipt::Certificate::NotCertified { rn: &c.rn },
+            (None, state) => receipt::Certificate::Provisional {
+                rn: &c.rn,
+                reason: c.error.as_deref(),
+                rejected: state == "rejected",
+            },
+        }
+    }
+}
+
+/// Prepares a document of `sealed` (blocking: storage). When the invoice
+/// is certified, the document is a facture normalisée: it is recorded in
+/// the print journal (`what` says which document), and every one after
+/// the first is a DUPLICATA (SFE §1.8). Provisional tickets and
+/// uncertified receipts are not journalled.
+pub(crate) fn printing(state: &Shared, sealed: &Sealed, what: &str) -> Result<Printing, ApiError> {
+    use super::deliveries::{Channel, DeliveryRecord, DeliveryStatus};
+    let certification = certification_for(state, sealed)?;
+    if certification.dgi.is_none() {
+        return Ok(Printing {
+            certification,
+            duplicata: false,
+        });
+    }
+    let invoice_id = format!("{}:{}", sealed.invoice.tuple.outlet, sealed.seq);
+    let merchant = &sealed.invoice.tuple.merchant_nif;
+    let store = &state.deliveries.store;
+    let storage = |e: super::deliveries::DeliveryStoreError| ApiError::Internal(e.to_string());
+    let duplicata = store
+        .list(merchant, &invoice_id)
+        .map_err(storage)?
+        .iter()
+        .any(|d| d.channel == Channel::Print);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    store
+        .record(&DeliveryRecord {
+            id: super::deliveries::new_id()?,
+            invoice_id,
+            merchant_nif: merchant.clone(),
+            channel: Channel::Print,
+            recipient: what.to_owned(),
+            status: DeliveryStatus::Sent,
+            error: None,
+            created_at: now.clone(),
+            completed_at: now,
+        })
+        .map_err(storage)?;
+    Ok(Printing {
+        certification,
+        duplicata,
+    })
+}
+
+/// Renders the PDF receipt of a loaded invoice (blocking).
 pub(crate) fn pdf_of(
     state: &Shared,
     sealed: &Sealed,
     format: receipt_pdf::PageFormat,
+    what: &str,
 ) -> Result<Vec<u8>, ApiError> {
-    let model =
-        receipt::build(&sealed.invoice, &profile_of(state, sealed)).map_err(ApiError::Internal)?;
+    let p = printing(state, sealed, what)?;
+    let model = receipt::build(
+        &sealed.invoice,
+        &profile_of(state, sealed),
+        &p.certificate(),
+    )
+    .map_err(ApiError::Internal)?;
     receipt_pdf::render_pdf(&model, format).map_err(ApiError::Internal)
 }
 
@@ -630,11 +858,14 @@ pub async fn receipt_pdf(
         .ok_or_else(|| ApiError::bad_request("invalid_query", "format is a4 or 80mm"))?;
     let sealed = load_for(&state, &who, &id).await?;
     let st = Arc::clone(&state);
-    let bytes = blocking(move || pdf_of(&st, &sealed, format)).await?;
+    let bytes = blocking(move || pdf_of(&st, &sealed, format, "receipt.pdf")).await?;
     Ok(([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response())
 }
 
-/// The DGI QR code of the invoice, as SVG (error-correction level M).
+/// The QR code of the invoice's receipt, as SVG (error-correction level
+/// M): the DGI's `qrCode` once certified, exactly as the e-MCF returned
+/// it; Bono Pay's `BPV1:` verification payload otherwise (never an
+/// `RDCDEF01` payload the DGI did not issue).
 #[utoipa::path(
     get,
     path = "/v1/invoices/{id}/receipt.svg",
@@ -652,8 +883,16 @@ pub async fn receipt_svg(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let sealed = load_for(&state, &who, &id).await?;
-    let svg = bonopay_signer::qr_svg(&sealed.invoice.elements.qr)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let st = Arc::clone(&state);
+    let qr = blocking(move || {
+        let c = certification_for(&st, &sealed)?;
+        Ok(match c.dgi {
+            Some(d) => d.qr_code,
+            None => sealed.invoice.elements.verification_qr.clone(),
+        })
+    })
+    .await?;
+    let svg = bonopay_signer::qr_svg(&qr).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
 

@@ -187,6 +187,22 @@ impl AppState {
 /// Shared state as the handlers see it.
 pub type Shared = Arc<AppState>;
 
+/// Starts the server's own background work on the current runtime: every
+/// `interval`, the receipt deliveries that were waiting for their
+/// invoice's DGI certification are sent once it has arrived.
+pub fn spawn_background(state: &Shared, interval: std::time::Duration) {
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if let Err(e) = deliveries::send_waiting(&state).await {
+                eprintln!("bonopay serve: waiting receipt deliveries: {e:?}");
+            }
+        }
+    });
+}
+
 /// Runs `f` on the blocking pool.
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
@@ -384,6 +400,7 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(sync::outlet_sync))
         .routes(routes!(sync::invoice_dgi))
         .routes(routes!(sync::requeue))
+        .routes(routes!(sync::resolve))
         .routes(routes!(ops::verify))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
@@ -471,6 +488,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole application: the `/v1` API, `/healthz`, `/metrics`,
 /// `/openapi.json`, with the request limits of `state`.
 pub fn router(state: AppState) -> Router {
+    router_shared(Arc::new(state))
+}
+
+/// [`router`] over a state the caller keeps a handle on (for the
+/// background work that needs it, [`spawn_background`]).
+pub fn router_shared(state: Shared) -> Router {
     let limits = state.limits;
     let (routes, doc) = api();
     let doc = Arc::new(doc);
@@ -483,7 +506,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { ApiError::NotFound })
-        .with_state(Arc::new(state))
+        .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

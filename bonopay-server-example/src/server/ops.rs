@@ -82,8 +82,8 @@ impl VerifyResponse {
 /// A `BPV1:` payload is checked offline against the server's public keys
 /// (signature over the signed tuple) and then looked up in the ledger. A
 /// DGI `RDCDEF01;NID;CODE;NIF;YYYYMMDDHHMMSS` payload carries no signature,
-/// so it is valid only if this server sealed an invoice with that
-/// authentication code and exactly that QR.
+/// so it is valid only if the DGI certified an invoice of this server with
+/// that Code DEF/DGI and exactly that QR (docs/format.md §10).
 #[utoipa::path(
     get,
     path = "/v1/verify",
@@ -102,18 +102,22 @@ pub async fn verify(
     let verdict = blocking(move || {
         let text = q.qr.trim();
         let store = st.fiscalizer.store();
+        let lookup_at =
+            |outlet: &str, seq: u64| -> Result<Option<bonopay_signer::Sealed>, ApiError> {
+                match store
+                    .entry(outlet, seq)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                {
+                    Some(entry) => sealed_of(&entry, &st.trusted_keys).map(Some),
+                    None => Ok(None),
+                }
+            };
         let lookup = |code: &str| -> Result<Option<bonopay_signer::Sealed>, ApiError> {
             let hits = store
                 .find_index(index::AUTH_CODE, code)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
-            let Some((outlet, seq)) = hits.into_iter().next() else {
-                return Ok(None);
-            };
-            match store
-                .entry(&outlet, seq)
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-            {
-                Some(entry) => sealed_of(&entry, &st.trusted_keys).map(Some),
+            match hits.into_iter().next() {
+                Some((outlet, seq)) => lookup_at(&outlet, seq),
                 None => Ok(None),
             }
         };
@@ -146,28 +150,43 @@ pub async fn verify(
                     "a DGI QR has 5 fields: RDCDEF01;NID;CODE;NIF;YYYYMMDDHHMMSS",
                 ));
             }
-            let Some(sealed) = lookup(fields[2])? else {
+            // The DGI's QR names the Code DEF/DGI it certified the invoice
+            // with: valid if this server recorded that certification, with
+            // exactly this QR text.
+            let found = st
+                .fiscalizer
+                .find_by_dgi_code(fields[2])
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let certified = match found {
+                Some((outlet, seq)) => st
+                    .fiscalizer
+                    .certification_of(&outlet, seq)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .zip(lookup_at(&outlet, seq)?),
+                None => None,
+            };
+            let Some((cert, sealed)) = certified else {
                 return Ok(VerifyResponse::invalid(
                     Some("dgi"),
-                    "no invoice sealed by this server has this authentication code",
+                    "no invoice of this server was certified by the DGI with this code",
                 ));
             };
-            let inv = sealed.invoice;
-            if inv.elements.qr != text {
+            if cert.elements.qr_code != text {
                 return Ok(VerifyResponse::invalid(
                     Some("dgi"),
-                    "the QR's fields differ from the invoice sealed with this code",
+                    "the QR differs from the one the DGI returned for this code",
                 ));
             }
+            let inv = sealed.invoice;
             return Ok(VerifyResponse {
                 valid: true,
                 format: Some("dgi".into()),
                 reason: None,
-                authentication_code: Some(inv.elements.authentication_code),
-                fiscal_number: Some(inv.tuple.counters),
-                fiscal_authority_id: Some(inv.tuple.nid),
+                authentication_code: Some(cert.elements.code_def_dgi),
+                fiscal_number: Some(cert.elements.counters),
+                fiscal_authority_id: Some(cert.elements.nim),
                 merchant_nif: Some(inv.tuple.merchant_nif),
-                timestamp: Some(inv.tuple.timestamp),
+                timestamp: Some(cert.elements.date_time),
                 total: Some(inv.tuple.total),
                 vtotal: Some(inv.tuple.vtotal),
                 registered: true,

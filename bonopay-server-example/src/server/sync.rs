@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use bonopay_signer::certification::DgiElements;
 use bonopay_sync::agent::{SyncAgent, SyncClock, SystemSyncClock};
 use bonopay_sync::health::{self, Health, HealthThresholds, OutletHealth};
 use bonopay_sync::outbox::{ItemState, OutboxItem, OutboxStore};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
@@ -17,6 +18,7 @@ use super::auth::ApiKey;
 use super::error::{ApiError, ErrorBody};
 use super::webhooks::Webhooks;
 use super::{ApiPath, Principal, Shared, authorize_outlet, blocking};
+use crate::datadir::CertificationMode;
 
 /// The sync side of the server: the outbox (for reading) and the agent.
 #[derive(Clone)]
@@ -27,6 +29,148 @@ pub struct SyncService {
     pub agent: Arc<SyncAgent>,
     /// Health thresholds.
     pub thresholds: HealthThresholds,
+    /// Which outlets are certified, and how long a sale waits for it.
+    pub policy: CertificationPolicy,
+}
+
+/// Which outlets' invoices are certified by the DGI's e-MCF, and how long
+/// `POST /v1/invoices` waits for the e-MCF before answering "pending".
+#[derive(Debug, Clone)]
+pub struct CertificationPolicy {
+    /// Outlets without their own mode (including those registered
+    /// through the API).
+    pub default: CertificationMode,
+    /// Outlets of `config.json` with their own.
+    pub per_outlet: std::collections::HashMap<String, CertificationMode>,
+    /// How long a sale waits for its certification.
+    pub deadline: Duration,
+}
+
+impl CertificationPolicy {
+    /// The mode of `outlet`.
+    #[must_use]
+    pub fn mode(&self, outlet: &str) -> CertificationMode {
+        self.per_outlet.get(outlet).copied().unwrap_or(self.default)
+    }
+
+    /// The agent's filter: the outlets in mode `emcf`.
+    pub fn uploads(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let p = self.clone();
+        move |outlet| p.mode(outlet) == CertificationMode::Emcf
+    }
+}
+
+/// Our tax rates by group letter, as the e-MCF's `taxGroups` table is
+/// compared with them: the VAT rate for VAT groups, 0 for the others.
+#[must_use]
+pub fn rate_letters(
+    fiscalizer: &bonopay_signer::Fiscalizer,
+) -> std::collections::BTreeMap<String, Option<rust_decimal::Decimal>> {
+    fiscalizer
+        .config()
+        .rate_table
+        .groups()
+        .iter()
+        .map(|g| {
+            let rate = match g.treatment {
+                bonopay_tax::Treatment::Vat => g.rate_percent,
+                _ => rust_decimal::Decimal::ZERO,
+            };
+            (g.group.as_str().to_owned(), Some(rate))
+        })
+        .collect()
+}
+
+/// Where an invoice stands with the DGI, as every answer about it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CertificationDto {
+    /// The outlet's mode: `emcf` or `none`.
+    pub mode: String,
+    /// `certified` (the DGI's elements are the security elements),
+    /// `pending` (not yet: the sale is sealed and queued; print the
+    /// provisional ticket), `rejected` (the DGI refused it; see `error`),
+    /// or `not_certified` (mode `none`: Bono Pay's seal only).
+    pub state: String,
+    /// The SFE invoice number sent to the DGI as `rn`.
+    pub rn: String,
+    /// The DGI's elements once certified, under the e-MCF's names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub dgi: Option<DgiElements>,
+    /// Who produced them: `emcf`, `mcf`, or `operator` (read off the DGI
+    /// portal by a person after the e-MCF's answer was lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why it is not certified yet, or why the DGI refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True when a person must act (a dead letter: see `error`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_attention: bool,
+    /// Position of the certification entry in the outlet's chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_seq: Option<u64>,
+}
+
+/// The certification of a sealed invoice: its certification entry if it
+/// has one (whatever the mode today), else what the outbox and the mode
+/// say. Blocking (storage).
+///
+/// # Errors
+/// [`ApiError::Internal`] when storage fails.
+pub fn certification_of(
+    fiscalizer: &bonopay_signer::Fiscalizer,
+    sync: Option<&SyncService>,
+    outlet: &str,
+    seq: u64,
+    rn: &str,
+) -> Result<CertificationDto, ApiError> {
+    let mode = sync.map_or(CertificationMode::None, |s| s.policy.mode(outlet));
+    let mut dto = CertificationDto {
+        mode: mode.as_str().to_owned(),
+        state: "not_certified".into(),
+        rn: rn.to_owned(),
+        dgi: None,
+        source: None,
+        error: None,
+        needs_attention: false,
+        ledger_seq: None,
+    };
+    if let Some(c) = fiscalizer
+        .certification_of(outlet, seq)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    {
+        dto.state = "certified".into();
+        dto.source = Some(c.source.as_str().to_owned());
+        dto.ledger_seq = Some(c.seq);
+        dto.dgi = Some(c.elements);
+        return Ok(dto);
+    }
+    if mode == CertificationMode::None {
+        return Ok(dto);
+    }
+    dto.state = "pending".into();
+    if let Some(svc) = sync {
+        match svc
+            .outbox
+            .get(outlet, seq)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+        {
+            Some(item) => {
+                dto.error.clone_from(&item.error);
+                match item.state {
+                    ItemState::Rejected => dto.state = "rejected".into(),
+                    ItemState::Dead => dto.needs_attention = true,
+                    _ => {}
+                }
+                if let Some(why) = svc.agent.paused(&item.merchant_nif) {
+                    dto.error = Some(why);
+                }
+            }
+            None => dto.error = Some("queued for the DGI".into()),
+        }
+    }
+    Ok(dto)
 }
 
 impl std::fmt::Debug for SyncService {
@@ -42,11 +186,18 @@ impl std::fmt::Debug for SyncService {
 /// start: events are idempotent by id, so a restart re-enqueues nothing
 /// that was enqueued, and nothing is lost to a crash between an item's
 /// update and its event.
-#[derive(Debug)]
 pub struct EventPump {
     outbox: Arc<dyn OutboxStore>,
     webhooks: Webhooks,
     cursor: u64,
+}
+
+impl std::fmt::Debug for EventPump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPump")
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventPump {
@@ -75,6 +226,24 @@ impl EventPump {
                 return Ok(n);
             };
             for item in &changes {
+                if item.state == ItemState::Synced {
+                    // The certified invoice: its DGI elements are now in
+                    // the ledger, so receipts and reprints show them.
+                    let data = json!({"id": item.id(), "outlet": item.outlet, "seq": item.seq,
+                                      "rn": item.request.rn, "dgi": item.confirmation});
+                    if self
+                        .webhooks
+                        .enqueue_event(
+                            &format!("invoice.certified:{}", item.id()),
+                            &item.merchant_nif,
+                            "invoice.certified",
+                            data,
+                        )
+                        .map_err(|e| e.to_string())?
+                    {
+                        n += 1;
+                    }
+                }
                 let (id, kind, data) = match item.state {
                     ItemState::Synced => (
                         format!("invoice.synced:{}", item.id()),
@@ -123,10 +292,21 @@ pub fn spawn_agent(
         loop {
             let now = clock.now_ms();
             if now.saturating_sub(last_reconcile) >= 5 * 60 * 1000 {
+                for a in agent.check_accounts() {
+                    if let Some(why) = &a.paused {
+                        eprintln!("bonopay: e-MCF account {}: uploads paused: {why}", a.nif);
+                    }
+                    for d in &a.rate_differences {
+                        eprintln!(
+                            "bonopay: e-MCF account {}: tax groups differ from ours: {d}",
+                            a.nif
+                        );
+                    }
+                }
                 match agent.reconcile() {
-                    Ok(r) if !r.adopted.is_empty() || !r.cancelled.is_empty() => eprintln!(
-                        "bonopay: DGI reconcile: adopted {:?}, cancelled orphans {:?}",
-                        r.adopted, r.cancelled
+                    Ok(r) if !r.cancelled.is_empty() => eprintln!(
+                        "bonopay: DGI reconcile: cancelled orphans {:?}",
+                        r.cancelled
                     ),
                     Ok(_) => {}
                     Err(e) => eprintln!("bonopay: DGI reconcile: {e}"),
@@ -175,6 +355,10 @@ pub struct HealthReport {
     /// Per outlet.
     #[schema(value_type = Vec<Object>)]
     pub outlets: Vec<OutletHealth>,
+    /// The merchant's e-MCF account: uploads paused (and why), the token's
+    /// expiry, differences between the e-MCF's tax groups and ours.
+    #[schema(value_type = Option<Object>)]
+    pub account: Option<bonopay_sync::agent::AccountHealth>,
 }
 
 fn service(state: &Shared) -> Result<SyncService, ApiError> {
@@ -196,6 +380,12 @@ async fn health_for(
     let thresholds = svc.thresholds;
     blocking(move || {
         let now = SystemSyncClock.now_ms();
+        let accounts = svc.agent.account_health();
+        let account = accounts
+            .iter()
+            .find(|a| a.nif == merchant)
+            .or_else(|| accounts.iter().find(|a| a.nif == "*"))
+            .cloned();
         let mut outlets = Vec::new();
         for s in svc
             .outbox
@@ -211,12 +401,28 @@ async fn health_for(
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .is_some_and(|o| o.merchant_nif == merchant);
             if mine && who.covers(&s.outlet) {
-                outlets.push(health::judge(&s, now, &thresholds));
+                let mut h = health::judge(&s, now, &thresholds);
+                if let Some(a) = &account {
+                    if let Some(why) = &a.paused {
+                        h.health = Health::Red;
+                        h.reasons
+                            .push(format!("uploads to the DGI are paused: {why}"));
+                    }
+                    if !a.rate_differences.is_empty() {
+                        h.health = h.health.max(Health::Yellow);
+                        h.reasons.push(format!(
+                            "the e-MCF's tax groups differ from ours: {}",
+                            a.rate_differences.join("; ")
+                        ));
+                    }
+                }
+                outlets.push(h);
             }
         }
         Ok(HealthReport {
             health: health::overall(&outlets),
             outlets,
+            account,
         })
     })
     .await
@@ -339,6 +545,65 @@ pub async fn requeue(
             },
             other => ApiError::Internal(other.to_string()),
         })
+    })
+    .await?;
+    Ok(Json(item_json(&item)))
+}
+
+/// Settles an invoice whose CONFIRM answer was lost (a dead letter that
+/// says "CONFIRM outcome unknown"): a person looked its SFE number up on
+/// the DGI portal, found it certified, and enters the DGI's five elements
+/// exactly as the portal shows them. They are bound into the ledger with
+/// source `operator`. Owner keys only.
+#[utoipa::path(
+    post,
+    path = "/v1/invoices/{id}/dgi/resolve",
+    tag = "sync",
+    params(("id" = String, Path, description = "`{outlet}:{seq}`")),
+    request_body(content = Object, description = "`{codeDEFDGI, counters, nim, dateTime, qrCode}` as the DGI portal shows them"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The outbox item, synced", body = Object),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not dead-lettered, or certified with other elements", body = ErrorBody),
+        (status = 422, description = "Elements that cannot be genuine", body = ErrorBody),
+        (status = 503, description = "Sync not configured", body = ErrorBody),
+    )
+)]
+pub async fn resolve(
+    State(state): State<Shared>,
+    Principal(who): Principal,
+    ApiPath(id): ApiPath<String>,
+    super::ApiJson(elements): super::ApiJson<DgiElements>,
+) -> Result<Json<Value>, ApiError> {
+    if !who.role.can_manage() {
+        return Err(ApiError::Forbidden("only owner keys resolve".into()));
+    }
+    let (outlet, seq) = parse_id(&id)?;
+    authorize_outlet(&state, &who, &outlet).await?;
+    let svc = service(&state)?;
+    let item = blocking(move || {
+        svc.agent
+            .resolve(&outlet, seq, &elements)
+            .map_err(|e| match e {
+                bonopay_sync::agent::AgentError::Outbox(
+                    bonopay_sync::outbox::OutboxError::NotFound(_),
+                ) => ApiError::NotFound,
+                bonopay_sync::agent::AgentError::Outbox(
+                    bonopay_sync::outbox::OutboxError::WrongState { id, state, .. },
+                ) => ApiError::Conflict {
+                    code: "not_dead",
+                    message: format!("{id} is {state}; only dead-lettered invoices are resolved"),
+                },
+                bonopay_sync::agent::AgentError::Record(
+                    bonopay_sync::agent::RecordError::Refused(why),
+                ) => ApiError::Conflict {
+                    code: "elements_refused",
+                    message: why,
+                },
+                other => ApiError::Internal(other.to_string()),
+            })
     })
     .await?;
     Ok(Json(item_json(&item)))

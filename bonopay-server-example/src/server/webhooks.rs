@@ -91,6 +91,11 @@ pub enum EventType {
     /// The DGI accepted an invoice.
     #[serde(rename = "invoice.synced")]
     InvoiceSynced,
+    /// The DGI certified an invoice: its elements (`codeDEFDGI`, `nim`,
+    /// `counters`, `dateTime`, `qrCode`) are bound into the ledger, and
+    /// receipts now print them as a facture normalisée.
+    #[serde(rename = "invoice.certified")]
+    InvoiceCertified,
     /// The DGI refused an invoice, or sending it failed for good.
     #[serde(rename = "invoice.sync_failed")]
     InvoiceSyncFailed,
@@ -101,9 +106,10 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::InvoiceSealed,
         EventType::InvoiceSynced,
+        EventType::InvoiceCertified,
         EventType::InvoiceSyncFailed,
         EventType::ReportZClosed,
     ];
@@ -114,6 +120,7 @@ impl EventType {
         match self {
             EventType::InvoiceSealed => "invoice.sealed",
             EventType::InvoiceSynced => "invoice.synced",
+            EventType::InvoiceCertified => "invoice.certified",
             EventType::InvoiceSyncFailed => "invoice.sync_failed",
             EventType::ReportZClosed => "report.z_closed",
         }

@@ -1,10 +1,15 @@
 //! The e-MCF bearer token: an HS256 JWT, hand-rolled.
 //!
-//! Hand-rolled because the simulator needs exactly one algorithm and four
-//! claims, and `hmac` + `sha2` + `base64` are already in the tree; a JWT
-//! crate would bring its own crypto stack for nothing. Only HS256 is
-//! accepted, whatever the header says otherwise (no `alg: none`, no
-//! algorithm confusion).
+//! Hand-rolled because the simulator needs exactly one algorithm and a
+//! handful of claims, and `hmac` + `sha2` + `base64` are already in the
+//! tree; a JWT crate would bring its own crypto stack for nothing. Only
+//! HS256 is accepted, whatever the header says otherwise (no `alg: none`,
+//! no algorithm confusion).
+//!
+//! Besides the DGI's claims (`unique_name` = `NIF|e-MCF-id`, `role`,
+//! `iss`, `aud`, `iat`, `nbf`, `exp`), the simulator's tokens carry a `jti`:
+//! the issue sequence number, so that a revocation ("every token issued
+//! before now") also catches tokens issued in the same second.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,6 +31,11 @@ pub(crate) struct Claims {
     pub emcf_id: String,
     /// Expiry, unix seconds.
     pub exp: i64,
+    /// Issue time, unix seconds (0 when the token has none).
+    pub iat: i64,
+    /// The simulator's issue sequence number (`jti`; 0 when absent or not
+    /// a number, so such a token falls to any revocation).
+    pub seq: u64,
 }
 
 fn sign(secret: &[u8], signing_input: &str) -> Option<Vec<u8>> {
@@ -44,6 +54,7 @@ pub(crate) fn issue(
     emcf_id: &str,
     now_secs: i64,
     exp: i64,
+    seq: u64,
 ) -> String {
     let header = json!({"alg": "HS256", "typ": "JWT"});
     let claims = json!({
@@ -54,6 +65,7 @@ pub(crate) fn issue(
         "iat": now_secs,
         "nbf": now_secs,
         "exp": exp,
+        "jti": seq.to_string(),
     });
     let input = format!(
         "{}.{}",
@@ -163,6 +175,12 @@ pub(crate) fn verify(
             nif: nif.to_owned(),
             emcf_id: id.to_owned(),
             exp,
+            iat: claims.get("iat").and_then(Value::as_i64).unwrap_or(0),
+            seq: claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .and_then(|j| j.parse().ok())
+                .unwrap_or(0),
         }),
         _ => Err(TokenError::BadSubject),
     }
@@ -175,10 +193,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let t = issue(b"k", "iss", "A1309334L", "CD01-1", 1000, 2000);
+        let t = issue(b"k", "iss", "A1309334L", "CD01-1", 1000, 2000, 7);
         let c = verify(b"k", "iss", Some(&format!("Bearer {t}")), 1500).unwrap();
         assert_eq!(c.nif, "A1309334L");
         assert_eq!(c.emcf_id, "CD01-1");
+        assert_eq!((c.iat, c.exp, c.seq), (1000, 2000, 7));
         assert_eq!(
             verify(b"k", "iss", Some(&format!("Bearer {t}")), 2000),
             Err(TokenError::Expired)

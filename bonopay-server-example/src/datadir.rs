@@ -27,9 +27,12 @@
 //!   "reference_rates": {"USD": "2850.50"},
 //!   "deliveries": {"smtp_url": "smtp://127.0.0.1:25", "smtp_from": "Bono Pay <recus@example.cd>",
 //!                  "whatsapp_url": "https://…/messages", "whatsapp_token": "…"},
+//!   "dgi": {"url": "https://developper.dgirdc.cd/edef", "certification": "emcf",
+//!           "deadline_ms": 3000, "tokens": {"A1309334L": {"file": "tokens/A1309334L.jwt"}}},
 //!   "merchants": [
 //!     {"nif": "A1309334L", "name": "…", "address": "…", "contact": "…",
-//!      "outlets": [{"id": "kin-gombe-01", "time_zone": "Africa/Kinshasa"}]}
+//!      "outlets": [{"id": "kin-gombe-01", "time_zone": "Africa/Kinshasa",
+//!                   "certification": "emcf"}]}
 //!   ]
 //! }
 //! ```
@@ -47,8 +50,9 @@
 //! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
 //! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_CA_FILE`, `BONOPAY_SMTP_FROM`,
 //! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, `BONOPAY_DGI_URL`,
-//! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE`, `BONOPAY_DGI_TIMEOUT_SECS` (DGI upload: see
-//! [`DgiConfig`]), and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
+//! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE`, `BONOPAY_DGI_TOKEN_<NIF>`,
+//! `BONOPAY_DGI_TIMEOUT_SECS`, `BONOPAY_DGI_CERTIFICATION`, `BONOPAY_DGI_DEADLINE_MS`
+//! (DGI certification: see [`DgiConfig`]), and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
 //! `BONOPAY_PKCS11_TOKEN`, `BONOPAY_PKCS11_KEY` (setting the module selects
 //! PKCS#11) with the PIN in `BONOPAY_PKCS11_PIN` (or the variable `pin_env`
 //! names). `BONOPAY_DATA_DIR` chooses the directory itself.

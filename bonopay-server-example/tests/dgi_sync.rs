@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use bonopay_sync::sim::{SimConfig, Simulator, SystemClock};
 use common::*;
 use serde_json::{Value, json};
 
@@ -18,17 +17,8 @@ type Got = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
 
 #[test]
 fn the_server_uploads_to_the_dgi_and_reports_it() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(Arc::clone(&sim).serve(listener));
+    let rt = runtime();
+    let (sim, sim_url) = sim_on_loopback(&rt);
 
     // A webhook receiver that records what it gets.
     let got: Got = Arc::default();

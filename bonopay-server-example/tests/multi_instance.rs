@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use bonopay_ledger::{LedgerStore, PgStore, TestDb, verify_store};
 use bonopay_signer::{PublicKey, SignatureCheck};
-use bonopay_sync::sim::{SimConfig, Simulator, SystemClock};
 use common::*;
 use serde_json::{Value, json};
 
@@ -46,17 +45,8 @@ fn post(
 fn three_instances_one_database_no_gap_no_fork_each_key_once_each_upload_once() {
     let db = TestDb::create().unwrap();
     // The e-MCF simulator all instances upload to.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(Arc::clone(&sim).serve(listener));
+    let rt = runtime();
+    let (sim, sim_url) = sim_on_loopback(&rt);
     let token = sim.issue_token(3600);
 
     let tmp = tempfile::tempdir().unwrap();

@@ -232,6 +232,7 @@ async fn sealed_invoices_and_z_reports_are_delivered_signed_and_once() {
         json!([
             "invoice.sealed",
             "invoice.synced",
+            "invoice.certified",
             "invoice.sync_failed",
             "report.z_closed"
         ])

@@ -727,6 +727,17 @@ impl SyncAgent {
         Ok(Next::Stop)
     }
 
+    /// The e-MCF could not be reached: back off as after a failure, but
+    /// never dead-letter for it (an outage ends; a person has nothing to
+    /// decide).
+    fn outage(&self, item: &mut OutboxItem, why: String) -> Result<Next, AgentError> {
+        item.attempts = item.attempts.saturating_add(1);
+        item.error = Some(format!("the e-MCF is unreachable: {why}"));
+        item.next_attempt_ms = self.clock.now_ms() + self.backoff(item.attempts);
+        self.save(item)?;
+        Ok(Next::Stop)
+    }
+
     /// Waits without spending the retry budget (an original not certified
     /// yet, a paused account): the item is looked at again after `ms`.
     fn wait(&self, item: &mut OutboxItem, why: String, ms: i64) -> Result<Next, AgentError> {
@@ -1081,9 +1092,11 @@ impl SyncAgent {
                 self.unauthorized(item, &why)
             }
             Err(e @ TransportError::Unreachable(_)) => {
-                // Certainly not created.
+                // Certainly not created: the e-MCF cannot be reached. An
+                // outage is no reason to give up on a sale (the DGI allows
+                // 48 h, and health turns red then): back off, never dead.
                 item.state = ItemState::Queued;
-                self.fail(item, e.to_string())
+                self.outage(item, e.to_string())
             }
             Err(e) => {
                 // Maybe created: stay `submitting` and reconcile next time.
@@ -1207,7 +1220,7 @@ impl SyncAgent {
                 // Certainly not sent: still `submitted`, so a later error 20
                 // can only mean the uid expired.
                 item.state = ItemState::Submitted;
-                self.fail(item, e.to_string())
+                self.outage(item, e.to_string())
             }
             Err(e) => {
                 // Otherwise ask the DGI where the uid stands (on the next

@@ -413,7 +413,7 @@ fn reconcile_cancels_orphans_and_the_pending_cap_is_respected() {
     assert!(sim.sim.double_confirms().is_empty());
 }
 
-/// Fails every POST of one invoice, before it reaches the DGI.
+/// Fails every POST of one invoice with a 5xx, before the DGI acts on it.
 #[derive(Debug)]
 struct Poison<T>(T, String);
 
@@ -426,8 +426,9 @@ impl<T: DgiTransport> DgiTransport for Poison<T> {
         i: &bonopay_sync::dgi::DgiInvoiceRequest,
     ) -> Result<bonopay_sync::dgi::DgiSubmitted, bonopay_sync::dgi::TransportError> {
         if i.rn == self.1 {
-            return Err(bonopay_sync::dgi::TransportError::Unreachable(
-                "poisoned".into(),
+            // A 5xx for this invoice alone, before the DGI acted on it.
+            return Err(bonopay_sync::dgi::TransportError::Unknown(
+                "poisoned: HTTP 500".into(),
             ));
         }
         self.0.submit(i)
@@ -472,7 +473,8 @@ fn one_poisoned_invoice_backs_off_alone_until_dead_lettered() {
         "the rest went on"
     );
     let p = r.outbox.get(OUTLET, 2).unwrap().unwrap();
-    assert_eq!((p.state, p.attempts), (ItemState::Queued, 1));
+    // A 5xx may have created it: `submitting`, reconciled by rn next time.
+    assert_eq!((p.state, p.attempts), (ItemState::Submitting, 1));
     assert!(p.next_attempt_ms > r.clock.now_ms());
     // More invoices keep flowing while it backs off.
     r.seal(2);
@@ -893,4 +895,29 @@ fn the_emcfs_tax_groups_are_compared_with_ours_and_a_difference_is_shown() {
         vec!["group B: our rate 16%, the e-MCF's 18%".to_owned()],
         "{h:?}"
     );
+}
+
+#[test]
+fn an_unreachable_emcf_never_dead_letters_a_sale() {
+    let r = rig();
+    r.seal(1);
+    // Nothing listens there: every call is refused at once.
+    let down = HttpDgiTransport::new("http://127.0.0.1:9", "t", Duration::from_secs(2)).unwrap();
+    let agent = r.agent(Arc::new(down));
+    for _ in 0..(AgentConfig::default().max_attempts + 5) {
+        agent.run_once().unwrap();
+        r.clock.advance(20 * 60 * 1000);
+    }
+    let item = r.outbox.get(OUTLET, 1).unwrap().unwrap();
+    assert_eq!(item.state, ItemState::Queued, "{item:?}");
+    assert!(item.attempts > AgentConfig::default().max_attempts);
+    assert!(item.error.unwrap().contains("unreachable"));
+    // Health shows the wait (red after 48 h, the DGI's limit).
+    r.clock.advance(48 * 3600 * 1000);
+    let h = health::judge(
+        &r.outbox.summary().unwrap()[0],
+        r.clock.now_ms(),
+        &HealthThresholds::default(),
+    );
+    assert_eq!(h.health, Health::Red, "{h:?}");
 }

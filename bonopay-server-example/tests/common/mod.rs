@@ -201,3 +201,32 @@ pub fn assert_exit_ok(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A two-thread runtime with the e-MCF simulator on a loopback port: the
+/// simulator and its base URL.
+#[allow(dead_code)]
+pub fn sim_on_loopback(
+    rt: &tokio::runtime::Runtime,
+) -> (std::sync::Arc<bonopay_sync::sim::Simulator>, String) {
+    let sim = bonopay_sync::sim::Simulator::new(
+        bonopay_sync::sim::SimConfig::default(),
+        std::sync::Arc::new(bonopay_sync::sim::SystemClock),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(std::sync::Arc::clone(&sim).serve(listener));
+    (sim, url)
+}
+
+/// The tests' runtime for servers they run in-process (the simulator,
+/// receivers).
+#[allow(dead_code)]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

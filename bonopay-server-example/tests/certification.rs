@@ -210,6 +210,10 @@ fn invoices_carry_the_emcfs_elements_and_wait_for_it_when_it_is_down() {
         ticket.contains("PAS ENCORE UNE FACTURE NORMALISEE"),
         "{ticket}"
     );
+    assert!(
+        !ticket.contains("unreachable") && !ticket.contains(&sim_url),
+        "no transport detail on a customer's ticket:\n{ticket}"
+    );
     for mark in DGI_ONLY_MARKS {
         assert!(
             !ticket.contains(mark),

@@ -762,9 +762,14 @@ impl Printing {
                 duplicata: self.duplicata,
             },
             (None, "not_certified") => receipt::Certificate::NotCertified { rn: &c.rn },
+            // A customer's ticket says why only when the DGI refused the
+            // invoice (its own words); a transport error or a queue state
+            // is for the dashboard, not for the paper.
             (None, state) => receipt::Certificate::Provisional {
                 rn: &c.rn,
-                reason: c.error.as_deref(),
+                reason: (state == "rejected")
+                    .then_some(c.error.as_deref())
+                    .flatten(),
                 rejected: state == "rejected",
             },
         }

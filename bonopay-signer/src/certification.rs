@@ -168,6 +168,16 @@ pub fn sfe_number(outlet: &str, fiscal_year: i32, total: u64) -> String {
     format!("{outlet}/{fiscal_year}/{total}")
 }
 
+/// The SFE number of a sealed invoice, from its signed body (`outlet`,
+/// `fiscal_year`, `fiscal_number.total`).
+#[must_use]
+pub fn sfe_number_of_sealed(sealed: &crate::SealedInvoice) -> Option<String> {
+    let body = sealed.body_value().ok()?;
+    let year = i32::try_from(body.get("fiscal_year")?.as_i64()?).ok()?;
+    let total = body.pointer("/fiscal_number/total")?.as_u64()?;
+    Some(sfe_number(&sealed.tuple.outlet, year, total))
+}
+
 /// Splits an SFE number back into outlet, fiscal year and total counter.
 #[must_use]
 pub fn parse_sfe_number(rn: &str) -> Option<(&str, i32, u64)> {

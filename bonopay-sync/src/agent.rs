@@ -302,7 +302,7 @@ pub struct SyncAgent {
     /// Which outlets are uploaded (default: every outlet of the ledger).
     outlets: Option<OutletFilter>,
     /// Our tax rates by group letter, compared with the e-MCF's.
-    our_rates: Option<BTreeMap<String, Option<Decimal>>>,
+    our_rates: Option<BTreeMap<String, Decimal>>,
     health: Mutex<BTreeMap<String, AccountHealth>>,
     /// Items this process is working on (the SQLite outbox does not
     /// claim: this keeps the background pass and an inline certification
@@ -420,10 +420,11 @@ impl SyncAgent {
         self
     }
 
-    /// Our tax rates by group letter (`B` → 16), compared with the e-MCF's
-    /// table by [`Self::check_accounts`].
+    /// Our tax rates by group letter (`B` → 16, as
+    /// `bonopay_tax::RateTable::invoiced_rates` gives them), compared with
+    /// the e-MCF's table by [`Self::check_accounts`].
     #[must_use]
-    pub fn comparing_rates(mut self, rates: BTreeMap<String, Option<Decimal>>) -> Self {
+    pub fn comparing_rates(mut self, rates: BTreeMap<String, Decimal>) -> Self {
         self.our_rates = Some(rates);
         self
     }
@@ -875,6 +876,20 @@ impl SyncAgent {
                 // An inline certification is on it right now.
                 continue;
             };
+            // The batch was read before this item was held: an inline
+            // certification may have moved it since (and let it go). Work
+            // from what is stored now, never from the stale copy (which
+            // would post a sale the DGI already has).
+            match self.outbox.get(&item.outlet, item.seq)? {
+                Some(fresh) if fresh.change == item.change => {}
+                Some(fresh) => {
+                    if fresh.state.is_final() || fresh.next_attempt_ms > self.clock.now_ms() {
+                        continue;
+                    }
+                    item = fresh;
+                }
+                None => continue,
+            }
             if !*workable
                 .entry(item.merchant_nif.clone())
                 .or_insert_with(|| self.may_work(&item.merchant_nif))
@@ -1188,10 +1203,11 @@ impl SyncAgent {
             }
             Err(TransportError::Rejected { code, desc, .. }) if code == codes::UNKNOWN_OR_FINAL => {
                 // The uid is final, and not by a CONFIRM of ours: an item
-                // reaches `submitted` only from a fresh POST, from a CONFIRM
-                // that certainly never arrived, or after the e-MCF showed
-                // the uid still pending. So it expired (or was cancelled):
-                // nothing was certified, post again.
+                // is `submitted` only after a fresh POST or a CONFIRM that
+                // certainly never arrived (one whose outcome is unknown
+                // keeps it `confirming` until settled, `reconfirm`). So it
+                // expired (or was cancelled): nothing was certified, post
+                // again.
                 item.state = ItemState::Queued;
                 item.uid = None;
                 item.theirs = None;
@@ -1250,9 +1266,11 @@ impl SyncAgent {
         };
         match t.details(&uid) {
             Ok(d) if d.rn == item.request.rn => {
-                item.state = ItemState::Submitted;
-                self.save(item)?;
-                Ok(Next::Continue)
+                // Still pending: confirm it now, staying `confirming`. An
+                // earlier CONFIRM of ours may still land (a timeout does
+                // not stop the DGI), so if this one finds the uid final,
+                // it is the lost-answer case, never an expiry.
+                self.reconfirm(t, item, &uid)
             }
             Ok(d) => {
                 item.state = ItemState::Dead;
@@ -1273,6 +1291,49 @@ impl SyncAgent {
                 Ok(Next::Stop)
             }
             Err(TransportError::Unauthorized(why)) => self.unauthorized(item, &why),
+            Err(e) => self.fail(item, e.to_string()),
+        }
+    }
+
+    /// CONFIRM again an item that is `confirming` (an earlier CONFIRM's
+    /// outcome is unknown, and the uid was seen pending since).
+    fn reconfirm(
+        &self,
+        t: &dyn DgiTransport,
+        item: &mut OutboxItem,
+        uid: &str,
+    ) -> Result<Next, AgentError> {
+        match t.confirm(uid, &item.ours) {
+            Ok(c) => {
+                item.state = ItemState::Confirmed;
+                item.confirmation = Some(c);
+                item.error = None;
+                self.save(item)?;
+                Ok(Next::Continue)
+            }
+            Err(TransportError::Rejected { code, desc, .. }) if code == codes::UNKNOWN_OR_FINAL => {
+                item.state = ItemState::Dead;
+                item.error = Some(format!(
+                    "{LOST_CONFIRM}: uid {uid} became final while an earlier CONFIRM's answer was lost ({desc}); it was confirmed or it expired. Look up SFE number {} on the DGI portal: if it is certified, enter its elements (resolve); if not, requeue it",
+                    item.request.rn
+                ));
+                self.save(item)?;
+                Ok(Next::Stop)
+            }
+            Err(TransportError::Rejected { status, code, desc }) if status < 500 => {
+                // The DGI refused this CONFIRM (its totals check): nothing
+                // was confirmed by it, and the earlier one was not either
+                // (the uid was pending after it).
+                let _ = t.cancel(uid);
+                item.state = ItemState::Rejected;
+                item.error = Some(format!(
+                    "DGI refused CONFIRM of {uid}: error {code}: {desc}"
+                ));
+                self.save(item)?;
+                Ok(Next::Stop)
+            }
+            Err(TransportError::Unauthorized(why)) => self.unauthorized(item, &why),
+            Err(e @ TransportError::Unreachable(_)) => self.outage(item, e.to_string()),
             Err(e) => self.fail(item, e.to_string()),
         }
     }
@@ -1305,16 +1366,12 @@ impl SyncAgent {
         Ok(Next::Stop)
     }
 
-    /// Puts a dead item back in the queue (after a person checked it was
-    /// not confirmed), with a fresh retry budget.
-    ///
-    /// # Errors
-    /// [`OutboxError::WrongState`] unless the item is dead.
-    pub fn requeue(&self, outlet: &str, seq: u64) -> Result<OutboxItem, AgentError> {
-        let _held = self
+    /// Holds and claims a dead item for a person's decision.
+    fn take_dead(&self, outlet: &str, seq: u64) -> Result<(Busy<'_>, OutboxItem), AgentError> {
+        let held = self
             .hold(outlet, seq)
             .ok_or_else(|| OutboxError::ClaimLost(format!("{outlet}:{seq}")))?;
-        let mut item = self
+        let item = self
             .outbox
             .claim(outlet, seq, self.clock.now_ms(), self.config.lease_ms)?
             .ok_or_else(|| OutboxError::NotFound(format!("{outlet}:{seq}")))?;
@@ -1326,6 +1383,16 @@ impl SyncAgent {
             }
             .into());
         }
+        Ok((held, item))
+    }
+
+    /// Puts a dead item back in the queue (after a person checked it was
+    /// not confirmed), with a fresh retry budget.
+    ///
+    /// # Errors
+    /// [`OutboxError::WrongState`] unless the item is dead.
+    pub fn requeue(&self, outlet: &str, seq: u64) -> Result<OutboxItem, AgentError> {
+        let (_held, mut item) = self.take_dead(outlet, seq)?;
         item.state = ItemState::Queued;
         item.uid = None;
         item.theirs = None;
@@ -1349,21 +1416,7 @@ impl SyncAgent {
         seq: u64,
         elements: &crate::dgi::DgiConfirmation,
     ) -> Result<OutboxItem, AgentError> {
-        let _held = self
-            .hold(outlet, seq)
-            .ok_or_else(|| OutboxError::ClaimLost(format!("{outlet}:{seq}")))?;
-        let mut item = self
-            .outbox
-            .claim(outlet, seq, self.clock.now_ms(), self.config.lease_ms)?
-            .ok_or_else(|| OutboxError::NotFound(format!("{outlet}:{seq}")))?;
-        if item.state != ItemState::Dead {
-            return Err(OutboxError::WrongState {
-                id: item.id(),
-                state: item.state.as_str(),
-                wanted: "dead",
-            }
-            .into());
-        }
+        let (_held, mut item) = self.take_dead(outlet, seq)?;
         elements
             .check()
             .map_err(|e| AgentError::Record(RecordError::Refused(e)))?;

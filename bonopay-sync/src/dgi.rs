@@ -564,7 +564,7 @@ impl<T: DgiTransport + ?Sized> DgiTransport for std::sync::Arc<T> {
 #[must_use]
 pub fn tax_group_differences(
     reply: &Value,
-    ours: &std::collections::BTreeMap<String, Option<Decimal>>,
+    ours: &std::collections::BTreeMap<String, Decimal>,
 ) -> Vec<String> {
     let mut theirs: std::collections::BTreeMap<String, Option<Decimal>> =
         std::collections::BTreeMap::new();
@@ -603,7 +603,7 @@ pub fn tax_group_differences(
         match theirs.get(g) {
             None => out.push(format!("group {g}: not in the e-MCF's table")),
             Some(t) => {
-                let (a, b) = (rate.unwrap_or_default(), t.unwrap_or_default());
+                let (a, b) = (*rate, t.unwrap_or_default());
                 if a != b {
                     out.push(format!("group {g}: our rate {a}%, the e-MCF's {b}%"));
                 }
@@ -832,9 +832,9 @@ mod tests {
 
     #[test]
     fn tax_tables_are_compared_in_both_shapes() {
-        let ours: std::collections::BTreeMap<String, Option<Decimal>> = [
-            ("A".to_owned(), Some(Decimal::ZERO)),
-            ("B".to_owned(), Some(Decimal::from(16))),
+        let ours: std::collections::BTreeMap<String, Decimal> = [
+            ("A".to_owned(), Decimal::ZERO),
+            ("B".to_owned(), Decimal::from(16)),
         ]
         .into_iter()
         .collect();

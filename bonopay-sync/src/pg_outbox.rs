@@ -345,9 +345,9 @@ const SQL_CLAIM_DUE: &str = concat!(
 );
 const SQL_CLAIM_ONE: &str = concat!(
     "UPDATE sync_outbox s SET claimed_by = $1, claim_until = $3, claim_touched_ms = $2
-     WHERE outlet = $4 AND seq = $5 AND ",
+     WHERE outlet = $4 AND seq = $5 AND (s.state = 'dead' OR ",
     claimable!("6", "7"),
-    "
+    ")
      RETURNING outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
        confirmation, error, attempts, next_attempt_ms, updated_ms, change"
 );

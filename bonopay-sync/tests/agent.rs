@@ -868,20 +868,7 @@ fn decimals_go_as_json_numbers_so_a_platform_refusing_strings_takes_them() {
 fn the_emcfs_tax_groups_are_compared_with_ours_and_a_difference_is_shown() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
-    let ours: BTreeMap<String, Option<rust_decimal::Decimal>> = r
-        .fiscalizer
-        .config()
-        .rate_table
-        .groups()
-        .iter()
-        .map(|g| {
-            let rate = match g.treatment {
-                bonopay_tax::Treatment::Vat => g.rate_percent,
-                _ => rust_decimal::Decimal::ZERO,
-            };
-            (g.group.as_str().to_owned(), Some(rate))
-        })
-        .collect();
+    let ours = r.fiscalizer.config().rate_table.invoiced_rates();
     let agent = r.agent(Arc::new(http(&sim))).comparing_rates(ours);
     let h = agent.check_accounts();
     assert!(h[0].rate_differences.is_empty(), "{h:?}");
@@ -920,4 +907,154 @@ fn an_unreachable_emcf_never_dead_letters_a_sale() {
         &HealthThresholds::default(),
     );
     assert_eq!(h.health, Health::Red, "{h:?}");
+}
+
+/// Holds the first CONFIRM back (its caller sees a timeout) and lets it
+/// reach the DGI only when the next CONFIRM is sent: a CONFIRM that lands
+/// late, after the agent saw the uid still pending.
+#[derive(Debug)]
+struct LateConfirm<T> {
+    inner: T,
+    held: std::sync::Mutex<Option<(String, bonopay_sync::dgi::DgiTotals)>>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl<T: DgiTransport> DgiTransport for LateConfirm<T> {
+    fn status(&self) -> Result<bonopay_sync::dgi::DgiStatus, bonopay_sync::dgi::TransportError> {
+        self.inner.status()
+    }
+    fn submit(
+        &self,
+        i: &bonopay_sync::dgi::DgiInvoiceRequest,
+    ) -> Result<bonopay_sync::dgi::DgiSubmitted, bonopay_sync::dgi::TransportError> {
+        self.inner.submit(i)
+    }
+    fn confirm(
+        &self,
+        u: &str,
+        t: &bonopay_sync::dgi::DgiTotals,
+    ) -> Result<bonopay_sync::dgi::DgiConfirmation, bonopay_sync::dgi::TransportError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            *self.held.lock().unwrap() = Some((u.to_owned(), *t));
+            return Err(bonopay_sync::dgi::TransportError::Unknown(
+                "timed out".into(),
+            ));
+        }
+        if let Some((uid, totals)) = self.held.lock().unwrap().take() {
+            let _ = self.inner.confirm(&uid, &totals);
+        }
+        self.inner.confirm(u, t)
+    }
+    fn cancel(&self, u: &str) -> Result<(), bonopay_sync::dgi::TransportError> {
+        self.inner.cancel(u)
+    }
+    fn details(
+        &self,
+        u: &str,
+    ) -> Result<bonopay_sync::dgi::DgiPendingEcho, bonopay_sync::dgi::TransportError> {
+        self.inner.details(u)
+    }
+    fn info(&self, table: &str) -> Result<serde_json::Value, bonopay_sync::dgi::TransportError> {
+        self.inner.info(table)
+    }
+}
+
+#[test]
+fn a_confirm_that_lands_late_is_never_taken_for_an_expiry() {
+    // CONFIRM #1 times out but reaches the DGI later; the uid still looks
+    // pending, so the agent confirms again; #1 lands first and #2 finds the
+    // uid final. Posting again would certify the sale twice.
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    r.seal(1);
+    let late = Arc::new(LateConfirm {
+        inner: http(&sim),
+        held: std::sync::Mutex::new(None),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    let agent = r.agent(late);
+    for _ in 0..5 {
+        agent.run_once().unwrap();
+        r.clock.advance(20 * 60 * 1000);
+    }
+    let item = r.outbox.get(OUTLET, 1).unwrap().unwrap();
+    assert_eq!(item.state, ItemState::Dead, "{item:?}");
+    assert!(item.error.unwrap().starts_with(LOST_CONFIRM));
+    assert_eq!(sim.sim.stats().posted, 1, "never posted again");
+    assert_eq!(sim.sim.confirms().len(), 1);
+    assert!(sim.sim.double_confirms().is_empty());
+}
+
+/// Runs `certify_now` of another invoice from inside the first POST of a
+/// pass: an inline certification finishing while the background pass
+/// holds a batch it read before.
+#[derive(Debug)]
+struct InlineDuringPass<T> {
+    inner: T,
+    agent: std::sync::OnceLock<std::sync::Weak<SyncAgent>>,
+    other: u64,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl<T: DgiTransport> DgiTransport for InlineDuringPass<T> {
+    fn status(&self) -> Result<bonopay_sync::dgi::DgiStatus, bonopay_sync::dgi::TransportError> {
+        self.inner.status()
+    }
+    fn submit(
+        &self,
+        i: &bonopay_sync::dgi::DgiInvoiceRequest,
+    ) -> Result<bonopay_sync::dgi::DgiSubmitted, bonopay_sync::dgi::TransportError> {
+        if !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(agent) = self.agent.get().and_then(std::sync::Weak::upgrade)
+        {
+            let item = agent.certify_now(OUTLET, self.other).unwrap().unwrap();
+            assert_eq!(item.state, ItemState::Synced);
+        }
+        self.inner.submit(i)
+    }
+    fn confirm(
+        &self,
+        u: &str,
+        t: &bonopay_sync::dgi::DgiTotals,
+    ) -> Result<bonopay_sync::dgi::DgiConfirmation, bonopay_sync::dgi::TransportError> {
+        self.inner.confirm(u, t)
+    }
+    fn cancel(&self, u: &str) -> Result<(), bonopay_sync::dgi::TransportError> {
+        self.inner.cancel(u)
+    }
+    fn details(
+        &self,
+        u: &str,
+    ) -> Result<bonopay_sync::dgi::DgiPendingEcho, bonopay_sync::dgi::TransportError> {
+        self.inner.details(u)
+    }
+    fn info(&self, table: &str) -> Result<serde_json::Value, bonopay_sync::dgi::TransportError> {
+        self.inner.info(table)
+    }
+}
+
+#[test]
+fn a_pass_never_works_from_a_copy_an_inline_certification_has_moved_on() {
+    let sim = start_sim(SimConfig::default());
+    let r = rig();
+    r.seal(2);
+    let transport = Arc::new(InlineDuringPass {
+        inner: http(&sim),
+        agent: std::sync::OnceLock::new(),
+        other: 2,
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let agent = Arc::new(r.agent(Arc::clone(&transport) as Arc<dyn DgiTransport>));
+    transport.agent.set(Arc::downgrade(&agent)).unwrap();
+    // The pass reads both items, then (posting the first) the second is
+    // certified inline; the pass must not post the second again.
+    agent.run_once().unwrap();
+    assert_eq!(
+        r.states().get(&ItemState::Synced),
+        Some(&2),
+        "{:?}",
+        r.states()
+    );
+    assert_eq!(sim.sim.stats().posted, 2, "each sale posted once");
+    assert!(sim.sim.double_confirms().is_empty());
 }

@@ -1246,11 +1246,7 @@ fn info_endpoints_answer_the_tables() {
         r#"{"a":0,"b":16,"c":8,"d":0,"e":0,"f":16,"g":8,"h":0,"i":0,"j":0,"k":0,"l":0,"m":0,"n":0}"#
     );
     // What a client compares its own table with finds no difference.
-    let ours: BTreeMap<String, Option<Decimal>> = bonopay_tax::RateTable::dgi_2025()
-        .groups()
-        .iter()
-        .map(|r| (r.group.as_str().to_owned(), Some(r.rate_percent)))
-        .collect();
+    let ours = bonopay_tax::RateTable::dgi_2025().invoiced_rates();
     assert!(bonopay_sync::dgi::tax_group_differences(&g.body, &ours).is_empty());
 
     let codes = |table: &str| -> Vec<String> {
@@ -1309,11 +1305,7 @@ fn a_tax_rate_override_changes_the_table_and_the_totals() {
     let g = s.get("/api/info/taxGroups");
     assert_eq!(g.body["b"], 18);
     assert_eq!(g.body["c"], 8);
-    let ours: BTreeMap<String, Option<Decimal>> = bonopay_tax::RateTable::dgi_2025()
-        .groups()
-        .iter()
-        .map(|r| (r.group.as_str().to_owned(), Some(r.rate_percent)))
-        .collect();
+    let ours = bonopay_tax::RateTable::dgi_2025().invoiced_rates();
     assert_eq!(
         bonopay_sync::dgi::tax_group_differences(&g.body, &ours),
         ["group B: our rate 16%, the e-MCF's 18%"]

@@ -168,6 +168,24 @@ impl RateTable {
     pub fn groups(&self) -> &[GroupRate] {
         &self.groups
     }
+
+    /// The VAT rate the DGI invoices per group letter (`B` → 16): the
+    /// table's rate for VAT groups, 0 for the others. This is what the
+    /// e-MCF's `GET /api/info/taxGroups` reports, so a client compares it
+    /// with that.
+    #[must_use]
+    pub fn invoiced_rates(&self) -> std::collections::BTreeMap<String, Decimal> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let rate = match g.treatment {
+                    Treatment::Vat => g.rate_percent,
+                    _ => Decimal::ZERO,
+                };
+                (g.group.as_str().to_owned(), rate)
+            })
+            .collect()
+    }
 }
 
 impl Default for RateTable {

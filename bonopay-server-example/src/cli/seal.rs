@@ -60,14 +60,7 @@ pub fn run(args: &Args, stdin: &str) -> Result<String, Failure> {
     // Sealed here, with no e-MCF: not a facture normalisée. The elements
     // printed are Bono Pay's own, and say so (docs/format.md §6, §10).
     let el = &sealed.invoice.elements;
-    let rn = bonopay_signer::certification::sfe_number(
-        &sealed.invoice.tuple.outlet,
-        body["fiscal_year"]
-            .as_i64()
-            .and_then(|y| i32::try_from(y).ok())
-            .unwrap_or_default(),
-        body["fiscal_number"]["total"].as_u64().unwrap_or_default(),
-    );
+    let rn = bonopay_signer::certification::sfe_number_of_sealed(&sealed.invoice);
     let out = json!({
         "replayed": sealed.replayed,
         "outlet": sealed.invoice.tuple.outlet,

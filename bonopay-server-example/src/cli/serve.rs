@@ -386,7 +386,7 @@ fn dgi_sync(
     )
     .with_accounts(accounts)
     .recording_with(Arc::clone(fiscalizer) as Arc<dyn bonopay_sync::agent::CertificationRecorder>)
-    .comparing_rates(crate::server::sync::rate_letters(fiscalizer));
+    .comparing_rates(fiscalizer.config().rate_table.invoiced_rates());
     if default_transport.is_none() {
         agent = agent.only_accounts();
     }

@@ -886,14 +886,7 @@ pub async fn create_delivery(
                 created_at: now.clone(),
                 completed_at: now,
             };
-            let store = Arc::clone(&state.deliveries.store);
-            let r = record.clone();
-            blocking(move || {
-                store
-                    .record(&r)
-                    .map_err(|e| ApiError::Internal(e.to_string()))
-            })
-            .await?;
+            keep(&state, &record).await?;
             return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
         }
         _ => {}
@@ -915,14 +908,7 @@ pub async fn create_delivery(
         created_at,
         completed_at: now(),
     };
-    let store = Arc::clone(&state.deliveries.store);
-    let r = record.clone();
-    blocking(move || {
-        store
-            .record(&r)
-            .map_err(|e| ApiError::Internal(e.to_string()))
-    })
-    .await?;
+    keep(&state, &record).await?;
     match outcome {
         Ok(()) => Ok((StatusCode::CREATED, Json(record)).into_response()),
         Err(e) => Err(ApiError::BadGateway {
@@ -934,6 +920,18 @@ pub async fn create_delivery(
             ),
         }),
     }
+}
+
+/// Records a delivery attempt in the server's store.
+async fn keep(state: &Shared, record: &DeliveryRecord) -> Result<(), ApiError> {
+    let store = Arc::clone(&state.deliveries.store);
+    let r = record.clone();
+    blocking(move || {
+        store
+            .record(&r)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await
 }
 
 /// How a waiting delivery's note starts; the PDF format follows in

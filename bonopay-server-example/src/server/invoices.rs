@@ -143,15 +143,7 @@ pub struct InvoicePage {
 
 /// The SFE invoice number of a sealed invoice, from its signed body.
 pub(crate) fn rn_of(sealed: &Sealed) -> String {
-    let body = sealed.invoice.body_value().unwrap_or_default();
-    bonopay_signer::certification::sfe_number(
-        &sealed.invoice.tuple.outlet,
-        body["fiscal_year"]
-            .as_i64()
-            .and_then(|y| i32::try_from(y).ok())
-            .unwrap_or_default(),
-        body["fiscal_number"]["total"].as_u64().unwrap_or_default(),
-    )
+    bonopay_signer::certification::sfe_number_of_sealed(&sealed.invoice).unwrap_or_default()
 }
 
 /// The certification of a loaded invoice (blocking: storage).

@@ -60,27 +60,6 @@ impl CertificationPolicy {
     }
 }
 
-/// Our tax rates by group letter, as the e-MCF's `taxGroups` table is
-/// compared with them: the VAT rate for VAT groups, 0 for the others.
-#[must_use]
-pub fn rate_letters(
-    fiscalizer: &bonopay_signer::Fiscalizer,
-) -> std::collections::BTreeMap<String, Option<rust_decimal::Decimal>> {
-    fiscalizer
-        .config()
-        .rate_table
-        .groups()
-        .iter()
-        .map(|g| {
-            let rate = match g.treatment {
-                bonopay_tax::Treatment::Vat => g.rate_percent,
-                _ => rust_decimal::Decimal::ZERO,
-            };
-            (g.group.as_str().to_owned(), Some(rate))
-        })
-        .collect()
-}
-
 /// Where an invoice stands with the DGI, as every answer about it says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CertificationDto {
@@ -533,21 +512,34 @@ pub async fn requeue(
     authorize_outlet(&state, &who, &outlet).await?;
     let svc = service(&state)?;
     let item = blocking(move || {
-        svc.agent.requeue(&outlet, seq).map_err(|e| match e {
-            bonopay_sync::agent::AgentError::Outbox(
-                bonopay_sync::outbox::OutboxError::NotFound(_),
-            ) => ApiError::NotFound,
-            bonopay_sync::agent::AgentError::Outbox(
-                bonopay_sync::outbox::OutboxError::WrongState { id, state, .. },
-            ) => ApiError::Conflict {
-                code: "not_dead",
-                message: format!("{id} is {state}; only dead-lettered invoices are requeued"),
-            },
-            other => ApiError::Internal(other.to_string()),
-        })
+        svc.agent
+            .requeue(&outlet, seq)
+            .map_err(|e| dead_letter_error(e, "requeued"))
     })
     .await?;
     Ok(Json(item_json(&item)))
+}
+
+/// The answer to a person's decision on a dead letter that failed.
+fn dead_letter_error(e: bonopay_sync::agent::AgentError, verb: &str) -> ApiError {
+    use bonopay_sync::agent::{AgentError, RecordError};
+    use bonopay_sync::outbox::OutboxError;
+    match e {
+        AgentError::Outbox(OutboxError::NotFound(_)) => ApiError::NotFound,
+        AgentError::Outbox(OutboxError::WrongState { id, state, .. }) => ApiError::Conflict {
+            code: "not_dead",
+            message: format!("{id} is {state}; only dead-lettered invoices are {verb}"),
+        },
+        AgentError::Outbox(OutboxError::ClaimLost(id)) => ApiError::Conflict {
+            code: "busy",
+            message: format!("{id} is being worked on right now; try again"),
+        },
+        AgentError::Record(RecordError::Refused(why)) => ApiError::Conflict {
+            code: "elements_refused",
+            message: why,
+        },
+        other => ApiError::Internal(other.to_string()),
+    }
 }
 
 /// Settles an invoice whose CONFIRM answer was lost (a dead letter that
@@ -583,27 +575,13 @@ pub async fn resolve(
     let (outlet, seq) = parse_id(&id)?;
     authorize_outlet(&state, &who, &outlet).await?;
     let svc = service(&state)?;
+    if let Err(why) = elements.check() {
+        return Err(ApiError::invalid("", "invalid_elements", why));
+    }
     let item = blocking(move || {
         svc.agent
             .resolve(&outlet, seq, &elements)
-            .map_err(|e| match e {
-                bonopay_sync::agent::AgentError::Outbox(
-                    bonopay_sync::outbox::OutboxError::NotFound(_),
-                ) => ApiError::NotFound,
-                bonopay_sync::agent::AgentError::Outbox(
-                    bonopay_sync::outbox::OutboxError::WrongState { id, state, .. },
-                ) => ApiError::Conflict {
-                    code: "not_dead",
-                    message: format!("{id} is {state}; only dead-lettered invoices are resolved"),
-                },
-                bonopay_sync::agent::AgentError::Record(
-                    bonopay_sync::agent::RecordError::Refused(why),
-                ) => ApiError::Conflict {
-                    code: "elements_refused",
-                    message: why,
-                },
-                other => ApiError::Internal(other.to_string()),
-            })
+            .map_err(|e| dead_letter_error(e, "resolved"))
     })
     .await?;
     Ok(Json(item_json(&item)))

@@ -1191,59 +1191,7 @@ impl SyncAgent {
         }
         item.state = ItemState::Confirming;
         self.save(item)?;
-        match t.confirm(&uid, &item.ours) {
-            Ok(c) => {
-                // Stored before anything else: the e-MCF never tells them
-                // again.
-                item.state = ItemState::Confirmed;
-                item.confirmation = Some(c);
-                item.error = None;
-                self.save(item)?;
-                Ok(Next::Continue)
-            }
-            Err(TransportError::Rejected { code, desc, .. }) if code == codes::UNKNOWN_OR_FINAL => {
-                // The uid is final, and not by a CONFIRM of ours: an item
-                // is `submitted` only after a fresh POST or a CONFIRM that
-                // certainly never arrived (one whose outcome is unknown
-                // keeps it `confirming` until settled, `reconfirm`). So it
-                // expired (or was cancelled): nothing was certified, post
-                // again.
-                item.state = ItemState::Queued;
-                item.uid = None;
-                item.theirs = None;
-                item.error = Some(format!("uid {uid} expired before its CONFIRM ({desc})"));
-                self.save(item)?;
-                Ok(Next::Continue)
-            }
-            Err(TransportError::Rejected { status, code, desc }) if status < 500 => {
-                // The DGI refused the confirm itself (its totals check):
-                // nothing was confirmed. Cancel the pending uid so it does
-                // not linger, and report.
-                let _ = t.cancel(&uid);
-                item.state = ItemState::Rejected;
-                item.error = Some(format!(
-                    "DGI refused CONFIRM of {uid}: error {code}: {desc}"
-                ));
-                self.save(item)?;
-                Ok(Next::Stop)
-            }
-            Err(TransportError::Unauthorized(why)) => {
-                // Refused at the door: the CONFIRM did not take effect.
-                item.state = ItemState::Submitted;
-                self.unauthorized(item, &why)
-            }
-            Err(e @ TransportError::Unreachable(_)) => {
-                // Certainly not sent: still `submitted`, so a later error 20
-                // can only mean the uid expired.
-                item.state = ItemState::Submitted;
-                self.outage(item, e.to_string())
-            }
-            Err(e) => {
-                // Otherwise ask the DGI where the uid stands (on the next
-                // attempt) rather than guess.
-                self.fail(item, e.to_string())
-            }
-        }
+        self.send_confirm(t, item, &uid, false)
     }
 
     /// The CONFIRM's answer was lost: ask the DGI whether the uid is still
@@ -1270,7 +1218,7 @@ impl SyncAgent {
                 // earlier CONFIRM of ours may still land (a timeout does
                 // not stop the DGI), so if this one finds the uid final,
                 // it is the lost-answer case, never an expiry.
-                self.reconfirm(t, item, &uid)
+                self.send_confirm(t, item, &uid, true)
             }
             Ok(d) => {
                 item.state = ItemState::Dead;
@@ -1282,29 +1230,48 @@ impl SyncAgent {
                 Ok(Next::Stop)
             }
             Err(TransportError::Rejected { code, desc, .. }) if code == codes::UNKNOWN_OR_FINAL => {
-                item.state = ItemState::Dead;
-                item.error = Some(format!(
-                    "{LOST_CONFIRM}: the answer to CONFIRM of uid {uid} was lost and the e-MCF no longer reports it ({desc}); it was confirmed or it expired. Look up SFE number {} on the DGI portal: if it is certified, enter its elements (resolve); if not, requeue it",
-                    item.request.rn
-                ));
-                self.save(item)?;
-                Ok(Next::Stop)
+                self.lost_confirm(item, &uid, &desc)
             }
             Err(TransportError::Unauthorized(why)) => self.unauthorized(item, &why),
             Err(e) => self.fail(item, e.to_string()),
         }
     }
 
-    /// CONFIRM again an item that is `confirming` (an earlier CONFIRM's
-    /// outcome is unknown, and the uid was seen pending since).
-    fn reconfirm(
+    /// Dead-letters an item whose uid is final while a CONFIRM of ours may
+    /// have reached it: confirmed or expired, nobody can tell through the
+    /// API, so a person decides from the DGI portal.
+    fn lost_confirm(
+        &self,
+        item: &mut OutboxItem,
+        uid: &str,
+        desc: &str,
+    ) -> Result<Next, AgentError> {
+        item.state = ItemState::Dead;
+        item.error = Some(format!(
+            "{LOST_CONFIRM}: the answer to a CONFIRM of uid {uid} was lost and the e-MCF no longer reports it ({desc}); it was confirmed or it expired. Look up SFE number {} on the DGI portal: if it is certified, enter its elements (resolve); if not, requeue it",
+            item.request.rn
+        ));
+        self.save(item)?;
+        Ok(Next::Stop)
+    }
+
+    /// Sends CONFIRM for an item stored `confirming`. `earlier` says
+    /// whether an earlier CONFIRM of this uid may have reached the DGI (its
+    /// outcome was unknown; the uid was seen pending since, but a timeout
+    /// does not stop the DGI, so it may still land). Without one, error 20
+    /// means the uid expired or was cancelled and the sale is posted again;
+    /// with one, it is the lost-answer case, for a person.
+    fn send_confirm(
         &self,
         t: &dyn DgiTransport,
         item: &mut OutboxItem,
         uid: &str,
+        earlier: bool,
     ) -> Result<Next, AgentError> {
         match t.confirm(uid, &item.ours) {
             Ok(c) => {
+                // Stored before anything else: the e-MCF never tells them
+                // again.
                 item.state = ItemState::Confirmed;
                 item.confirmation = Some(c);
                 item.error = None;
@@ -1312,18 +1279,23 @@ impl SyncAgent {
                 Ok(Next::Continue)
             }
             Err(TransportError::Rejected { code, desc, .. }) if code == codes::UNKNOWN_OR_FINAL => {
-                item.state = ItemState::Dead;
-                item.error = Some(format!(
-                    "{LOST_CONFIRM}: uid {uid} became final while an earlier CONFIRM's answer was lost ({desc}); it was confirmed or it expired. Look up SFE number {} on the DGI portal: if it is certified, enter its elements (resolve); if not, requeue it",
-                    item.request.rn
-                ));
+                if earlier {
+                    return self.lost_confirm(item, uid, &desc);
+                }
+                // Final, and not by a CONFIRM of ours: it expired (or was
+                // cancelled), nothing was certified: post again.
+                item.state = ItemState::Queued;
+                item.uid = None;
+                item.theirs = None;
+                item.error = Some(format!("uid {uid} expired before its CONFIRM ({desc})"));
                 self.save(item)?;
-                Ok(Next::Stop)
+                Ok(Next::Continue)
             }
             Err(TransportError::Rejected { status, code, desc }) if status < 500 => {
-                // The DGI refused this CONFIRM (its totals check): nothing
-                // was confirmed by it, and the earlier one was not either
-                // (the uid was pending after it).
+                // The DGI refused the confirm itself (its totals check):
+                // nothing was confirmed (an earlier one neither: the uid
+                // was pending after it). Cancel the uid so it does not
+                // linger, and report.
                 let _ = t.cancel(uid);
                 item.state = ItemState::Rejected;
                 item.error = Some(format!(
@@ -1332,8 +1304,23 @@ impl SyncAgent {
                 self.save(item)?;
                 Ok(Next::Stop)
             }
-            Err(TransportError::Unauthorized(why)) => self.unauthorized(item, &why),
-            Err(e @ TransportError::Unreachable(_)) => self.outage(item, e.to_string()),
+            // Refused at the door, or never sent: this CONFIRM did not take
+            // effect. Without an earlier one the item is `submitted` again,
+            // so a later error 20 can only mean an expiry.
+            Err(TransportError::Unauthorized(why)) => {
+                if !earlier {
+                    item.state = ItemState::Submitted;
+                }
+                self.unauthorized(item, &why)
+            }
+            Err(e @ TransportError::Unreachable(_)) => {
+                if !earlier {
+                    item.state = ItemState::Submitted;
+                }
+                self.outage(item, e.to_string())
+            }
+            // Otherwise ask the DGI where the uid stands (on the next
+            // attempt) rather than guess.
             Err(e) => self.fail(item, e.to_string()),
         }
     }

@@ -413,45 +413,75 @@ fn reconcile_cancels_orphans_and_the_pending_cap_is_respected() {
     assert!(sim.sim.double_confirms().is_empty());
 }
 
-/// Fails every POST of one invoice with a 5xx, before the DGI acts on it.
-#[derive(Debug)]
-struct Poison<T>(T, String);
+use bonopay_sync::dgi::{
+    DgiConfirmation, DgiInvoiceRequest, DgiSubmitted, DgiTotals, TransportError,
+};
 
-impl<T: DgiTransport> DgiTransport for Poison<T> {
-    fn status(&self) -> Result<bonopay_sync::dgi::DgiStatus, bonopay_sync::dgi::TransportError> {
-        self.0.status()
-    }
+/// What a test changes about the real transport: every call it does not
+/// override goes straight to the simulator over HTTP.
+trait Intercept: std::fmt::Debug + Send + Sync {
     fn submit(
         &self,
-        i: &bonopay_sync::dgi::DgiInvoiceRequest,
-    ) -> Result<bonopay_sync::dgi::DgiSubmitted, bonopay_sync::dgi::TransportError> {
-        if i.rn == self.1 {
-            // A 5xx for this invoice alone, before the DGI acted on it.
-            return Err(bonopay_sync::dgi::TransportError::Unknown(
-                "poisoned: HTTP 500".into(),
-            ));
-        }
-        self.0.submit(i)
+        inner: &HttpDgiTransport,
+        i: &DgiInvoiceRequest,
+    ) -> Result<DgiSubmitted, TransportError> {
+        inner.submit(i)
     }
     fn confirm(
         &self,
-        u: &str,
-        t: &bonopay_sync::dgi::DgiTotals,
-    ) -> Result<bonopay_sync::dgi::DgiConfirmation, bonopay_sync::dgi::TransportError> {
-        self.0.confirm(u, t)
+        inner: &HttpDgiTransport,
+        uid: &str,
+        t: &DgiTotals,
+    ) -> Result<DgiConfirmation, TransportError> {
+        inner.confirm(uid, t)
     }
-    fn cancel(&self, u: &str) -> Result<(), bonopay_sync::dgi::TransportError> {
+}
+
+/// The real HTTP transport with an [`Intercept`] in front of it.
+#[derive(Debug)]
+struct Intercepted<I>(HttpDgiTransport, I);
+
+impl<I: Intercept> DgiTransport for Intercepted<I> {
+    fn status(&self) -> Result<bonopay_sync::dgi::DgiStatus, TransportError> {
+        self.0.status()
+    }
+    fn submit(&self, i: &DgiInvoiceRequest) -> Result<DgiSubmitted, TransportError> {
+        self.1.submit(&self.0, i)
+    }
+    fn confirm(&self, u: &str, t: &DgiTotals) -> Result<DgiConfirmation, TransportError> {
+        self.1.confirm(&self.0, u, t)
+    }
+    fn cancel(&self, u: &str) -> Result<(), TransportError> {
         self.0.cancel(u)
     }
-    fn details(
-        &self,
-        u: &str,
-    ) -> Result<bonopay_sync::dgi::DgiPendingEcho, bonopay_sync::dgi::TransportError> {
+    fn details(&self, u: &str) -> Result<bonopay_sync::dgi::DgiPendingEcho, TransportError> {
         self.0.details(u)
     }
-    fn info(&self, table: &str) -> Result<serde_json::Value, bonopay_sync::dgi::TransportError> {
+    fn info(&self, table: &str) -> Result<serde_json::Value, TransportError> {
         self.0.info(table)
     }
+}
+
+/// Fails every POST of one invoice (by `rn`) with a 5xx, before the DGI
+/// acts on it.
+#[derive(Debug)]
+struct Poison(String);
+
+impl Intercept for Poison {
+    fn submit(
+        &self,
+        inner: &HttpDgiTransport,
+        i: &DgiInvoiceRequest,
+    ) -> Result<DgiSubmitted, TransportError> {
+        if i.rn == self.0 {
+            return Err(TransportError::Unknown("poisoned: HTTP 500".into()));
+        }
+        inner.submit(i)
+    }
+}
+
+fn poisoned(sim: &Sim, rn: String) -> Arc<dyn DgiTransport> {
+    Arc::new(Intercepted(http(sim), Poison(rn)))
 }
 
 /// The SFE number of the invoice at `seq` (as the e-MCF sees it).
@@ -465,7 +495,7 @@ fn one_poisoned_invoice_backs_off_alone_until_dead_lettered() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(6);
-    let agent = r.agent(Arc::new(Poison(http(&sim), rn(&r, 2))));
+    let agent = r.agent(poisoned(&sim, rn(&r, 2)));
     agent.run_once().unwrap();
     assert_eq!(
         r.states().get(&ItemState::Synced),
@@ -511,7 +541,7 @@ fn backoff_doubles_with_jitter_and_respects_the_cap() {
     let agent = SyncAgent::with(
         Arc::clone(&r.ledger),
         Arc::clone(&r.outbox),
-        Arc::new(Poison(http(&sim), rn(&r, 1))),
+        poisoned(&sim, rn(&r, 1)),
         r.clock.clone(),
         Box::new(SplitMix(1)),
         AgentConfig {
@@ -620,7 +650,7 @@ fn a_credit_note_waits_for_its_original_and_quotes_its_dgi_code() {
     let note_seq = r.seal_one(&credit_of(&ours));
     // The original cannot get through for now: the credit note must not go
     // first (the e-MCF would refuse it: original unknown, error 11).
-    let blocked = r.agent(Arc::new(Poison(http(&sim), rn(&r, sale_seq))));
+    let blocked = r.agent(poisoned(&sim, rn(&r, sale_seq)));
     blocked.run_once().unwrap();
     let note = r.outbox.get(OUTLET, note_seq).unwrap().unwrap();
     assert_eq!(note.state, ItemState::Queued, "{note:?}");
@@ -913,49 +943,26 @@ fn an_unreachable_emcf_never_dead_letters_a_sale() {
 /// reach the DGI only when the next CONFIRM is sent: a CONFIRM that lands
 /// late, after the agent saw the uid still pending.
 #[derive(Debug)]
-struct LateConfirm<T> {
-    inner: T,
-    held: std::sync::Mutex<Option<(String, bonopay_sync::dgi::DgiTotals)>>,
+struct LateConfirm {
+    held: std::sync::Mutex<Option<(String, DgiTotals)>>,
     armed: std::sync::atomic::AtomicBool,
 }
 
-impl<T: DgiTransport> DgiTransport for LateConfirm<T> {
-    fn status(&self) -> Result<bonopay_sync::dgi::DgiStatus, bonopay_sync::dgi::TransportError> {
-        self.inner.status()
-    }
-    fn submit(
-        &self,
-        i: &bonopay_sync::dgi::DgiInvoiceRequest,
-    ) -> Result<bonopay_sync::dgi::DgiSubmitted, bonopay_sync::dgi::TransportError> {
-        self.inner.submit(i)
-    }
+impl Intercept for LateConfirm {
     fn confirm(
         &self,
+        inner: &HttpDgiTransport,
         u: &str,
-        t: &bonopay_sync::dgi::DgiTotals,
-    ) -> Result<bonopay_sync::dgi::DgiConfirmation, bonopay_sync::dgi::TransportError> {
+        t: &DgiTotals,
+    ) -> Result<DgiConfirmation, TransportError> {
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             *self.held.lock().unwrap() = Some((u.to_owned(), *t));
-            return Err(bonopay_sync::dgi::TransportError::Unknown(
-                "timed out".into(),
-            ));
+            return Err(TransportError::Unknown("timed out".into()));
         }
         if let Some((uid, totals)) = self.held.lock().unwrap().take() {
-            let _ = self.inner.confirm(&uid, &totals);
+            let _ = inner.confirm(&uid, &totals);
         }
-        self.inner.confirm(u, t)
-    }
-    fn cancel(&self, u: &str) -> Result<(), bonopay_sync::dgi::TransportError> {
-        self.inner.cancel(u)
-    }
-    fn details(
-        &self,
-        u: &str,
-    ) -> Result<bonopay_sync::dgi::DgiPendingEcho, bonopay_sync::dgi::TransportError> {
-        self.inner.details(u)
-    }
-    fn info(&self, table: &str) -> Result<serde_json::Value, bonopay_sync::dgi::TransportError> {
-        self.inner.info(table)
+        inner.confirm(u, t)
     }
 }
 
@@ -967,11 +974,13 @@ fn a_confirm_that_lands_late_is_never_taken_for_an_expiry() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(1);
-    let late = Arc::new(LateConfirm {
-        inner: http(&sim),
-        held: std::sync::Mutex::new(None),
-        armed: std::sync::atomic::AtomicBool::new(true),
-    });
+    let late = Arc::new(Intercepted(
+        http(&sim),
+        LateConfirm {
+            held: std::sync::Mutex::new(None),
+            armed: std::sync::atomic::AtomicBool::new(true),
+        },
+    ));
     let agent = r.agent(late);
     for _ in 0..5 {
         agent.run_once().unwrap();
@@ -989,47 +998,25 @@ fn a_confirm_that_lands_late_is_never_taken_for_an_expiry() {
 /// pass: an inline certification finishing while the background pass
 /// holds a batch it read before.
 #[derive(Debug)]
-struct InlineDuringPass<T> {
-    inner: T,
+struct InlineDuringPass {
     agent: std::sync::OnceLock<std::sync::Weak<SyncAgent>>,
     other: u64,
     fired: std::sync::atomic::AtomicBool,
 }
 
-impl<T: DgiTransport> DgiTransport for InlineDuringPass<T> {
-    fn status(&self) -> Result<bonopay_sync::dgi::DgiStatus, bonopay_sync::dgi::TransportError> {
-        self.inner.status()
-    }
+impl Intercept for InlineDuringPass {
     fn submit(
         &self,
-        i: &bonopay_sync::dgi::DgiInvoiceRequest,
-    ) -> Result<bonopay_sync::dgi::DgiSubmitted, bonopay_sync::dgi::TransportError> {
+        inner: &HttpDgiTransport,
+        i: &DgiInvoiceRequest,
+    ) -> Result<DgiSubmitted, TransportError> {
         if !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
             && let Some(agent) = self.agent.get().and_then(std::sync::Weak::upgrade)
         {
             let item = agent.certify_now(OUTLET, self.other).unwrap().unwrap();
             assert_eq!(item.state, ItemState::Synced);
         }
-        self.inner.submit(i)
-    }
-    fn confirm(
-        &self,
-        u: &str,
-        t: &bonopay_sync::dgi::DgiTotals,
-    ) -> Result<bonopay_sync::dgi::DgiConfirmation, bonopay_sync::dgi::TransportError> {
-        self.inner.confirm(u, t)
-    }
-    fn cancel(&self, u: &str) -> Result<(), bonopay_sync::dgi::TransportError> {
-        self.inner.cancel(u)
-    }
-    fn details(
-        &self,
-        u: &str,
-    ) -> Result<bonopay_sync::dgi::DgiPendingEcho, bonopay_sync::dgi::TransportError> {
-        self.inner.details(u)
-    }
-    fn info(&self, table: &str) -> Result<serde_json::Value, bonopay_sync::dgi::TransportError> {
-        self.inner.info(table)
+        inner.submit(i)
     }
 }
 
@@ -1038,14 +1025,16 @@ fn a_pass_never_works_from_a_copy_an_inline_certification_has_moved_on() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(2);
-    let transport = Arc::new(InlineDuringPass {
-        inner: http(&sim),
-        agent: std::sync::OnceLock::new(),
-        other: 2,
-        fired: std::sync::atomic::AtomicBool::new(false),
-    });
+    let transport = Arc::new(Intercepted(
+        http(&sim),
+        InlineDuringPass {
+            agent: std::sync::OnceLock::new(),
+            other: 2,
+            fired: std::sync::atomic::AtomicBool::new(false),
+        },
+    ));
     let agent = Arc::new(r.agent(Arc::clone(&transport) as Arc<dyn DgiTransport>));
-    transport.agent.set(Arc::downgrade(&agent)).unwrap();
+    transport.1.agent.set(Arc::downgrade(&agent)).unwrap();
     // The pass reads both items, then (posting the first) the second is
     // certified inline; the pass must not post the second again.
     agent.run_once().unwrap();

@@ -113,6 +113,16 @@ impl DeliveryStatus {
         }
     }
 
+    /// The status of an attempt that ended with `outcome`.
+    #[must_use]
+    pub fn of<E>(outcome: &Result<(), E>) -> Self {
+        if outcome.is_ok() {
+            DeliveryStatus::Sent
+        } else {
+            DeliveryStatus::Failed
+        }
+    }
+
     /// The status named `s` (as [`DeliveryStatus::as_str`] writes it).
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
@@ -899,11 +909,7 @@ pub async fn create_delivery(
         merchant_nif: who.merchant_nif.clone(),
         channel: req.channel,
         recipient: to,
-        status: if outcome.is_ok() {
-            DeliveryStatus::Sent
-        } else {
-            DeliveryStatus::Failed
-        },
+        status: DeliveryStatus::of(&outcome),
         error: outcome.as_ref().err().map(ToString::to_string),
         created_at,
         completed_at: now(),
@@ -1099,11 +1105,7 @@ pub async fn send_waiting(state: &Shared) -> Result<usize, ApiError> {
         };
         let outcome = send_document(state, sealed, w.channel, &w.recipient, format).await?;
         let settled = DeliveryRecord {
-            status: if outcome.is_ok() {
-                DeliveryStatus::Sent
-            } else {
-                DeliveryStatus::Failed
-            },
+            status: DeliveryStatus::of(&outcome),
             error: outcome.as_ref().err().map(ToString::to_string),
             completed_at: now(),
             ..w

@@ -423,9 +423,20 @@ pub async fn create_invoice(
     .await?;
     let sealed = result.map_err(|e| seal_error(&state, e))?;
     let outlet = sealed.invoice.tuple.outlet.clone();
-    certify_within_deadline(&state, &outlet, sealed.seq).await;
     let replayed = sealed.replayed;
-    let body = view(&state, sealed).await?;
+    let emcf = state
+        .sync
+        .as_ref()
+        .is_some_and(|s| s.policy.mode(&outlet) == crate::datadir::CertificationMode::Emcf);
+    let body = if emcf || replayed {
+        certify_within_deadline(&state, &outlet, sealed.seq).await;
+        view(&state, sealed).await?
+    } else {
+        // A sale just sealed on an outlet that is not certified has no
+        // certification to look up: no storage read on the hot path.
+        let c = super::sync::CertificationDto::not_certified(rn_of(&sealed));
+        dto(&sealed, c)?
+    };
     let settled = matches!(
         body.certification.state.as_str(),
         "certified" | "not_certified"

@@ -91,6 +91,23 @@ pub struct CertificationDto {
     pub ledger_seq: Option<u64>,
 }
 
+impl CertificationDto {
+    /// An invoice of an outlet in mode `none`, with no certification.
+    #[must_use]
+    pub fn not_certified(rn: String) -> Self {
+        Self {
+            mode: CertificationMode::None.as_str().to_owned(),
+            state: "not_certified".into(),
+            rn,
+            dgi: None,
+            source: None,
+            error: None,
+            needs_attention: false,
+            ledger_seq: None,
+        }
+    }
+}
+
 /// The certification of a sealed invoice: its certification entry if it
 /// has one (whatever the mode today), else what the outbox and the mode
 /// say. Blocking (storage).
@@ -105,16 +122,8 @@ pub fn certification_of(
     rn: &str,
 ) -> Result<CertificationDto, ApiError> {
     let mode = sync.map_or(CertificationMode::None, |s| s.policy.mode(outlet));
-    let mut dto = CertificationDto {
-        mode: mode.as_str().to_owned(),
-        state: "not_certified".into(),
-        rn: rn.to_owned(),
-        dgi: None,
-        source: None,
-        error: None,
-        needs_attention: false,
-        ledger_seq: None,
-    };
+    let mut dto = CertificationDto::not_certified(rn.to_owned());
+    dto.mode = mode.as_str().to_owned();
     if let Some(c) = fiscalizer
         .certification_of(outlet, seq)
         .map_err(|e| ApiError::Internal(e.to_string()))?

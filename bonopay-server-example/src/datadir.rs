@@ -23,7 +23,9 @@
 //!   "listen": "127.0.0.1:8080",
 //!   "database": {"ledger": "ledger.db", "auth": "auth.db"},
 //!   "signer": {"type": "software", "key_file": "keys/seal-p256.pem"},
-//!   "limits": {"body_bytes": 1048576, "request_timeout_secs": 30},
+//!   "limits": {"body_bytes": 1048576, "request_timeout_secs": 30,
+//!              "max_connections": 512, "header_timeout_secs": 10,
+//!              "idle_timeout_secs": 60},
 //!   "reference_rates": {"USD": "2850.50"},
 //!   "deliveries": {"smtp_url": "smtp://127.0.0.1:25", "smtp_from": "Bono Pay <recus@example.cd>",
 //!                  "whatsapp_url": "https://…/messages", "whatsapp_token": "…"},
@@ -190,7 +192,8 @@ pub struct MerchantConfig {
     pub outlets: Vec<OutletConfig>,
 }
 
-/// Request limits of `bonopay serve`.
+/// Request and connection limits of `bonopay serve`. The defaults suit a
+/// public deployment as they are (README, "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -200,6 +203,16 @@ pub struct LimitsConfig {
     /// Longest request, seconds.
     #[serde(default = "LimitsConfig::default_timeout")]
     pub request_timeout_secs: u64,
+    /// Most connections open at once (kept below the file-descriptor limit).
+    #[serde(default = "LimitsConfig::default_max_connections")]
+    pub max_connections: usize,
+    /// Longest time from a request's first byte to the end of its headers,
+    /// seconds.
+    #[serde(default = "LimitsConfig::default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Longest a connection may stay open without a request, seconds.
+    #[serde(default = "LimitsConfig::default_idle_timeout")]
+    pub idle_timeout_secs: u64,
 }
 
 impl LimitsConfig {
@@ -209,6 +222,38 @@ impl LimitsConfig {
     fn default_timeout() -> u64 {
         30
     }
+    fn default_max_connections() -> usize {
+        512
+    }
+    fn default_header_timeout() -> u64 {
+        10
+    }
+    fn default_idle_timeout() -> u64 {
+        60
+    }
+
+    /// Every limit must let something through: a zero would refuse every
+    /// request (or connection) while looking like a working server.
+    ///
+    /// # Errors
+    /// A message naming the first limit that is zero.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, zero) in [
+            ("limits.body_bytes", self.body_bytes == 0),
+            (
+                "limits.request_timeout_secs",
+                self.request_timeout_secs == 0,
+            ),
+            ("limits.max_connections", self.max_connections == 0),
+            ("limits.header_timeout_secs", self.header_timeout_secs == 0),
+            ("limits.idle_timeout_secs", self.idle_timeout_secs == 0),
+        ] {
+            if zero {
+                return Err(format!("{name} must be at least 1 in config.json"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for LimitsConfig {
@@ -216,6 +261,9 @@ impl Default for LimitsConfig {
         Self {
             body_bytes: Self::default_body(),
             request_timeout_secs: Self::default_timeout(),
+            max_connections: Self::default_max_connections(),
+            header_timeout_secs: Self::default_header_timeout(),
+            idle_timeout_secs: Self::default_idle_timeout(),
         }
     }
 }

@@ -404,3 +404,70 @@ fn instances_bootstrapping_together_create_one_owner_key() {
         assert!(store.outlet(&merchants[0].outlets[0].id).unwrap().is_some());
     }
 }
+
+/// `bonopay keys` reaches a PostgreSQL deployment through `--database-url`
+/// (no data directory needed): create, list, revoke, and the last owner
+/// key is kept there too.
+#[test]
+fn keys_cli_on_postgres() {
+    let db = TestDb::new();
+    db.store().insert_outlet(&outlet("o1", "A1")).unwrap();
+    let nowhere = tempfile::tempdir().unwrap();
+    let keys = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bonopay"))
+            .arg("keys")
+            .args(args)
+            .args(["--database-url", &db.url])
+            .arg("--data-dir")
+            .arg(nowhere.path().join("none"))
+            .env_remove("BONOPAY_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let owner = json(&keys(&["create", "--merchant", "A1", "--role", "owner"]));
+    let token = owner["token"].as_str().unwrap();
+    let stored = db.store().key_by_hash(&hash_token(token)).unwrap().unwrap();
+    assert_eq!(stored.role, Role::Owner);
+    assert_eq!(stored.merchant_nif, "A1");
+
+    let cashier = json(&keys(&[
+        "create",
+        "--merchant",
+        "A1",
+        "--role",
+        "cashier",
+        "--outlet",
+        "o1",
+    ]));
+    assert_eq!(cashier["key"]["outlets"], serde_json::json!(["o1"]));
+    let foreign = keys(&[
+        "create",
+        "--merchant",
+        "A1",
+        "--role",
+        "cashier",
+        "--outlet",
+        "o9",
+    ]);
+    assert_eq!(foreign.status.code(), Some(2), "o9 is not A1's outlet");
+
+    let listed = json(&keys(&["list", "--merchant", "A1"]));
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
+
+    let owner_id = owner["key"]["id"].as_str().unwrap();
+    let refused = keys(&["revoke", "--merchant", "A1", owner_id]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("last owner key"));
+    let cashier_id = cashier["key"]["id"].as_str().unwrap();
+    let revoked = json(&keys(&["revoke", "--merchant", "A1", cashier_id]));
+    assert_eq!(revoked["revoked"], true);
+    assert!(!nowhere.path().join("none").exists());
+}

@@ -270,7 +270,8 @@ fn the_api_key_copy_is_atomic_and_keeps_revocations() {
     };
     keys.insert_key(&key("key_live", Role::Cashier), &hash_token("tok_live"))
         .unwrap();
-    keys.insert_key(&key("key_gone", Role::Owner), &hash_token("tok_gone"))
+    // Not an owner key: a merchant's last owner key cannot be revoked.
+    keys.insert_key(&key("key_gone", Role::Auditor), &hash_token("tok_gone"))
         .unwrap();
     assert!(keys.revoke_key(NIF_A, "key_gone").unwrap());
     drop(keys);
@@ -303,7 +304,7 @@ fn the_api_key_copy_is_atomic_and_keeps_revocations() {
     assert_eq!(live, key("key_live", Role::Cashier));
     let gone = store.key_by_hash(&hash_token("tok_gone")).unwrap().unwrap();
     assert!(gone.revoked, "a revoked key stays revoked");
-    assert_eq!(gone.role, Role::Owner);
+    assert_eq!(gone.role, Role::Auditor);
     assert!(store.outlet(OUTLET_A).unwrap().is_some());
     // A second copy finds the same rows and copies nothing more.
     assert_eq!(copy_auth(&auth, &db.url).unwrap(), (0, 0));

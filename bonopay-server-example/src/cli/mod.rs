@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 pub mod canonicalize;
 pub mod dgi_sim;
 pub mod export;
+pub mod keys;
 pub mod ledger;
 pub mod migrate;
 pub mod report;
@@ -65,6 +66,10 @@ pub enum Command {
     /// Check an audit bundle offline: chain, counters, signatures, and
     /// every report recomputed. Exit 0 valid, 1 invalid, 2 unreadable.
     Verify(verify::Args),
+    /// API keys, straight on the key store (the operator's way back for a
+    /// merchant locked out of the API).
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Run the DGI e-MCF simulator (API under /api) in memory: prints its
     /// URL and a bearer token, then serves until Ctrl-C.
     DgiSim(dgi_sim::Args),
@@ -122,6 +127,7 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Verify(args) => verify::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::DgiSim(args) => dgi_sim::run(args),
+        Command::Keys(command) => keys::run(command),
     }
 }
 

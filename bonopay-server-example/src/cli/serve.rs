@@ -19,6 +19,7 @@ use crate::server::auth::{
 use crate::server::deliveries::{
     Deliveries, DeliveryStore, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel,
 };
+use crate::server::listen::ConnectionLimits;
 use crate::server::webhooks::Webhooks;
 use crate::server::{AppState, Limits, MerchantProfile};
 
@@ -51,21 +52,69 @@ fn now() -> String {
 /// Returns `(merchant, token)` for each key created.
 ///
 /// # Errors
-/// A message if an outlet is registered to another merchant, or the store fails.
+/// A message if an outlet is registered to another merchant, or the store
+/// fails. `bonopay serve` uses [`bootstrap_with_conflicts`] instead, which
+/// starts anyway.
 pub fn bootstrap(
     keys: &dyn ApiKeyStore,
     merchants: &[crate::datadir::MerchantConfig],
 ) -> Result<Vec<(String, String)>, String> {
+    let (created, conflicts) = bootstrap_with_conflicts(keys, merchants)?;
+    match conflicts.first() {
+        Some(c) => Err(c.to_string()),
+        None => Ok(created),
+    }
+}
+
+/// An outlet that `config.json` names for one merchant while the key store
+/// has it registered to another.
+///
+/// The registration wins: an outlet belongs to the merchant that registered
+/// it first (through `config.json` or the API), because its ledger already
+/// holds that merchant's invoices and its numbering. The `config.json`
+/// entry is ignored, with all its settings, until the operator fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct OutletConflict {
+    /// The outlet id.
+    pub outlet: String,
+    /// The merchant `config.json` names for it.
+    pub config_merchant: String,
+}
+
+impl std::fmt::Display for OutletConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "outlet {} of merchant {} in config.json is registered to another merchant; \
+             the config.json entry is ignored (the first registration wins)",
+            self.outlet, self.config_merchant
+        )
+    }
+}
+
+/// A bootstrap owner key just created: `(merchant NIF, token)`.
+pub type CreatedOwnerKey = (String, String);
+
+/// [`bootstrap`] that does not stop at a conflicting outlet: the conflicts
+/// are returned for the log and `/healthz`, and every other outlet and key
+/// is set up. No tenant action can thus keep the server from starting.
+///
+/// # Errors
+/// A message if the store fails.
+pub fn bootstrap_with_conflicts(
+    keys: &dyn ApiKeyStore,
+    merchants: &[crate::datadir::MerchantConfig],
+) -> Result<(Vec<CreatedOwnerKey>, Vec<OutletConflict>), String> {
     let mut created = Vec::new();
+    let mut conflicts = Vec::new();
     for m in merchants {
         for o in &m.outlets {
+            let conflict = || OutletConflict {
+                outlet: o.id.clone(),
+                config_merchant: m.nif.clone(),
+            };
             match keys.outlet(&o.id).map_err(|e| e.to_string())? {
-                Some(existing) if existing.merchant_nif != m.nif => {
-                    return Err(format!(
-                        "outlet {} of merchant {} in config.json is registered to another merchant",
-                        o.id, m.nif
-                    ));
-                }
+                Some(existing) if existing.merchant_nif != m.nif => conflicts.push(conflict()),
                 Some(_) => {}
                 None => match keys.insert_outlet(&Outlet {
                     id: o.id.clone(),
@@ -73,16 +122,13 @@ pub fn bootstrap(
                     created_at: now(),
                 }) {
                     Ok(()) => {}
-                    // Another instance registered it at the same moment:
-                    // fine if for this merchant, an error otherwise.
+                    // Another instance (or a tenant through the API)
+                    // registered it at the same moment: fine if for this
+                    // merchant, a conflict otherwise.
                     Err(AuthError::OutletTaken(_)) => match keys.outlet(&o.id) {
                         Ok(Some(x)) if x.merchant_nif == m.nif => {}
-                        _ => {
-                            return Err(format!(
-                                "outlet {} of merchant {} in config.json is registered to another merchant",
-                                o.id, m.nif
-                            ));
-                        }
+                        Ok(_) => conflicts.push(conflict()),
+                        Err(e) => return Err(e.to_string()),
                     },
                     Err(e) => return Err(e.to_string()),
                 },
@@ -123,7 +169,7 @@ pub fn bootstrap(
             }
         }
     }
-    Ok(created)
+    Ok((created, conflicts))
 }
 
 /// The delivery channels of `config`, recording in the `deliveries` table
@@ -169,7 +215,7 @@ pub fn deliveries_in(
 /// address cannot be opened.
 pub fn run(args: &Args) -> Result<String, Failure> {
     let path = DataDir::resolve(args.data_dir.as_deref());
-    let dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
+    let mut dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
     say(&format!(
         "bonopay: data directory {} ({}), signing key {}",
         dir.path.display(),
@@ -200,10 +246,24 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     let mut delivery_config = dir.config.deliveries.clone();
     delivery_config.smtp_ca_file = delivery_config.smtp_ca_file.map(|f| dir.file(&f));
     let deliveries = deliveries_in(&delivery_config, delivery_store).map_err(Failure::Message)?;
-    for (merchant, token) in bootstrap(&*keys, &dir.config.merchants).map_err(Failure::Message)? {
+    let (created, conflicts) =
+        bootstrap_with_conflicts(&*keys, &dir.config.merchants).map_err(Failure::Message)?;
+    for (merchant, token) in created {
         say(&format!(
             "bonopay: owner API key for merchant {merchant} (shown once, keep it): {token}"
         ));
+    }
+    for c in &conflicts {
+        say(&format!("bonopay: warning: {c}"));
+    }
+    // The ignored entries take none of their settings (time zone,
+    // certification) to the outlet of the merchant that owns it.
+    for m in &mut dir.config.merchants {
+        m.outlets.retain(|o| {
+            !conflicts
+                .iter()
+                .any(|c| c.outlet == o.id && c.config_merchant == m.nif)
+        });
     }
     let fiscalizer = Arc::new(dir.fiscalizer().map_err(Failure::Message)?);
     // --- webhooks (issue 7): producer sources ---
@@ -227,15 +287,27 @@ pub fn run(args: &Args) -> Result<String, Failure> {
             })
             .collect(),
     };
+    dir.config.limits.check().map_err(Failure::Message)?;
     let limits = Limits {
         body_bytes: dir.config.limits.body_bytes,
         request_timeout: Duration::from_secs(dir.config.limits.request_timeout_secs),
+    };
+    let (max_connections, fd_note) = connection_cap(dir.config.limits.max_connections);
+    if let Some(note) = fd_note {
+        say(&format!("bonopay: {note}"));
+    }
+    let connection_limits = ConnectionLimits {
+        max_connections,
+        header_timeout: Duration::from_secs(dir.config.limits.header_timeout_secs),
+        idle_timeout: Duration::from_secs(dir.config.limits.idle_timeout_secs),
+        ..ConnectionLimits::default()
     };
     // --- DGI sync (issue 7): the agent on its own thread when configured ---
     let sync = dgi_sync(&dir, &fiscalizer, &webhooks).map_err(Failure::Message)?;
     // --- end DGI sync ---
     let mut state = AppState::new(fiscalizer, keys)
         .with_limits(limits)
+        .with_config_conflicts(conflicts)
         .with_deliveries(deliveries)
         .with_webhooks(webhooks.clone());
     if let Some(sync) = sync {
@@ -287,12 +359,55 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         // --- end webhooks ---
         let state = std::sync::Arc::new(state);
         crate::server::spawn_background(&state, Duration::from_secs(1));
-        axum::serve(listener, crate::server::router_shared(state))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|e| Failure::Message(format!("server: {e}")))
+        let stats = state.connection_stats();
+        crate::server::listen::serve(
+            listener,
+            crate::server::router_shared(state),
+            connection_limits,
+            stats,
+            shutdown(),
+        )
+        .await
+        .map_err(|e| Failure::Message(format!("server: {e}")))
     })?;
     Ok(String::new())
+}
+
+/// Fewer file descriptors than connections would turn the cap into
+/// "accept: too many open files" again: the soft limit is raised to the
+/// hard one (as Go and nginx do), and the cap kept below it (by a quarter,
+/// at most 128) for the ledger, key store and outgoing calls. The note says
+/// when it was cut.
+fn connection_cap(configured: usize) -> (usize, Option<String>) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (limit.current, limit.maximum)
+        && cur < max
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(max.min(1 << 20)),
+            maximum: Some(max),
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let Some(fds) = limit.current else {
+        return (configured, None);
+    };
+    let room = usize::try_from(fds.saturating_sub((fds / 4).min(128)))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if configured > room {
+        (
+            room,
+            Some(format!(
+                "limits.max_connections {configured} is over what {fds} file descriptors allow; using {room}"
+            )),
+        )
+    } else {
+        (configured, None)
+    }
 }
 
 /// Starts the DGI sync agent when `dgi.url` is configured: the outbox in

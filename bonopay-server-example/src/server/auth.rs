@@ -152,6 +152,10 @@ pub enum AuthError {
     /// The outlet id is already registered (to this or another merchant).
     #[error("outlet `{0}` is already registered")]
     OutletTaken(String),
+    /// Revoking this key would leave its merchant without an owner key, and
+    /// so with no way to manage keys through the API.
+    #[error("key `{0}` is the merchant's last owner key")]
+    LastOwnerKey(String),
     /// The backend failed.
     #[error("key store: {0}")]
     Storage(String),
@@ -183,8 +187,13 @@ pub trait ApiKeyStore: fmt::Debug + Send + Sync {
     /// key (revoked now or before), `false` if not. Takes effect for the
     /// next lookup.
     ///
+    /// A merchant always keeps one owner key: the check and the revocation
+    /// are one atomic step, so two owners revoking each other at the same
+    /// moment cannot both succeed.
+    ///
     /// # Errors
-    /// [`AuthError::Storage`].
+    /// [`AuthError::LastOwnerKey`] when `id` is the merchant's only
+    /// unrevoked owner key; [`AuthError::Storage`].
     fn revoke_key(&self, merchant_nif: &str, id: &str) -> Result<bool, AuthError>;
 
     /// Registers an outlet.
@@ -393,13 +402,32 @@ impl ApiKeyStore for SqliteKeyStore {
     }
 
     fn revoke_key(&self, merchant_nif: &str, id: &str) -> Result<bool, AuthError> {
-        self.with(|c| {
+        // One statement, so SQLite's single writer makes the check and the
+        // update atomic across connections and processes.
+        let updated = self.with(|c| {
             c.execute(
-                "UPDATE api_keys SET revoked = 1 WHERE id = ?1 AND merchant_nif = ?2",
+                "UPDATE api_keys SET revoked = 1 WHERE id = ?1 AND merchant_nif = ?2
+                   AND (role <> 'owner' OR revoked = 1 OR EXISTS (
+                        SELECT 1 FROM api_keys o WHERE o.merchant_nif = ?2
+                          AND o.role = 'owner' AND o.revoked = 0 AND o.id <> ?1))",
                 params![id, merchant_nif],
             )
-            .map(|n| n > 0)
-        })
+        })?;
+        if updated > 0 {
+            return Ok(true);
+        }
+        let exists = self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE id = ?1 AND merchant_nif = ?2",
+                params![id, merchant_nif],
+                |r| r.get::<_, i64>(0),
+            )
+        })? > 0;
+        if exists {
+            Err(AuthError::LastOwnerKey(id.to_owned()))
+        } else {
+            Ok(false)
+        }
     }
 
     fn insert_outlet(&self, outlet: &Outlet) -> Result<(), AuthError> {
@@ -507,11 +535,17 @@ impl ApiKeyStore for MemoryKeyStore {
 
     fn revoke_key(&self, merchant_nif: &str, id: &str) -> Result<bool, AuthError> {
         let mut g = self.lock()?;
+        let other_owner = g.keys.iter().any(|(k, _)| {
+            k.merchant_nif == merchant_nif && k.role == Role::Owner && !k.revoked && k.id != id
+        });
         match g
             .keys
             .iter_mut()
             .find(|(k, _)| k.id == id && k.merchant_nif == merchant_nif)
         {
+            Some((k, _)) if k.role == Role::Owner && !k.revoked && !other_owner => {
+                Err(AuthError::LastOwnerKey(id.to_owned()))
+            }
             Some((k, _)) => {
                 k.revoked = true;
                 Ok(true)

@@ -107,6 +107,76 @@ pub fn run_all(fresh: Open<'_>) {
     fields_round_trip_exactly(fresh);
     concurrent_inserts(fresh);
     racing_duplicate_keys(fresh);
+    last_owner_key_stays(fresh);
+}
+
+/// A merchant keeps one owner key: revoking the last one is refused with
+/// [`AuthError::LastOwnerKey`], other roles and already-revoked keys are
+/// not concerned, and owners revoking themselves all at once leave exactly
+/// one.
+pub fn last_owner_key_stays(fresh: Open<'_>) {
+    let s = fresh();
+    s.insert_key(&key("o1", "A1", Role::Owner, None), &hash_token("o1"))
+        .unwrap();
+    s.insert_key(&key("c1", "A1", Role::Cashier, None), &hash_token("c1"))
+        .unwrap();
+    s.insert_key(&key("b1", "B2", Role::Owner, None), &hash_token("b1"))
+        .unwrap();
+    assert!(
+        matches!(s.revoke_key("A1", "o1"), Err(AuthError::LastOwnerKey(id)) if id == "o1"),
+        "the only owner key of A1 cannot be revoked"
+    );
+    assert!(
+        !s.key_by_hash(&hash_token("o1")).unwrap().unwrap().revoked,
+        "a refused revocation changes nothing"
+    );
+    assert!(s.revoke_key("A1", "c1").unwrap(), "a cashier key can go");
+    assert!(!s.revoke_key("A1", "b1").unwrap(), "B2's key is not A1's");
+    s.insert_key(&key("o2", "A1", Role::Owner, None), &hash_token("o2"))
+        .unwrap();
+    assert!(
+        s.revoke_key("A1", "o1").unwrap(),
+        "with a second owner, yes"
+    );
+    assert!(
+        s.revoke_key("A1", "o1").unwrap(),
+        "revoking a revoked owner key is still idempotent"
+    );
+    assert!(matches!(
+        s.revoke_key("A1", "o2"),
+        Err(AuthError::LastOwnerKey(_))
+    ));
+
+    let s = fresh();
+    for i in 0..THREADS {
+        s.insert_key(
+            &key(&format!("r{i}"), "R1", Role::Owner, None),
+            &hash_token(&format!("r{i}")),
+        )
+        .unwrap();
+    }
+    let theirs = Arc::clone(&s);
+    let outcomes = race(move |i| theirs.revoke_key("R1", &format!("r{i}")));
+    assert_eq!(
+        outcomes.iter().filter(|r| matches!(r, Ok(true))).count(),
+        THREADS - 1,
+        "all owners but one revoked: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|r| matches!(r, Err(AuthError::LastOwnerKey(_))))
+            .count(),
+        1,
+        "exactly one refused: {outcomes:?}"
+    );
+    let live = s
+        .list_keys("R1")
+        .unwrap()
+        .into_iter()
+        .filter(|k| !k.revoked)
+        .count();
+    assert_eq!(live, 1, "one owner key is left");
 }
 
 /// Every field reads back as written: a key bound to no outlet stays bound
@@ -306,6 +376,31 @@ pub fn shared_database(open: Open<'_>) {
             .iter()
             .all(|r| matches!(r, Ok(()) | Err(AuthError::OutletTaken(_))))
     );
+    // Owners revoking each other through different handles (processes)
+    // still leave one.
+    for i in 0..THREADS {
+        a.insert_key(
+            &key(&format!("s{i}"), "S1", Role::Owner, None),
+            &hash_token(&format!("s{i}")),
+        )
+        .unwrap();
+    }
+    let theirs = Arc::clone(&handles);
+    let revoked = race(move |i| theirs[i % theirs.len()].revoke_key("S1", &format!("s{i}")));
+    assert_eq!(
+        revoked.iter().filter(|r| matches!(r, Ok(true))).count(),
+        THREADS - 1,
+        "across handles, all owners but one revoked: {revoked:?}"
+    );
+    assert_eq!(
+        b.list_keys("S1")
+            .unwrap()
+            .iter()
+            .filter(|k| !k.revoked)
+            .count(),
+        1
+    );
+
     let owner = a.outlet("shared-race").unwrap().unwrap().merchant_nif;
     for h in handles.iter() {
         assert_eq!(

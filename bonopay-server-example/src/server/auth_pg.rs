@@ -223,14 +223,50 @@ impl ApiKeyStore for PgKeyStore {
     }
 
     fn revoke_key(&self, merchant_nif: &str, id: &str) -> Result<bool, AuthError> {
-        // Idempotent: setting the flag twice is setting it once.
-        self.read(|c| {
-            c.execute_typed(
+        enum Outcome {
+            Missing,
+            LastOwner,
+            Revoked,
+        }
+        // The merchant's live owner keys are locked (FOR UPDATE) before the
+        // check: a second revoker waits, then sees this one's revocation,
+        // so two owners revoking each other cannot both succeed.
+        let outcome = self.write(|c| {
+            let mut tx = c.transaction()?;
+            let owners: Vec<String> = tx
+                .query(
+                    "SELECT id FROM auth_keys WHERE merchant_nif = $1 AND role = 'owner'
+                       AND revoked = FALSE ORDER BY id FOR UPDATE",
+                    &[&merchant_nif],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM auth_keys WHERE id = $1 AND merchant_nif = $2",
+                    &[&id, &merchant_nif],
+                )?
+                .is_some();
+            if !exists {
+                return Ok(Outcome::Missing);
+            }
+            if owners.len() == 1 && owners[0] == id {
+                return Ok(Outcome::LastOwner);
+            }
+            // Idempotent: setting the flag twice is setting it once.
+            tx.execute(
                 "UPDATE auth_keys SET revoked = TRUE WHERE id = $1 AND merchant_nif = $2",
-                &[(&id, Type::TEXT), (&merchant_nif, Type::TEXT)],
-            )
-        })
-        .map(|n| n > 0)
+                &[&id, &merchant_nif],
+            )?;
+            tx.commit()?;
+            Ok(Outcome::Revoked)
+        })?;
+        match outcome {
+            Outcome::Missing => Ok(false),
+            Outcome::LastOwner => Err(AuthError::LastOwnerKey(id.to_owned())),
+            Outcome::Revoked => Ok(true),
+        }
     }
 
     fn insert_outlet(&self, outlet: &Outlet) -> Result<(), AuthError> {

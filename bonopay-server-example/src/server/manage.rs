@@ -271,6 +271,7 @@ pub async fn list_keys(
         (status = 200, description = "Revoked", body = ApiKeyDto),
         (status = 403, description = "Not an owner key", body = ErrorBody),
         (status = 404, description = "No such key for this merchant", body = ErrorBody),
+        (status = 409, description = "The merchant's last owner key cannot be revoked", body = ErrorBody),
     )
 )]
 pub async fn revoke_key(
@@ -281,8 +282,18 @@ pub async fn revoke_key(
     require_owner(&who)?;
     let keys = Arc::clone(&state.keys);
     let revoked = blocking(move || {
-        if !keys.revoke_key(&who.merchant_nif, &id).map_err(internal)? {
-            return Err(ApiError::NotFound);
+        match keys.revoke_key(&who.merchant_nif, &id) {
+            Ok(true) => {}
+            Ok(false) => return Err(ApiError::NotFound),
+            Err(AuthError::LastOwnerKey(_)) => {
+                return Err(ApiError::Conflict {
+                    code: "last_owner_key",
+                    message: "this is the merchant's last owner key: create another owner key \
+                              first (POST /v1/keys), then revoke this one"
+                        .into(),
+                });
+            }
+            Err(e) => return Err(internal(e)),
         }
         keys.list_keys(&who.merchant_nif)
             .map_err(internal)?

@@ -8,8 +8,11 @@
 //! (`spawn_blocking`), never on the async workers.
 //!
 //! Layers, outermost first: error-body normalization, panic catcher (a
-//! panic is a generic 500), request timeout (408), body-size limit (413,
-//! enforced when a handler reads the body).
+//! panic is a generic 500), an announced `Content-Length` over the limit
+//! (413 before the body is read), request timeout (408), body-size limit
+//! (413, enforced when a handler reads the body). Connection limits
+//! (header and idle timeouts, a connection cap) are the listener's:
+//! [`listen`].
 
 pub mod auth;
 pub mod auth_conformance;
@@ -18,6 +21,7 @@ pub mod deliveries;
 pub mod deliveries_pg;
 pub mod error;
 pub mod invoices;
+pub mod listen;
 pub mod manage;
 pub mod metrics;
 pub mod ops;
@@ -100,6 +104,8 @@ pub struct AppState {
     deliveries: deliveries::Deliveries,
     webhooks: Option<webhooks::Webhooks>,
     sync: Option<sync::SyncService>,
+    connection_stats: Arc<listen::ConnectionStats>,
+    config_conflicts: Vec<crate::cli::serve::OutletConflict>,
 }
 
 impl AppState {
@@ -118,7 +124,27 @@ impl AppState {
             deliveries: deliveries::Deliveries::default(),
             webhooks: None,
             sync: None,
+            connection_stats: Arc::default(),
+            config_conflicts: Vec::new(),
         }
+    }
+
+    /// The counters [`listen::serve`] keeps for this server, shown by
+    /// `/metrics`: pass them to it.
+    #[must_use]
+    pub fn connection_stats(&self) -> Arc<listen::ConnectionStats> {
+        Arc::clone(&self.connection_stats)
+    }
+
+    /// Outlets of `config.json` that were ignored because another merchant
+    /// registered them first; `/healthz` lists them.
+    #[must_use]
+    pub fn with_config_conflicts(
+        mut self,
+        conflicts: Vec<crate::cli::serve::OutletConflict>,
+    ) -> Self {
+        self.config_conflicts = conflicts;
+        self
     }
 
     /// Sets the request limits.
@@ -512,8 +538,39 @@ pub fn router_shared(state: Shared) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                refuse_announced_oversize(limits.body_bytes, req, next)
+            },
+        ))
         .layer(CatchPanicLayer::new())
         .layer(map_response(error::normalize_errors))
+}
+
+/// 413 at once for a body whose `Content-Length` is over the limit,
+/// before a byte of it is read: otherwise the handler would wait for a body
+/// the client may never send (until the request timeout). The connection
+/// is closed after the answer, since the body was not read.
+async fn refuse_announced_oversize(
+    limit: usize,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        let mut resp = ApiError::PayloadTooLarge.into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// A thermal paper width from a query (`width`): 58 or 80 mm, 80 when

@@ -204,19 +204,72 @@ pub async fn verify(
 /// Liveness.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, or `degraded` when the configuration needs the operator
+    /// (`config_conflicts`); the server serves in both.
     pub status: String,
     /// Id of the signing key in use.
     pub key_id: String,
+    /// Outlets of `config.json` that were ignored because another merchant
+    /// had registered them first (the first registration wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_conflicts: Vec<crate::cli::serve::OutletConflict>,
 }
 
 /// Liveness: the process answers (it does not call the signer).
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz(State(state): State<Shared>) -> Json<Health> {
     Json(Health {
-        status: "ok".into(),
+        status: if state.config_conflicts.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
+        config_conflicts: state.config_conflicts.clone(),
         key_id: state.fiscalizer.signer().key_id().to_owned(),
     })
+}
+
+/// The listener's counters in the Prometheus text format.
+fn connection_metrics(c: &crate::server::listen::ConnectionStats) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        (
+            "bonopay_connections_open",
+            "gauge",
+            "Connections open now",
+            c.open(),
+        ),
+        (
+            "bonopay_connections_accepted_total",
+            "counter",
+            "Connections accepted",
+            c.accepted(),
+        ),
+        (
+            "bonopay_connections_evicted_total",
+            "counter",
+            "Connections closed at the cap because they waited longest on their client",
+            c.evicted(),
+        ),
+        (
+            "bonopay_connections_refused_total",
+            "counter",
+            "New connections closed at the cap because every open one was busy",
+            c.refused(),
+        ),
+        (
+            "bonopay_connections_timed_out_total",
+            "counter",
+            "Connections closed by the header or idle timeout",
+            c.timed_out(),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
 }
 
 /// Prometheus text exposition: `bonopay_invoices_sealed_total`,
@@ -231,7 +284,7 @@ pub async fn healthz(State(state): State<Shared>) -> Json<Health> {
 pub async fn metrics(State(state): State<Shared>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render() + &connection_metrics(&state.connection_stats),
     )
         .into_response()
 }

@@ -51,8 +51,30 @@ impl Server {
     /// for it to print its address. Port 0 lets the kernel pick a free port
     /// with no race; the server prints the one it got.
     pub fn start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with_nofile(data_dir, env, None)
+    }
+
+    /// [`Server::start`] with the process's file-descriptor limit (soft and
+    /// hard) set to `nofile`, as a small VPS or a container might have it.
+    #[allow(dead_code)]
+    pub fn start_with_nofile(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> Server {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bonopay"));
+        let mut cmd = match nofile {
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_bonopay")),
+            Some(n) => {
+                let mut c = std::process::Command::new("sh");
+                c.args([
+                    "-c",
+                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_bonopay"),
+                ]);
+                c
+            }
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

@@ -19,6 +19,7 @@ use crate::server::auth::{
 use crate::server::deliveries::{
     Deliveries, DeliveryStore, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel,
 };
+use crate::server::egress::Egress;
 use crate::server::webhooks::Webhooks;
 use crate::server::{AppState, Limits, MerchantProfile};
 
@@ -197,6 +198,10 @@ pub fn run(args: &Args) -> Result<String, Failure> {
                 Arc::new(SqliteDeliveryStore::open(&auth_db).map_err(|e| msg(&e))?),
             ),
         };
+    // Outbound destinations (issue 15): public internet plus the
+    // operator's `egress.allow`, for webhooks and the messaging API.
+    let egress = Egress::new(dir.config.egress.policy().map_err(|e| msg(&e))?);
+    let webhooks = webhooks.with_egress(egress.clone()).map_err(|e| msg(&e))?;
     let mut delivery_config = dir.config.deliveries.clone();
     delivery_config.smtp_ca_file = delivery_config.smtp_ca_file.map(|f| dir.file(&f));
     let deliveries = deliveries_in(&delivery_config, delivery_store).map_err(Failure::Message)?;

@@ -15,9 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{Method, StatusCode};
 use bonopay_ledger::SqliteStore;
-use bonopay_server_example::cli::serve::bootstrap;
-use bonopay_server_example::datadir::{Config, MerchantConfig, OutletConfig};
+use bonopay_server_example::cli::serve::{bootstrap, deliveries};
+use bonopay_server_example::datadir::{Config, DeliveriesConfig, MerchantConfig, OutletConfig};
 use bonopay_server_example::server::auth::SqliteKeyStore;
+use bonopay_server_example::server::deliveries::{
+    DeliveryError, MessagingChannel, OutgoingMessage, WhatsAppHttpChannel,
+};
 use bonopay_server_example::server::egress::{
     Egress, EgressPolicy, Lookup, LookupFuture, NOT_ALLOWED,
 };
@@ -455,6 +458,75 @@ async fn a_redirect_to_a_forbidden_destination_is_not_followed() {
     let log = app.log(&id).await;
     assert_eq!(log[0]["status"], "failed");
     assert_eq!(log[0]["http_status"], 307);
+}
+
+// ----- the WhatsApp-style channel ----------------------------------------------
+
+fn message() -> OutgoingMessage {
+    OutgoingMessage {
+        to: "+243812345678".into(),
+        subject: "Reçu".into(),
+        text: "Votre reçu".into(),
+        filename: "recu.pdf".into(),
+        document: b"%PDF-1.7".to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whatsapp_url_obeys_the_same_rules() {
+    let rx = Listener::ok("127.0.0.1").await;
+    let url = format!("http://127.0.0.1:{}/v1/messages", rx.port());
+
+    // The operator's URL on loopback needs the allow-list: `bonopay serve`
+    // refuses to start without it, saying where to allow it.
+    let e = WhatsAppHttpChannel::new(&url, "t", &Egress::default()).unwrap_err();
+    assert!(e.contains("egress.allow"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = DeliveriesConfig {
+        whatsapp_url: Some(url.clone()),
+        ..DeliveriesConfig::default()
+    };
+    assert!(deliveries(&config, &dir.path().join("auth.db"), &Egress::default()).is_err());
+
+    // Allowed, it is used.
+    let channel = WhatsAppHttpChannel::new(&url, "t", &loopback_egress()).unwrap();
+    channel.send(&message()).await.unwrap();
+    assert_eq!(rx.connections(), 1);
+
+    // A name that resolves to loopback at send time is refused, unsent.
+    let rebind = format!("http://wa.rebind.example.cd:{}/v1/messages", rx.port());
+    let channel = WhatsAppHttpChannel::new(
+        &rebind,
+        "t",
+        &Egress::default().with_lookup(loopback_answer()),
+    )
+    .unwrap();
+    match channel.send(&message()).await {
+        Err(DeliveryError::Unreachable(e)) => assert_eq!(e, NOT_ALLOWED),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rx.connections(), 1, "the receiver was contacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whatsapp_channel_follows_no_redirect() {
+    let target = Listener::ok("127.0.0.2").await;
+    let redirect = Listener::start(
+        "127.0.0.1",
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.2:{}/v1/messages\r\n",
+            target.port()
+        ),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}/v1/messages", redirect.port());
+    let channel = WhatsAppHttpChannel::new(&url, "t", &loopback_egress()).unwrap();
+    match channel.send(&message()).await {
+        Err(DeliveryError::Rejected(e)) => assert!(e.contains("307"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(redirect.connections(), 1);
+    assert_eq!(target.connections(), 0, "the redirect was followed");
 }
 
 // ----- configuration -----------------------------------------------------------

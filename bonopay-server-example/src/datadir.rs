@@ -29,6 +29,7 @@
 //!   "reference_rates": {"USD": "2850.50"},
 //!   "deliveries": {"smtp_url": "smtp://127.0.0.1:25", "smtp_from": "Bono Pay <recus@example.cd>",
 //!                  "whatsapp_url": "https://…/messages", "whatsapp_token": "…"},
+//!   "egress": {"allow": ["127.0.0.1", "10.0.0.0/8", "erp.local"]},
 //!   "dgi": {"url": "https://developper.dgirdc.cd/edef", "certification": "emcf",
 //!           "deadline_ms": 3000, "tokens": {"A1309334L": {"file": "tokens/A1309334L.jwt"}}},
 //!   "merchants": [
@@ -51,7 +52,8 @@
 //! Environment variables override the file: `BONOPAY_NID`, `BONOPAY_ISF`,
 //! `BONOPAY_TIME_ZONE`, `BONOPAY_LISTEN`, `BONOPAY_LEDGER_DB`,
 //! `BONOPAY_AUTH_DB`, `BONOPAY_SMTP_URL`, `BONOPAY_SMTP_CA_FILE`, `BONOPAY_SMTP_FROM`,
-//! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, `BONOPAY_DGI_URL`,
+//! `BONOPAY_WHATSAPP_URL`, `BONOPAY_WHATSAPP_TOKEN`, `BONOPAY_EGRESS_ALLOW`
+//! (comma-separated, replaces `egress.allow`), `BONOPAY_DGI_URL`,
 //! `BONOPAY_DGI_TOKEN`, `BONOPAY_DGI_TOKEN_FILE`, `BONOPAY_DGI_TOKEN_<NIF>`,
 //! `BONOPAY_DGI_TIMEOUT_SECS`, `BONOPAY_DGI_CERTIFICATION`, `BONOPAY_DGI_DEADLINE_MS`
 //! (DGI certification: see [`DgiConfig`]), and for a PKCS#11 signer `BONOPAY_PKCS11_MODULE`,
@@ -68,6 +70,8 @@ use bonopay_ledger::{LedgerStore, SqliteStore};
 use bonopay_signer::{Fiscalizer, FiscalizerConfig, PublicKey, Signer, SoftwareSigner};
 use bonopay_tax::FixedReferenceRates;
 use serde::{Deserialize, Serialize};
+
+use crate::server::egress::EgressConfig;
 
 /// Default location when neither `--data-dir` nor `BONOPAY_DATA_DIR` is set.
 pub const DEFAULT_DIR: &str = "bonopay-data";
@@ -506,6 +510,10 @@ pub struct Config {
     /// Upload to the DGI e-MCF.
     #[serde(default, skip_serializing_if = "DgiConfig::is_empty")]
     pub dgi: DgiConfig,
+    /// Outbound destinations allowed besides the public internet
+    /// (webhooks, the messaging API): see [`crate::server::egress`].
+    #[serde(default, skip_serializing_if = "EgressConfig::is_empty")]
+    pub egress: EgressConfig,
 }
 
 impl DeliveriesConfig {
@@ -528,6 +536,7 @@ impl Default for Config {
             reference_rates: BTreeMap::new(),
             deliveries: DeliveriesConfig::default(),
             dgi: DgiConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -590,6 +599,9 @@ impl Config {
         }
         if let Some(v) = var("BONOPAY_WHATSAPP_TOKEN") {
             self.deliveries.whatsapp_token = Some(v);
+        }
+        if let Some(v) = var("BONOPAY_EGRESS_ALLOW") {
+            self.egress = EgressConfig::from_env_list(&v);
         }
         if let Some(v) = var("BONOPAY_DGI_URL") {
             self.dgi.url = Some(v);

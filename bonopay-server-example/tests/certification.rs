@@ -92,6 +92,8 @@ fn invoices_carry_the_emcfs_elements_and_wait_for_it_when_it_is_down() {
         ("BONOPAY_DGI_DEADLINE_MS", "5000"),
         ("BONOPAY_WHATSAPP_URL", whatsapp.as_str()),
         ("BONOPAY_WHATSAPP_TOKEN", "wa-token"),
+        // The webhook and messaging receivers listen on loopback.
+        ("BONOPAY_EGRESS_ALLOW", "127.0.0.1"),
     ];
     let server = Server::start(&data, &env);
     let key = server.owner(NIF_A);

@@ -57,7 +57,7 @@ fn app_with(config: &DeliveriesConfig) -> App {
     };
     let tokens = bootstrap(&keys, &[m(NIF_A, OUTLET_A), m(NIF_B, OUTLET_B)]).unwrap();
     let state = AppState::new(Arc::new(fiscalizer), Arc::new(keys))
-        .with_deliveries(deliveries(config, &auth).unwrap());
+        .with_deliveries(deliveries(config, &auth, &loopback_egress()).unwrap());
     App {
         router: router(state),
         owner_a: tokens[0].1.clone(),

@@ -48,6 +48,8 @@ fn the_server_uploads_to_the_dgi_and_reports_it() {
         &[
             ("BONOPAY_DGI_URL", sim_url.as_str()),
             ("BONOPAY_DGI_TOKEN", token.as_str()),
+            // The webhook receiver listens on loopback.
+            ("BONOPAY_EGRESS_ALLOW", "127.0.0.1"),
         ],
     );
     let key = server.owner(NIF_A);

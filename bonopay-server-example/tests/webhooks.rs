@@ -63,6 +63,8 @@ fn now_ms() -> i64 {
 fn open_hooks(dir: &std::path::Path, clock: &Arc<ManualClock>, policy: RetryPolicy) -> Webhooks {
     Webhooks::open(&dir.join("auth.db"))
         .unwrap()
+        .with_egress(loopback_egress())
+        .unwrap()
         .with_clock(Arc::clone(clock) as Arc<dyn Clock>)
         .with_jitter(Arc::new(FullStep))
         .with_policy(policy)

@@ -175,7 +175,11 @@ struct Instance {
 impl Instance {
     fn new(url: &str, policy: RetryPolicy) -> Self {
         Self {
-            hooks: Webhooks::postgres(url).unwrap().with_policy(policy),
+            hooks: Webhooks::postgres(url)
+                .unwrap()
+                .with_egress(loopback_egress())
+                .unwrap()
+                .with_policy(policy),
             ledger: Arc::new(PgStore::connect(url, 2).unwrap()),
             keys: Arc::new(PgKeyStore::connect_with_pool_size(url, 2).unwrap()),
         }
@@ -389,6 +393,8 @@ fn a_crashed_instance_claim_is_taken_over_after_the_lease() {
     let open = || {
         Webhooks::postgres(&db.url)
             .unwrap()
+            .with_egress(loopback_egress())
+            .unwrap()
             .with_clock(Arc::clone(&clock) as Arc<dyn Clock>)
     };
     let crashed = open();
@@ -480,7 +486,10 @@ fn every_instance_answers_the_same_subscribers_logs_and_receipts() {
     let owner = bootstrap(&keys, &[merchant]).unwrap()[0].1.clone();
     drop(keys);
     let instance = || {
-        let hooks = Webhooks::postgres(&db.url).unwrap();
+        let hooks = Webhooks::postgres(&db.url)
+            .unwrap()
+            .with_egress(loopback_egress())
+            .unwrap();
         let keys: Arc<dyn ApiKeyStore> = Arc::new(PgKeyStore::connect(&db.url).unwrap());
         let deliveries = Deliveries::new(Arc::new(PgDeliveryStore::connect(&db.url).unwrap()))
             .with_messaging(Arc::new(Accept));

@@ -19,6 +19,7 @@ use crate::server::auth::{
 use crate::server::deliveries::{
     Deliveries, DeliveryStore, SmtpMailer, SqliteDeliveryStore, WhatsAppHttpChannel,
 };
+use crate::server::egress::Egress;
 use crate::server::listen::ConnectionLimits;
 use crate::server::webhooks::Webhooks;
 use crate::server::{AppState, Limits, MerchantProfile};
@@ -173,22 +174,29 @@ pub fn bootstrap_with_conflicts(
 }
 
 /// The delivery channels of `config`, recording in the `deliveries` table
-/// of `auth_db`.
+/// of `auth_db`; the messaging API must be a destination `egress` allows.
 ///
 /// # Errors
-/// A message naming a bad SMTP URL or sender, or an unopenable database.
-pub fn deliveries(config: &DeliveriesConfig, auth_db: &Path) -> Result<Deliveries, String> {
+/// A message naming a bad SMTP URL or sender, a refused messaging URL, or
+/// an unopenable database.
+pub fn deliveries(
+    config: &DeliveriesConfig,
+    auth_db: &Path,
+    egress: &Egress,
+) -> Result<Deliveries, String> {
     let store = SqliteDeliveryStore::open(auth_db).map_err(|e| e.to_string())?;
-    deliveries_in(config, Arc::new(store))
+    deliveries_in(config, Arc::new(store), egress)
 }
 
-/// The delivery channels of `config`, recording in `store`.
+/// The delivery channels of `config`, recording in `store`; the messaging
+/// API must be a destination `egress` allows.
 ///
 /// # Errors
-/// A message naming a bad SMTP URL or sender.
+/// A message naming a bad SMTP URL or sender, or a refused messaging URL.
 pub fn deliveries_in(
     config: &DeliveriesConfig,
     store: Arc<dyn DeliveryStore>,
+    egress: &Egress,
 ) -> Result<Deliveries, String> {
     let mut d = Deliveries::new(store);
     if let Some(url) = &config.smtp_url {
@@ -203,7 +211,7 @@ pub fn deliveries_in(
     }
     if let Some(url) = &config.whatsapp_url {
         let token = config.whatsapp_token.as_deref().unwrap_or_default();
-        d = d.with_messaging(Arc::new(WhatsAppHttpChannel::new(url, token)?));
+        d = d.with_messaging(Arc::new(WhatsAppHttpChannel::new(url, token, egress)?));
     }
     Ok(d)
 }
@@ -243,9 +251,14 @@ pub fn run(args: &Args) -> Result<String, Failure> {
                 Arc::new(SqliteDeliveryStore::open(&auth_db).map_err(|e| msg(&e))?),
             ),
         };
+    // Outbound destinations (issue 15): public internet plus the
+    // operator's `egress.allow`, for webhooks and the messaging API.
+    let egress = Egress::new(dir.config.egress.policy().map_err(|e| msg(&e))?);
+    let webhooks = webhooks.with_egress(egress.clone()).map_err(|e| msg(&e))?;
     let mut delivery_config = dir.config.deliveries.clone();
     delivery_config.smtp_ca_file = delivery_config.smtp_ca_file.map(|f| dir.file(&f));
-    let deliveries = deliveries_in(&delivery_config, delivery_store).map_err(Failure::Message)?;
+    let deliveries =
+        deliveries_in(&delivery_config, delivery_store, &egress).map_err(Failure::Message)?;
     let (created, conflicts) =
         bootstrap_with_conflicts(&*keys, &dir.config.merchants).map_err(Failure::Message)?;
     for (merchant, token) in created {

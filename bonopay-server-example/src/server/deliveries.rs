@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::prepare_auth_db;
+use super::egress::{Egress, EgressError, NOT_ALLOWED};
 use super::error::{ApiError, ErrorBody};
 use super::invoices::load_for;
 use super::receipt_pdf::PageFormat;
@@ -494,6 +495,13 @@ pub trait MessagingChannel: fmt::Debug + Send + Sync {
 /// {token}` and the JSON body
 /// `{"to", "text", "document_base64", "filename", "mime_type"}`; any 2xx
 /// answer means accepted.
+///
+/// The URL is the operator's (`deliveries.whatsapp_url`); a tenant only
+/// chooses the phone number. It still obeys the egress policy, as webhooks
+/// do ([`super::egress`]): a URL on a loopback, private… address needs
+/// the operator's allow-list, the host is resolved through the policy at
+/// every connection, and no redirect is followed, so neither the API's DNS
+/// nor its answers can send the receipt (and the bearer token) elsewhere.
 #[derive(Debug, Clone)]
 pub struct WhatsAppHttpChannel {
     url: String,
@@ -502,12 +510,22 @@ pub struct WhatsAppHttpChannel {
 }
 
 impl WhatsAppHttpChannel {
-    /// A channel posting to `url` with `token`, 10 s timeout.
+    /// A channel posting to `url` with `token`, 10 s timeout, to the
+    /// destinations `egress` allows.
     ///
     /// # Errors
-    /// A message if the HTTP client cannot be built.
-    pub fn new(url: &str, token: &str) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+    /// A message if `url` is a destination `egress` refuses (so that
+    /// `bonopay serve` says so at start) or the HTTP client cannot be
+    /// built.
+    pub fn new(url: &str, token: &str, egress: &Egress) -> Result<Self, String> {
+        egress.check_url(url).map_err(|e| {
+            format!(
+                "the WhatsApp URL {url}: {e}; allow it in config.json `egress.allow` \
+                 (or BONOPAY_EGRESS_ALLOW) if it is on your network"
+            )
+        })?;
+        let client = egress
+            .client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
@@ -545,7 +563,13 @@ impl MessagingChannel for WhatsAppHttpChannel {
                 .json(&body)
                 .send()
                 .await
-                .map_err(|e| DeliveryError::Unreachable(e.to_string()))?;
+                .map_err(|e| {
+                    DeliveryError::Unreachable(if EgressError::is_refusal(&e) {
+                        NOT_ALLOWED.to_owned()
+                    } else {
+                        e.to_string()
+                    })
+                })?;
             let status = resp.status();
             if status.is_success() {
                 Ok(())

@@ -19,6 +19,7 @@ pub mod auth_conformance;
 pub mod auth_pg;
 pub mod deliveries;
 pub mod deliveries_pg;
+pub mod egress;
 pub mod error;
 pub mod invoices;
 pub mod listen;

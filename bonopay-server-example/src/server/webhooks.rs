@@ -28,6 +28,14 @@
 //! doubling to at most 1 h, 12 attempts, then the delivery is `dead`).
 //! Every attempt is logged and listed by `GET /v1/webhooks/{id}/deliveries`.
 //!
+//! **Destinations.** Public internet addresses only, unless the operator
+//! allows more (`egress.allow` in `config.json`): see [`super::egress`]. A
+//! URL on a loopback, private, link-local, metadata… address, in any
+//! spelling, is refused at registration (422), and every connection
+//! resolves its host through the policy, so a name that answers such an
+//! address later is refused too. Such an attempt is logged as failed with
+//! the error `destination not allowed` and no status: nothing was sent.
+//!
 //! **Durability.** Everything lives behind a [`WebhookStore`]: in SQLite
 //! (the `webhook_*` tables of `auth.db`, [`SqliteWebhookStore`]) or, for
 //! several instances over one database, in PostgreSQL
@@ -64,6 +72,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{ApiKey, ApiKeyStore, prepare_auth_db};
+use super::egress::{Egress, EgressError, NOT_ALLOWED};
 use super::error::{ApiError, ErrorBody, FieldError};
 use super::{ApiJson, ApiPath, ApiQuery, Principal, Shared, blocking};
 
@@ -1152,6 +1161,7 @@ pub struct Webhooks {
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
     policy: RetryPolicy,
+    egress: Egress,
     client: reqwest::Client,
 }
 
@@ -1160,6 +1170,7 @@ impl fmt::Debug for Webhooks {
         f.debug_struct("Webhooks")
             .field("store", &self.store)
             .field("policy", &self.policy)
+            .field("egress", &self.egress)
             .finish_non_exhaustive()
     }
 }
@@ -1188,6 +1199,16 @@ fn events_text(events: &[EventType]) -> String {
 
 fn events_of(text: &str) -> Vec<EventType> {
     text.split(',').filter_map(EventType::parse).collect()
+}
+
+/// The delivery client: resolves through `egress` and follows no
+/// redirect (a receiver must not send the server elsewhere).
+fn client_for(egress: &Egress) -> Result<reqwest::Client, WebhookError> {
+    egress
+        .client_builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| WebhookError::Storage(format!("HTTP client: {e}")))
 }
 
 fn join_error(e: tokio::task::JoinError) -> WebhookError {
@@ -1224,24 +1245,41 @@ impl Webhooks {
         Self::with_store(Arc::new(super::webhooks_pg::PgWebhookStore::connect(url)?))
     }
 
-    /// The service over `store`, with the system clock, random jitter and
-    /// the default [`RetryPolicy`].
+    /// The service over `store`, with the system clock, random jitter,
+    /// the default [`RetryPolicy`], and deliveries to public addresses only
+    /// ([`Egress::default`]).
     ///
     /// # Errors
     /// [`WebhookError::Storage`] if the HTTP client cannot be built.
     pub fn with_store(store: Arc<dyn WebhookStore>) -> Result<Self, WebhookError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| WebhookError::Storage(format!("HTTP client: {e}")))?;
+        let egress = Egress::default();
         Ok(Self {
             store,
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
             policy: RetryPolicy::default(),
-            client,
+            client: client_for(&egress)?,
+            egress,
         })
+    }
+
+    /// Registers and delivers to the destinations `egress` allows (the
+    /// operator's allow-list; tests allow their loopback receivers), and
+    /// resolves names through it.
+    ///
+    /// # Errors
+    /// [`WebhookError::Storage`] if the HTTP client cannot be built.
+    pub fn with_egress(mut self, egress: impl Into<Egress>) -> Result<Self, WebhookError> {
+        let egress = egress.into();
+        self.client = client_for(&egress)?;
+        self.egress = egress;
+        Ok(self)
+    }
+
+    /// The destinations this service registers and delivers to.
+    #[must_use]
+    pub fn egress(&self) -> &Egress {
+        &self.egress
     }
 
     /// Uses `clock` for due times, signature timestamps and logged times
@@ -1481,8 +1519,19 @@ impl Webhooks {
     // ----- dispatch ----------------------------------------------------
 
     /// Sends one claimed delivery, signed at the clock's current second.
+    /// A destination the egress policy refuses (a literal address here,
+    /// the resolved addresses in the client's resolver) is not contacted
+    /// and is logged as [`NOT_ALLOWED`], with no status.
     async fn attempt(&self, d: &ClaimedDelivery) -> AttemptOutcome {
         let started_ms = self.clock.now_ms();
+        if self.egress.check_url(&d.url).is_err() {
+            return AttemptOutcome {
+                http_status: None,
+                error: Some(NOT_ALLOWED.to_owned()),
+                started_ms,
+                completed_ms: self.clock.now_ms(),
+            };
+        }
         let signature = sign(d.secret.as_bytes(), started_ms.div_euclid(1000), &d.body);
         let sent = self
             .client
@@ -1505,6 +1554,7 @@ impl Webhooks {
                 Some(resp.status().as_u16()),
                 Some(format!("the receiver answered {}", resp.status())),
             ),
+            Err(e) if EgressError::is_refusal(&e) => (None, Some(NOT_ALLOWED.to_owned())),
             Err(e) if e.is_timeout() => (
                 None,
                 Some(format!(
@@ -1793,6 +1843,15 @@ pub async fn create_webhook(
             path: "url".into(),
             code: "invalid_url".into(),
             message: why.into(),
+        });
+    } else if let Err(e) = hooks.egress().check_url(&url) {
+        errors.push(FieldError {
+            path: "url".into(),
+            code: "destination_not_allowed".into(),
+            message: format!(
+                "{e}; webhooks go to public internet addresses only \
+                 (an operator can allow on-premise receivers in config.json `egress.allow`)"
+            ),
         });
     }
     let events = match &req.events {

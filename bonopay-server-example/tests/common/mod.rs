@@ -15,6 +15,15 @@ pub const OUTLET_A: &str = "kin-gombe-01";
 pub const OUTLET_A2: &str = "kin-limete-02";
 pub const OUTLET_B: &str = "lub-01";
 
+/// The egress policy of the test servers: the public internet and
+/// 127.0.0.1, where the tests' receivers listen (as an operator allows an
+/// on-premise receiver with `"egress": {"allow": ["127.0.0.1"]}`).
+pub fn loopback_egress() -> bonopay_server_example::server::egress::Egress {
+    bonopay_server_example::server::egress::EgressPolicy::allowing(["127.0.0.1"])
+        .unwrap()
+        .into()
+}
+
 /// `examples/invoice.json` (merchant A, outlet kin-gombe-01).
 pub fn example() -> Value {
     serde_json::from_str(

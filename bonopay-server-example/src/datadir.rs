@@ -685,6 +685,16 @@ impl Config {
     }
 }
 
+/// Reads `config.json` from its bytes (before the environment overrides).
+/// The one reader of the file, kept pure so the fuzz target `config_json`
+/// runs exactly what `bonopay serve` runs on an operator's file.
+///
+/// # Errors
+/// What does not parse, with its line and column.
+pub fn parse_config(bytes: &[u8]) -> Result<Config, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
 /// An opened data directory.
 #[derive(Debug)]
 pub struct DataDir {
@@ -729,7 +739,7 @@ impl DataDir {
         let mut config = if config_path.exists() {
             let text = std::fs::read_to_string(&config_path)
                 .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?
+            parse_config(text.as_bytes()).map_err(|e| format!("{}: {e}", config_path.display()))?
         } else {
             let c = Config::default();
             let text = serde_json::to_string_pretty(&c).map_err(|e| e.to_string())?;

@@ -227,6 +227,12 @@ fn compact_local(timestamp: &str) -> Result<String, VerifyError> {
 }
 
 fn parse_sig(hex_sig: &str) -> Result<Signature, VerifyError> {
+    // Lowercase only, as written: `hex::decode` also reads upper case,
+    // which gave a verified seal a second spelling (found by the
+    // `sealed_payload` fuzz property).
+    if hex_sig.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(VerifyError::MalformedSignature("not lowercase hex".into()));
+    }
     let bytes = hex::decode(hex_sig).map_err(|e| VerifyError::MalformedSignature(e.to_string()))?;
     let arr: [u8; 64] = bytes
         .try_into()

@@ -469,6 +469,11 @@ fn forged_or_altered_seals_are_rejected() {
     let other_sig = t.invoice.signature.to_hex();
     let bad = payload.replace(&s.invoice.signature.to_hex(), &other_sig);
     assert!(SealedInvoice::verify(bad.as_bytes(), keys).is_err());
+    // The same signature in upper case: a second spelling of one seal.
+    let upper = s.invoice.signature.to_hex().to_ascii_uppercase();
+    assert_ne!(upper, s.invoice.signature.to_hex());
+    let bad = payload.replace(&s.invoice.signature.to_hex(), &upper);
+    assert!(SealedInvoice::verify(bad.as_bytes(), keys).is_err());
     // A made-up authentication code.
     let bad = payload.replace(
         &s.invoice.elements.authentication_code,

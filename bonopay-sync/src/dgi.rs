@@ -438,6 +438,91 @@ pub fn error_in(reply: &Value) -> Option<DgiErrorBody> {
     })
 }
 
+/// Reads an e-MCF reply from its HTTP status and raw body: the JSON (and
+/// the text it was read from), or the error it carries. An `errorCode` in
+/// a 2xx reply is a refusal like any other (\[I\], `dgi-emcf.md` §8); an
+/// empty 2xx body is `null`. Pure (no I/O), so the HTTP transport and the
+/// fuzz target `dgi_reply` run the very same code on the bytes received.
+///
+/// # Errors
+/// [`TransportError::Unauthorized`] for 401 and 403,
+/// [`TransportError::Unknown`] for a 5xx or an unreadable 2xx body (the
+/// call may have taken effect), [`TransportError::Rejected`] otherwise.
+pub fn read_reply(status: u16, body: &[u8]) -> Result<(Value, Vec<u8>), TransportError> {
+    if (200..300).contains(&status) {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok((Value::Null, b"null".to_vec()));
+        }
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")))?;
+        return match error_in(&v) {
+            Some(b) => Err(TransportError::Rejected {
+                status,
+                code: b.error_code,
+                desc: b.error_desc,
+            }),
+            None => Ok((v, body.to_vec())),
+        };
+    }
+    if status == 401 || status == 403 {
+        return Err(TransportError::Unauthorized(format!("HTTP {status}")));
+    }
+    let parsed = serde_json::from_slice::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(error_in);
+    if (500..600).contains(&status) {
+        return Err(TransportError::Unknown(match parsed {
+            Some(b) => format!("HTTP {status}: error {}: {}", b.error_code, b.error_desc),
+            None => format!("HTTP {status}"),
+        }));
+    }
+    Err(match parsed {
+        Some(DgiErrorBody {
+            error_code,
+            error_desc,
+        }) => TransportError::Rejected {
+            status,
+            code: error_code,
+            desc: error_desc,
+        },
+        None => TransportError::Rejected {
+            status,
+            code: status.to_string(),
+            desc: String::from_utf8_lossy(body).chars().take(200).collect(),
+        },
+    })
+}
+
+/// A reply decoded as `T` ([`DgiStatus`], [`DgiSubmitted`],
+/// [`DgiConfirmation`]): [`read_reply`], then `T` from the text, so amounts
+/// are read exactly ([`number`]).
+///
+/// # Errors
+/// As [`read_reply`]; [`TransportError::Unknown`] when the JSON is not a `T`.
+pub fn decode_reply<T: serde::de::DeserializeOwned>(
+    status: u16,
+    body: &[u8],
+) -> Result<T, TransportError> {
+    let (_, text) = read_reply(status, body)?;
+    serde_json::from_slice(&text)
+        .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")))
+}
+
+/// The `GET /api/invoice/{uid}` reply as a [`DgiPendingEcho`]: only `rn`
+/// is read.
+///
+/// # Errors
+/// [`TransportError::Unknown`] when the reply has no string `rn`.
+pub fn pending_echo(v: Value) -> Result<DgiPendingEcho, TransportError> {
+    let rn = v
+        .get("rn")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| TransportError::Unknown("the details reply has no rn".into()))?;
+    Ok(DgiPendingEcho { rn, raw: v })
+}
+
 /// e-MCF error codes (the e-MECeF table, which the DRC is assumed to share,
 /// \[G\]; `dgi-emcf.md` §4).
 pub mod codes {

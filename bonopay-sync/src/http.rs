@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::dgi::{
-    DgiConfirmation, DgiErrorBody, DgiInvoiceRequest, DgiPendingEcho, DgiStatus, DgiSubmitted,
-    DgiTotals, DgiTransport, TransportError, error_in,
+    DgiConfirmation, DgiInvoiceRequest, DgiPendingEcho, DgiStatus, DgiSubmitted, DgiTotals,
+    DgiTransport, TransportError, decode_reply, pending_echo, read_reply,
 };
 
 /// Where the bearer token of one e-MCF account comes from. Read before
@@ -142,76 +142,27 @@ impl HttpDgiTransport {
     }
 
     fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, TransportError> {
-        let resp = req
-            .bearer_auth(self.bearer()?)
-            .send()
-            .map_err(|e| sent(&e))?;
-        let (_, body) = Self::read(resp)?;
-        // From the text, so amounts are read exactly (`dgi::number`).
-        serde_json::from_slice(&body)
-            .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")))
+        let (status, body) = self.call(req)?;
+        decode_reply(status, &body)
     }
 
     fn send_value(&self, req: RequestBuilder) -> Result<Value, TransportError> {
-        let resp = req
+        let (status, body) = self.call(req)?;
+        read_reply(status, &body).map(|(v, _)| v)
+    }
+
+    /// Sends with the bearer token; the reply's status and body, read by
+    /// the pure [`read_reply`] / [`decode_reply`] (fuzzed as `dgi_reply`).
+    fn call(&self, req: RequestBuilder) -> Result<(u16, Vec<u8>), TransportError> {
+        let resp: Response = req
             .bearer_auth(self.bearer()?)
             .send()
             .map_err(|e| sent(&e))?;
-        Self::read(resp).map(|(v, _)| v)
-    }
-
-    /// The reply as JSON (and its text), or the error it carries. An
-    /// `errorCode` in a 2xx reply is a refusal like any other (\[I\],
-    /// `dgi-emcf.md` §8).
-    fn read(resp: Response) -> Result<(Value, Vec<u8>), TransportError> {
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let body = resp
             .bytes()
             .map_err(|e| TransportError::Unknown(format!("reading the answer: {e}")))?;
-        let code = status.as_u16();
-        if status.is_success() {
-            if body.iter().all(u8::is_ascii_whitespace) {
-                return Ok((Value::Null, b"null".to_vec()));
-            }
-            let v: Value = serde_json::from_slice(&body)
-                .map_err(|e| TransportError::Unknown(format!("unreadable answer: {e}")))?;
-            return match error_in(&v) {
-                Some(b) => Err(TransportError::Rejected {
-                    status: code,
-                    code: b.error_code,
-                    desc: b.error_desc,
-                }),
-                None => Ok((v, body.to_vec())),
-            };
-        }
-        if code == 401 || code == 403 {
-            return Err(TransportError::Unauthorized(format!("HTTP {code}")));
-        }
-        let parsed = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .as_ref()
-            .and_then(error_in);
-        if status.is_server_error() {
-            return Err(TransportError::Unknown(match parsed {
-                Some(b) => format!("HTTP {code}: error {}: {}", b.error_code, b.error_desc),
-                None => format!("HTTP {code}"),
-            }));
-        }
-        Err(match parsed {
-            Some(DgiErrorBody {
-                error_code,
-                error_desc,
-            }) => TransportError::Rejected {
-                status: code,
-                code: error_code,
-                desc: error_desc,
-            },
-            None => TransportError::Rejected {
-                status: code,
-                code: code.to_string(),
-                desc: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            },
-        })
+        Ok((status, body.to_vec()))
     }
 }
 
@@ -238,13 +189,7 @@ impl DgiTransport for HttpDgiTransport {
     }
 
     fn details(&self, uid: &str) -> Result<DgiPendingEcho, TransportError> {
-        let v = self.send_value(self.client.get(self.url(&format!("/{uid}"))))?;
-        let rn = v
-            .get("rn")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| TransportError::Unknown("the details reply has no rn".into()))?;
-        Ok(DgiPendingEcho { rn, raw: v })
+        pending_echo(self.send_value(self.client.get(self.url(&format!("/{uid}"))))?)
     }
 
     fn info(&self, table: &str) -> Result<Value, TransportError> {

@@ -1,7 +1,14 @@
 //! Properties checked by the fuzz targets. Each module is plain Rust over
-//! `bonopay-core` and `bonopay-tax` (no libFuzzer), so the stable test
+//! the Bono Pay crates (no libFuzzer), so the stable test
 //! `bonopay-server-example/tests/fuzz_corpus_replay.rs` compiles the very
-//! same file and replays the committed corpus through it.
+//! same files and replays the committed corpora through them.
 #![forbid(unsafe_code)]
 
+pub mod bundle_verify;
+#[cfg(feature = "config")]
+pub mod config_json;
+pub mod dgi_reply;
 pub mod parse_canonicalize;
+pub mod sealed_payload;
+pub mod verify_qr;
+pub mod webhook_signature;

@@ -131,6 +131,20 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
     }
 }
 
+/// Log events (the server's, mostly) go to stderr, filtered by
+/// `BONOPAY_LOG` in `tracing`'s env-filter syntax (`info` by default,
+/// e.g. `BONOPAY_LOG=bonopay_server_example=debug,warn`). A filter that does
+/// not parse falls back to the default rather than silencing the log.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BONOPAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 /// Reads all of stdin as UTF-8.
 fn read_stdin() -> Result<String, Failure> {
     let mut buf = Vec::new();
@@ -151,6 +165,7 @@ fn emit(mut out: impl Write, text: &str) -> std::io::Result<()> {
 /// panics; returns the process exit code.
 #[must_use]
 pub fn main() -> ExitCode {
+    init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

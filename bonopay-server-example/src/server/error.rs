@@ -199,7 +199,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(msg) = &self {
-            eprintln!("bonopay serve: internal error: {msg}");
+            tracing::error!(error = %msg, "internal error");
         }
         let status = self.status();
         let mut resp = (status, Json(self.body())).into_response();

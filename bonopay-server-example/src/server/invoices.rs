@@ -242,7 +242,7 @@ async fn certify_within_deadline(state: &Shared, outlet: &str, seq: u64) {
     let o = outlet.to_owned();
     let task = tokio::task::spawn_blocking(move || {
         if let Err(e) = agent.certify_now(&o, seq) {
-            eprintln!("bonopay serve: certifying {o}:{seq}: {e}");
+            tracing::warn!(outlet = %o, seq, error = %e, "certifying failed");
         }
     });
     let _ = tokio::time::timeout(svc.policy.deadline, task).await;
@@ -331,7 +331,7 @@ pub(crate) fn seal_error(state: &Shared, e: SealError) -> ApiError {
         },
         SealError::SignerUnavailable(err) => {
             state.metrics.signer_error();
-            eprintln!("bonopay serve: signer unavailable: {err}");
+            tracing::error!(error = %err, "signer unavailable");
             ApiError::Unavailable {
                 code: "signer_unavailable",
                 message: "the signing device is unavailable; nothing was sealed and no number \

@@ -197,7 +197,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("bonopay serve: accept: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -224,7 +224,7 @@ pub fn spawn_background(state: &Shared, interval: std::time::Duration) {
         loop {
             tick.tick().await;
             if let Err(e) = deliveries::send_waiting(&state).await {
-                eprintln!("bonopay serve: waiting receipt deliveries: {e:?}");
+                tracing::warn!(error = ?e, "waiting receipt deliveries");
             }
         }
     });

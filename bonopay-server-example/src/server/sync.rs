@@ -282,35 +282,38 @@ pub fn spawn_agent(
             if now.saturating_sub(last_reconcile) >= 5 * 60 * 1000 {
                 for a in agent.check_accounts() {
                     if let Some(why) = &a.paused {
-                        eprintln!("bonopay: e-MCF account {}: uploads paused: {why}", a.nif);
+                        tracing::warn!(nif = %a.nif, reason = %why, "e-MCF account: uploads paused");
                     }
                     for d in &a.rate_differences {
-                        eprintln!(
-                            "bonopay: e-MCF account {}: tax groups differ from ours: {d}",
-                            a.nif
+                        tracing::warn!(
+                            nif = %a.nif,
+                            difference = %d,
+                            "e-MCF account: tax groups differ from ours"
                         );
                     }
                 }
                 match agent.reconcile() {
-                    Ok(r) if !r.cancelled.is_empty() => eprintln!(
-                        "bonopay: DGI reconcile: cancelled orphans {:?}",
-                        r.cancelled
-                    ),
+                    Ok(r) if !r.cancelled.is_empty() => {
+                        tracing::info!(cancelled = ?r.cancelled, "DGI reconcile: cancelled orphans");
+                    }
                     Ok(_) => {}
-                    Err(e) => eprintln!("bonopay: DGI reconcile: {e}"),
+                    Err(e) => tracing::warn!(error = %e, "DGI reconcile failed"),
                 }
                 last_reconcile = now;
             }
             match agent.run_once() {
-                Ok(r) if r.synced + r.rejected + r.dead > 0 => eprintln!(
-                    "bonopay: DGI sync: {} synced, {} rejected, {} dead, {} waiting",
-                    r.synced, r.rejected, r.dead, r.deferred
+                Ok(r) if r.synced + r.rejected + r.dead > 0 => tracing::info!(
+                    synced = r.synced,
+                    rejected = r.rejected,
+                    dead = r.dead,
+                    waiting = r.deferred,
+                    "DGI sync"
                 ),
                 Ok(_) => {}
-                Err(e) => eprintln!("bonopay: DGI sync: {e}"),
+                Err(e) => tracing::warn!(error = %e, "DGI sync failed"),
             }
             if let Err(e) = pump.pump() {
-                eprintln!("bonopay: sync webhooks: {e}");
+                tracing::warn!(error = %e, "sync webhooks failed");
             }
             std::thread::sleep(interval);
         }

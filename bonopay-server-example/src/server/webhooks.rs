@@ -1680,7 +1680,7 @@ impl Webhooks {
                     Err(e) => {
                         let msg = e.to_string();
                         if last_error.as_deref() != Some(msg.as_str()) {
-                            eprintln!("bonopay serve: webhooks: {msg}");
+                            tracing::warn!(error = %msg, "webhooks");
                             last_error = Some(msg);
                         }
                     }

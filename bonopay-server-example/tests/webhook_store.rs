@@ -59,3 +59,50 @@ fn sqlite_delivery_file_shared_by_several_handles() {
     let path = dir.path().join("auth.db");
     delivery_conformance::shared_database(&|| Arc::new(SqliteDeliveryStore::open(&path).unwrap()));
 }
+
+/// Every queue of the server hands a dead instance's work on within the
+/// DGI outbox's takeover bound (the e-MCF timeout plus 15 s).
+#[test]
+fn receipt_delivery_claims_end_within_the_dgi_takeover_bound() {
+    let lease =
+        i64::try_from(bonopay_server_example::server::deliveries::CLAIM_LEASE.as_millis()).unwrap();
+    assert!(lease <= bonopay_sync::pg_outbox::DEFAULT_TAKEOVER_GRACE_MS);
+    assert!(
+        bonopay_server_example::server::webhooks::RetryPolicy::default().lease()
+            <= bonopay_server_example::server::deliveries::CLAIM_LEASE
+    );
+}
+
+/// A `deliveries` table from before claims gets its claim column when
+/// opened, and a record a previous build left in `sending` (it died
+/// mid-send) is stalled at once and can be taken over.
+#[test]
+fn an_old_delivery_table_is_migrated_and_its_stuck_sends_taken_over() {
+    use bonopay_server_example::server::deliveries::{DeliveryStatus, DeliveryStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE deliveries (
+                id TEXT PRIMARY KEY, invoice_id TEXT NOT NULL, merchant_nif TEXT NOT NULL,
+                channel TEXT NOT NULL, recipient TEXT NOT NULL, status TEXT NOT NULL,
+                error TEXT, created_at TEXT NOT NULL, completed_at TEXT NOT NULL);
+             INSERT INTO deliveries VALUES ('dlv_old', 'o1:1', 'A1', 'email', 'a@b.cd',
+                'sending', NULL, '2026-03-01T08:00:00.000Z', '2026-03-01T08:00:00.000Z');",
+        )
+        .unwrap();
+    }
+    let s = SqliteDeliveryStore::open(&path).unwrap();
+    let stalled = s.stalled(0).unwrap();
+    assert_eq!(stalled.len(), 1);
+    assert_eq!(stalled[0].held, None);
+    assert!(
+        s.claim("dlv_old", DeliveryStatus::Sending, None, 45_000)
+            .unwrap()
+    );
+    assert!(s.stalled(1).unwrap().is_empty());
+    drop(s);
+    // Opening again does not add the column twice.
+    SqliteDeliveryStore::open(&path).unwrap();
+}

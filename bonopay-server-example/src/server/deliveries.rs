@@ -209,11 +209,53 @@ pub trait DeliveryStore: fmt::Debug + Send + Sync {
         from: DeliveryStatus,
         to: &DeliveryRecord,
     ) -> Result<bool, DeliveryStoreError>;
+
+    /// Takes record `id` for sending until `until_ms` (ms since the epoch):
+    /// from `waiting` (`held` is `None`), or from `sending` under the claim
+    /// `held` that [`DeliveryStore::stalled`] reported. A compare-and-swap
+    /// on status and claim, so of several instances exactly one takes it.
+    ///
+    /// # Errors
+    /// [`DeliveryStoreError::Storage`].
+    fn claim(
+        &self,
+        id: &str,
+        from: DeliveryStatus,
+        held: Option<i64>,
+        until_ms: i64,
+    ) -> Result<bool, DeliveryStoreError>;
+
+    /// Records in `sending` whose claim ended before `now_ms` (or that
+    /// carry none, from a build without claims): their sender stopped
+    /// mid-send, so another instance takes them over. Each with the claim
+    /// it was taken under, oldest first.
+    ///
+    /// # Errors
+    /// [`DeliveryStoreError::Storage`].
+    fn stalled(&self, now_ms: i64) -> Result<Vec<StalledDelivery>, DeliveryStoreError>;
 }
 
-/// [`DeliveryStore`] in memory (tests, embedding examples).
+/// A record whose sender stopped mid-send ([`DeliveryStore::stalled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalledDelivery {
+    /// The record, in `sending`.
+    pub record: DeliveryRecord,
+    /// The claim it was taken under (`None`: taken by a build without
+    /// claims); [`DeliveryStore::claim`] takes it over only under this one.
+    pub held: Option<i64>,
+}
+
+/// How long a receipt delivery stays claimed by the instance sending it:
+/// the DGI outbox's takeover bound (its e-MCF timeout, 30 s, plus 15 s), so
+/// every queue of the server hands a dead instance's work on within the
+/// same time. A send takes at most a channel timeout (10 s) plus the
+/// document's rendering.
+pub const CLAIM_LEASE: Duration = Duration::from_millis(45_000);
+
+/// [`DeliveryStore`] in memory (tests, embedding examples): the records,
+/// and the claim of each record taken for sending.
 #[derive(Debug, Default)]
-pub struct MemoryDeliveryStore(Mutex<Vec<DeliveryRecord>>);
+pub struct MemoryDeliveryStore(Mutex<Vec<(DeliveryRecord, Option<i64>)>>);
 
 impl DeliveryStore for MemoryDeliveryStore {
     fn record(&self, delivery: &DeliveryRecord) -> Result<(), DeliveryStoreError> {
@@ -222,13 +264,13 @@ impl DeliveryStore for MemoryDeliveryStore {
             .lock()
             .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
         // As the databases' primary key: an id is recorded once.
-        if all.iter().any(|d| d.id == delivery.id) {
+        if all.iter().any(|(d, _)| d.id == delivery.id) {
             return Err(DeliveryStoreError::Storage(format!(
                 "delivery {} is recorded already",
                 delivery.id
             )));
         }
-        all.push(delivery.clone());
+        all.push((delivery.clone(), None));
         Ok(())
     }
 
@@ -242,8 +284,8 @@ impl DeliveryStore for MemoryDeliveryStore {
             .lock()
             .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?
             .iter()
-            .filter(|d| d.merchant_nif == merchant_nif && d.invoice_id == invoice_id)
-            .cloned()
+            .filter(|(d, _)| d.merchant_nif == merchant_nif && d.invoice_id == invoice_id)
+            .map(|(d, _)| d.clone())
             .collect())
     }
 
@@ -253,8 +295,8 @@ impl DeliveryStore for MemoryDeliveryStore {
             .lock()
             .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?
             .iter()
-            .filter(|d| d.status == DeliveryStatus::Waiting)
-            .cloned()
+            .filter(|(d, _)| d.status == DeliveryStatus::Waiting)
+            .map(|(d, _)| d.clone())
             .collect())
     }
 
@@ -267,8 +309,11 @@ impl DeliveryStore for MemoryDeliveryStore {
             .0
             .lock()
             .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
-        match all.iter_mut().find(|d| d.id == to.id && d.status == from) {
-            Some(d) => {
+        match all
+            .iter_mut()
+            .find(|(d, _)| d.id == to.id && d.status == from)
+        {
+            Some((d, _)) => {
                 d.status = to.status;
                 d.error.clone_from(&to.error);
                 d.completed_at.clone_from(&to.completed_at);
@@ -276,6 +321,46 @@ impl DeliveryStore for MemoryDeliveryStore {
             }
             None => Ok(false),
         }
+    }
+
+    fn claim(
+        &self,
+        id: &str,
+        from: DeliveryStatus,
+        held: Option<i64>,
+        until_ms: i64,
+    ) -> Result<bool, DeliveryStoreError> {
+        let mut all = self
+            .0
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+        match all
+            .iter_mut()
+            .find(|(d, claim)| d.id == id && d.status == from && *claim == held)
+        {
+            Some((d, claim)) => {
+                d.status = DeliveryStatus::Sending;
+                *claim = Some(until_ms);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn stalled(&self, now_ms: i64) -> Result<Vec<StalledDelivery>, DeliveryStoreError> {
+        Ok(self
+            .0
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?
+            .iter()
+            .filter(|(d, claim)| {
+                d.status == DeliveryStatus::Sending && claim.is_none_or(|until| until < now_ms)
+            })
+            .map(|(d, claim)| StalledDelivery {
+                record: d.clone(),
+                held: *claim,
+            })
+            .collect())
     }
 }
 
@@ -319,6 +404,20 @@ impl SqliteDeliveryStore {
     pub fn open(path: &Path) -> Result<Self, DeliveryStoreError> {
         let conn = Connection::open(path).map_err(storage)?;
         prepare_auth_db(&conn, SCHEMA).map_err(storage)?;
+        // Added after the table shipped: the claim of a record taken for
+        // sending (ms since the epoch), NULL otherwise.
+        let has_claim: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('deliveries') WHERE name = 'claimed_until_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(storage)?
+            > 0;
+        if !has_claim {
+            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN claimed_until_ms INTEGER")
+                .map_err(storage)?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -402,6 +501,71 @@ impl DeliveryStore for SqliteDeliveryStore {
             )
             .map_err(storage)?;
         Ok(n == 1)
+    }
+
+    fn claim(
+        &self,
+        id: &str,
+        from: DeliveryStatus,
+        held: Option<i64>,
+        until_ms: i64,
+    ) -> Result<bool, DeliveryStoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+        let n = conn
+            .execute(
+                "UPDATE deliveries SET status = 'sending', claimed_until_ms = ?1
+                 WHERE id = ?2 AND status = ?3 AND claimed_until_ms IS ?4",
+                params![until_ms, id, from.as_str(), held],
+            )
+            .map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    fn stalled(&self, now_ms: i64) -> Result<Vec<StalledDelivery>, DeliveryStoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+        let mut st = conn
+            .prepare(
+                "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error, created_at, completed_at, claimed_until_ms
+                 FROM deliveries
+                 WHERE status = 'sending' AND (claimed_until_ms IS NULL OR claimed_until_ms < ?1)
+                 ORDER BY rowid",
+            )
+            .map_err(storage)?;
+        let rows = st
+            .query_map(params![now_ms], |r| {
+                Ok((
+                    DeliveryRecord {
+                        id: r.get(0)?,
+                        invoice_id: r.get(1)?,
+                        merchant_nif: r.get(2)?,
+                        channel: Channel::Email,
+                        recipient: r.get(4)?,
+                        status: DeliveryStatus::Sending,
+                        error: r.get(6)?,
+                        created_at: r.get(7)?,
+                        completed_at: r.get(8)?,
+                    },
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(9)?,
+                ))
+            })
+            .map_err(storage)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (d, channel, status, held) = row.map_err(storage)?;
+            out.push(StalledDelivery {
+                record: checked(d, &channel, &status)?,
+                held,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -757,6 +921,7 @@ pub struct Deliveries {
     pub(crate) store: Arc<dyn DeliveryStore>,
     email: Option<SmtpMailer>,
     messaging: Option<Arc<dyn MessagingChannel>>,
+    claim_lease: Duration,
 }
 
 impl Default for Deliveries {
@@ -774,7 +939,16 @@ impl Deliveries {
             store,
             email: None,
             messaging: None,
+            claim_lease: CLAIM_LEASE,
         }
+    }
+
+    /// Another claim lease than [`CLAIM_LEASE`] (tests; a deployment whose
+    /// channels are slower than their 10 s timeouts allow for).
+    #[must_use]
+    pub fn with_claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = lease;
+        self
     }
 
     /// Enables e-mail.
@@ -1074,14 +1248,30 @@ async fn send_document(
 /// [`ApiError`] when storage fails; a channel's failure is recorded.
 pub async fn send_waiting(state: &Shared) -> Result<usize, ApiError> {
     let store = Arc::clone(&state.deliveries.store);
-    let waiting = blocking(move || {
-        store
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    // Waiting ones, and those another instance took and stopped sending
+    // (it died mid-send): taken over once their claim has ended.
+    let queue = blocking(move || {
+        let internal = |e: DeliveryStoreError| ApiError::Internal(e.to_string());
+        let mut queue: Vec<(DeliveryRecord, DeliveryStatus, Option<i64>)> = store
             .waiting()
-            .map_err(|e| ApiError::Internal(e.to_string()))
+            .map_err(internal)?
+            .into_iter()
+            .map(|w| (w, DeliveryStatus::Waiting, None))
+            .collect();
+        queue.extend(
+            store
+                .stalled(now_ms)
+                .map_err(internal)?
+                .into_iter()
+                .map(|s| (s.record, DeliveryStatus::Sending, s.held)),
+        );
+        Ok(queue)
     })
     .await?;
+    let lease = i64::try_from(state.deliveries.claim_lease.as_millis()).unwrap_or(i64::MAX);
     let mut done = 0;
-    for w in waiting {
+    for (w, from, held) in queue {
         let Some((outlet, seq)) = w
             .invoice_id
             .rsplit_once(':')
@@ -1109,14 +1299,10 @@ pub async fn send_waiting(state: &Shared) -> Result<usize, ApiError> {
             {
                 return Ok(None);
             }
-            let sending = DeliveryRecord {
-                status: DeliveryStatus::Sending,
-                ..w2
-            };
             let took = st
                 .deliveries
                 .store
-                .transition(DeliveryStatus::Waiting, &sending)
+                .claim(&w2.id, from, held, now_ms.saturating_add(lease))
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(took.then_some(sealed))
         })
@@ -1224,6 +1410,86 @@ pub mod conformance {
         an_id_is_recorded_once(fresh);
         concurrent_records(fresh);
         waiting_deliveries_are_taken_once(fresh);
+        stalled_sends_are_taken_over_once(fresh);
+    }
+
+    /// A record claimed for sending is not stalled while its claim lasts;
+    /// once the claim ends (the sender died mid-send) it is reported with
+    /// that claim, and of several instances exactly one takes it over. A
+    /// claim under a stale `held` takes nothing, and the settle still
+    /// works.
+    pub fn stalled_sends_are_taken_over_once(fresh: Open<'_>) {
+        const T0: i64 = 1_780_000_000_000;
+        const LEASE: i64 = 45_000;
+        let s = fresh();
+        let w = DeliveryRecord {
+            status: DeliveryStatus::Waiting,
+            error: None,
+            ..record("dlv_s", "A1", "o1:7")
+        };
+        s.record(&w).unwrap();
+        assert!(s.stalled(T0).unwrap().is_empty(), "waiting is not stalled");
+        assert!(
+            !s.claim("dlv_s", DeliveryStatus::Sending, None, T0 + LEASE)
+                .unwrap(),
+            "not sending yet"
+        );
+        assert!(
+            s.claim("dlv_s", DeliveryStatus::Waiting, None, T0 + LEASE)
+                .unwrap()
+        );
+        assert!(
+            !s.claim("dlv_s", DeliveryStatus::Waiting, None, T0 + LEASE)
+                .unwrap(),
+            "taken once"
+        );
+        assert!(s.waiting().unwrap().is_empty());
+        assert_eq!(
+            s.list("A1", "o1:7").unwrap()[0].status,
+            DeliveryStatus::Sending
+        );
+        assert!(
+            s.stalled(T0 + LEASE - 1).unwrap().is_empty(),
+            "within its claim"
+        );
+        let stalled = s.stalled(T0 + LEASE + 1).unwrap();
+        assert_eq!(stalled.len(), 1, "{stalled:?}");
+        assert_eq!(stalled[0].held, Some(T0 + LEASE));
+        assert_eq!(stalled[0].record.id, "dlv_s");
+        assert_eq!(stalled[0].record.status, DeliveryStatus::Sending);
+        assert!(
+            !s.claim("dlv_s", DeliveryStatus::Sending, Some(T0), T0 + 3 * LEASE)
+                .unwrap(),
+            "a stale claim takes nothing"
+        );
+
+        let theirs = Arc::clone(&s);
+        let taken = race(move |i| {
+            let until = T0 + 2 * LEASE + i64::try_from(i).unwrap();
+            theirs
+                .claim("dlv_s", DeliveryStatus::Sending, Some(T0 + LEASE), until)
+                .unwrap()
+        });
+        assert_eq!(
+            taken.iter().filter(|t| **t).count(),
+            1,
+            "exactly one instance takes a stalled send over"
+        );
+        assert!(
+            s.stalled(T0 + LEASE + 1).unwrap().is_empty(),
+            "the new claim holds"
+        );
+        let sent = DeliveryRecord {
+            status: DeliveryStatus::Sent,
+            completed_at: "2026-03-01T09:00:00.000Z".into(),
+            ..w.clone()
+        };
+        assert!(s.transition(DeliveryStatus::Sending, &sent).unwrap());
+        assert!(
+            s.stalled(T0 + 10 * LEASE).unwrap().is_empty(),
+            "settled is never stalled"
+        );
+        assert_eq!(s.list("A1", "o1:7").unwrap(), vec![sent]);
     }
 
     /// A waiting record is listed by `waiting`; of several takers exactly

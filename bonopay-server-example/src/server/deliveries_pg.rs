@@ -18,7 +18,8 @@ use std::fmt;
 use postgres::types::{ToSql, Type};
 
 use super::deliveries::{
-    Channel, DeliveryRecord, DeliveryStatus, DeliveryStore, DeliveryStoreError, checked,
+    Channel, DeliveryRecord, DeliveryStatus, DeliveryStore, DeliveryStoreError, StalledDelivery,
+    checked,
 };
 use super::pg::{PgError, Pool, Schema};
 
@@ -28,7 +29,7 @@ pub const DEFAULT_POOL_SIZE: usize = 2;
 
 /// The schema version this build migrates to (the highest row of
 /// `receipt_delivery_schema_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The receipt-delivery table, migrated under the advisory lock "bprcptmg".
 const SCHEMA: Schema = Schema {
@@ -40,9 +41,10 @@ const SCHEMA: Schema = Schema {
 
 /// The migrations, in order: `(version, SQL)`. Never edit one that has
 /// shipped; append a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE receipt_deliveries (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY,
     id           TEXT PRIMARY KEY,
@@ -57,7 +59,16 @@ CREATE TABLE receipt_deliveries (
 );
 CREATE INDEX receipt_deliveries_invoice ON receipt_deliveries (merchant_nif, invoice_id, seq);
 ",
-)];
+    ),
+    (
+        2,
+        "
+-- The claim of a record taken for sending (ms since the epoch): past it,
+-- another instance takes the send over.
+ALTER TABLE receipt_deliveries ADD COLUMN claimed_until_ms BIGINT;
+",
+    ),
+];
 
 fn storage(e: impl Into<PgError>) -> DeliveryStoreError {
     DeliveryStoreError::Storage(e.into().0)
@@ -173,6 +184,61 @@ impl DeliveryStore for PgDeliveryStore {
             })
             .map_err(storage)
             .map(|n| n == 1)
+    }
+
+    fn claim(
+        &self,
+        id: &str,
+        from: DeliveryStatus,
+        held: Option<i64>,
+        until_ms: i64,
+    ) -> Result<bool, DeliveryStoreError> {
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
+            (&until_ms, Type::INT8),
+            (&id, Type::TEXT),
+            (&from.as_str(), Type::TEXT),
+            (&held, Type::INT8),
+        ];
+        // One UPDATE: PostgreSQL re-checks the WHERE clause on the row a
+        // concurrent claimer committed, so exactly one of them matches.
+        self.pool
+            .write(|c| {
+                c.execute_typed(
+                    "UPDATE receipt_deliveries SET status = 'sending', claimed_until_ms = $1
+                     WHERE id = $2 AND status = $3 AND claimed_until_ms IS NOT DISTINCT FROM $4",
+                    &params,
+                )
+            })
+            .map_err(storage)
+            .map(|n| n == 1)
+    }
+
+    fn stalled(&self, now_ms: i64) -> Result<Vec<StalledDelivery>, DeliveryStoreError> {
+        let rows = self
+            .pool
+            .read(|c| {
+                c.query_typed(
+                    "SELECT id, claimed_until_ms FROM receipt_deliveries
+                     WHERE status = 'sending' AND (claimed_until_ms IS NULL OR claimed_until_ms < $1)
+                     ORDER BY seq",
+                    &[(&now_ms, Type::INT8)],
+                )
+            })
+            .map_err(storage)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(storage)?;
+            let held: Option<i64> = r.try_get(1).map_err(storage)?;
+            let found = self.select("WHERE id = $1", &[(&id, Type::TEXT)])?;
+            // Settled meanwhile: no longer stalled.
+            if let Some(record) = found
+                .into_iter()
+                .find(|d| d.status == DeliveryStatus::Sending)
+            {
+                out.push(StalledDelivery { record, held });
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -260,9 +260,13 @@ impl RetryPolicy {
 
     /// How long a claimed delivery stays reserved for the dispatcher that
     /// claimed it: past this, a crash mid-send is assumed and it is due
-    /// again.
-    fn lease(&self) -> Duration {
-        (self.timeout * 2).max(Duration::from_secs(60))
+    /// again. The attempt's timeout plus 15 s, the margin the DGI outbox
+    /// allows a dead claimant (its takeover grace is the e-MCF timeout plus
+    /// 15 s): with the 10 s default a dead instance's deliveries move on
+    /// after 25 s, within the outbox's 45 s.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.timeout + Duration::from_secs(15)
     }
 }
 

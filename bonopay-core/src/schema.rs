@@ -56,7 +56,7 @@ pub const INEXPRESSIBLE: &[&str] = &[
 
 /// Control characters (Unicode category Cc, what `char::is_control`
 /// matches), as an ECMA-262 character class body.
-const CONTROL_CLASS: &str = r"\u0000-\u001F\u007F-\u009F";
+pub const CONTROL_CLASS: &str = r"\u0000-\u001F\u007F-\u009F";
 
 /// The JSON Schema of an invoice request, `bonopay/invoice/v1`
 /// (docs/format.md §1).

@@ -53,7 +53,7 @@ pub fn parse_decimal(
         _ => text,
     };
     // Very long inputs are refused before they reach the parser.
-    if trimmed.len() > 64 {
+    if trimmed.len() > crate::parse::MAX_DECIMAL_TEXT_LEN {
         return Err(DecimalError::OutOfRange);
     }
     let value = Decimal::from_str_exact(trimmed).map_err(|_| {

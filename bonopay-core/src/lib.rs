@@ -7,6 +7,7 @@ mod error;
 pub mod json;
 pub mod model;
 mod parse;
+pub mod schema;
 mod validate;
 
 pub use canonical::{canonicalize, jcs};
@@ -14,7 +15,8 @@ pub use decimal::{DecimalError, ExchangeRate, Money, Percent, Quantity};
 pub use error::{ErrorCode, ValidationError, ValidationErrors};
 pub use model::*;
 pub use parse::{
-    MAX_ID_LEN, MAX_ITEMS, MAX_PAYMENTS, MAX_TEXT_LEN, SCHEMA_V1, SECURITY_ELEMENT_KEYS,
-    is_valid_date, normalize_reference, parse_invoice, parse_invoice_json, rounded_line_amount,
+    MAX_DECIMAL_TEXT_LEN, MAX_ID_LEN, MAX_ITEMS, MAX_NIF_LEN, MAX_PAYMENTS, MAX_TEXT_LEN,
+    SCHEMA_V1, SECURITY_ELEMENT_KEYS, is_valid_date, normalize_reference, parse_invoice,
+    parse_invoice_json, rounded_line_amount,
 };
 pub use validate::validate;

@@ -118,6 +118,27 @@ code_enum!(
     }
 );
 
+impl ClientType {
+    /// The client fields this type requires, besides `type`: the one rule
+    /// the validator and the published JSON Schema
+    /// ([`crate::schema::invoice_request`]) both read.
+    #[must_use]
+    pub const fn required_fields(self) -> &'static [&'static str] {
+        match self {
+            ClientType::Pp => &[],
+            ClientType::Pm | ClientType::Pc | ClientType::Pl => &["name", "nif"],
+            ClientType::Ao => &["name", "exemption_reference"],
+        }
+    }
+
+    /// Whether comment line A must carry the client's exemption reference
+    /// (embassies and international organizations).
+    #[must_use]
+    pub const fn requires_exemption_line(self) -> bool {
+        matches!(self, ClientType::Ao)
+    }
+}
+
 code_enum!(
     /// DGI item type.
     ItemKind {
@@ -164,6 +185,15 @@ code_enum!(
         N = "N",
     }
 );
+
+impl TaxGroup {
+    /// Groups L and N hold levies: only TAX items, which carry no specific
+    /// tax themselves.
+    #[must_use]
+    pub const fn is_levy(self) -> bool {
+        matches!(self, TaxGroup::L | TaxGroup::N)
+    }
+}
 
 code_enum!(
     /// Payment method, with the e-MCF JSON names.
@@ -231,6 +261,15 @@ code_enum!(
         H = "H",
     }
 );
+
+impl Currency {
+    /// A foreign-currency invoice states its exchange rate to CDF; a CDF
+    /// invoice has none.
+    #[must_use]
+    pub const fn needs_exchange_rate(self) -> bool {
+        !matches!(self, Currency::Cdf)
+    }
+}
 
 /// The cashier, the DGI "operator".
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

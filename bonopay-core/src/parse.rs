@@ -24,6 +24,15 @@ pub const MAX_PAYMENTS: usize = 50;
 pub const MAX_ID_LEN: usize = 64;
 /// Longest free text (names, addresses, comment lines), in characters.
 pub const MAX_TEXT_LEN: usize = 256;
+/// Longest NIF (seller's or client's).
+pub const MAX_NIF_LEN: usize = 32;
+/// Longest decimal string once trailing fractional zeros are dropped;
+/// longer ones are refused before they reach the decimal parser.
+pub const MAX_DECIMAL_TEXT_LEN: usize = 64;
+/// Most decimal places of the rate a client may echo in `tax_groups` (at
+/// most 100 in magnitude; only its type is checked, see
+/// `client_tax_groups`).
+pub(crate) const ECHOED_RATE_SCALE: u32 = 4;
 
 /// Keys that name a security element. Only the trusted core produces these;
 /// a request that carries one, at any depth, is refused with
@@ -279,7 +288,7 @@ impl Walker {
     }
 
     fn nif(&mut self, v: &Json, path: P<'_>) -> Option<String> {
-        let s = self.string(v, path, 32)?;
+        let s = self.string(v, path, MAX_NIF_LEN)?;
         if is_nif(&s) {
             Some(s)
         } else {
@@ -781,7 +790,7 @@ impl Walker {
                     // A client may echo the rate it used; it is checked through
                     // base/tax/total, so its value is only type-checked here.
                     if let Some(r) = f.get("rate") {
-                        self.decimal(r, f.path("rate"), 4, Decimal::ONE_HUNDRED);
+                        self.decimal(r, f.path("rate"), ECHOED_RATE_SCALE, Decimal::ONE_HUNDRED);
                     }
                     let base = self
                         .required(&f, "base")

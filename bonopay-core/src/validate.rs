@@ -3,9 +3,7 @@
 use rust_decimal::Decimal;
 
 use crate::error::{ErrorCode, ValidationError, ValidationErrors};
-use crate::model::{
-    ClientType, CommentLine, CreditNature, Currency, InvoiceRequest, Item, ItemKind, TaxGroup,
-};
+use crate::model::{CommentLine, CreditNature, InvoiceRequest, Item, ItemKind};
 
 /// Checks a request built in Rust (not parsed from JSON) against the rules
 /// [`crate::parse_invoice`] applies, with the same paths and codes: the
@@ -190,7 +188,7 @@ fn check_id(e: &mut Vec<ValidationError>, path: impl Fn() -> String, s: &str) {
 }
 
 fn check_nif(e: &mut Vec<ValidationError>, path: impl Fn() -> String, s: &str) {
-    if check_text(e, &path, s, 32) && !crate::parse::is_nif(s) {
+    if check_text(e, &path, s, crate::parse::MAX_NIF_LEN) && !crate::parse::is_nif(s) {
         e.push(ValidationError::new(
             path(),
             ErrorCode::InvalidValue,
@@ -210,7 +208,7 @@ fn check_positive(e: &mut Vec<ValidationError>, path: impl FnOnce() -> String, d
 }
 
 pub(crate) fn check_item(item: &Item, path: &str, errors: &mut Vec<ValidationError>) {
-    let levy_group = matches!(item.tax_group, TaxGroup::L | TaxGroup::N);
+    let levy_group = item.tax_group.is_levy();
     if item.kind == ItemKind::Tax && !levy_group {
         errors.push(ValidationError::new(
             format!("{path}.tax_group"),
@@ -257,7 +255,18 @@ pub(crate) fn check_item(item: &Item, path: &str, errors: &mut Vec<ValidationErr
 
 pub(crate) fn check_cross_fields(req: &InvoiceRequest, errors: &mut Vec<ValidationError>) {
     let c = &req.client;
-    let mut need = |present: bool, field: &str| {
+    for field in c.client_type.required_fields() {
+        let present = match *field {
+            "name" => c.name.is_some(),
+            "nif" => c.nif.is_some(),
+            "exemption_reference" => c.exemption_reference.is_some(),
+            "contact" => c.contact.is_some(),
+            "address" => c.address.is_some(),
+            "email" => c.email.is_some(),
+            // A field name this match does not know fails closed: every
+            // such invoice is refused until it is taught here.
+            _ => false,
+        };
         if !present {
             errors.push(ValidationError::new(
                 format!("client.{field}"),
@@ -265,28 +274,19 @@ pub(crate) fn check_cross_fields(req: &InvoiceRequest, errors: &mut Vec<Validati
                 format!("client type {} requires `{field}`", c.client_type),
             ));
         }
-    };
-    match c.client_type {
-        ClientType::Pp => {}
-        ClientType::Pm | ClientType::Pc | ClientType::Pl => {
-            need(c.name.is_some(), "name");
-            need(c.nif.is_some(), "nif");
-        }
-        ClientType::Ao => {
-            need(c.name.is_some(), "name");
-            need(c.exemption_reference.is_some(), "exemption_reference");
-            let line_a = req.comments.get(&CommentLine::A);
-            let carries = match (&c.exemption_reference, line_a) {
-                (Some(r), Some(a)) => a.contains(r.as_str()),
-                _ => false,
-            };
-            if !carries {
-                errors.push(ValidationError::new(
-                    "comments.A",
-                    ErrorCode::AoExemptionReferenceMissing,
-                    "for an AO client, comment line A must carry the exemption reference, e.g. `Réf. Exo. : <number>`",
-                ));
-            }
+    }
+    if c.client_type.requires_exemption_line() {
+        let line_a = req.comments.get(&CommentLine::A);
+        let carries = match (&c.exemption_reference, line_a) {
+            (Some(r), Some(a)) => a.contains(r.as_str()),
+            _ => false,
+        };
+        if !carries {
+            errors.push(ValidationError::new(
+                "comments.A",
+                ErrorCode::AoExemptionReferenceMissing,
+                "for an AO client, comment line A must carry the exemption reference, e.g. `Réf. Exo. : <number>`",
+            ));
         }
     }
 
@@ -320,16 +320,19 @@ pub(crate) fn check_cross_fields(req: &InvoiceRequest, errors: &mut Vec<Validati
         (None, false) => {}
     }
 
-    match (req.currency, &req.exchange_rate) {
-        (Currency::Cdf, Some(_)) => errors.push(ValidationError::new(
+    match (req.currency.needs_exchange_rate(), &req.exchange_rate) {
+        (false, Some(_)) => errors.push(ValidationError::new(
             "exchange_rate",
             ErrorCode::ExchangeRateNotAllowed,
-            "a CDF invoice has no exchange rate",
+            format!("a {} invoice has no exchange rate", req.currency),
         )),
-        (Currency::Usd, None) => errors.push(ValidationError::new(
+        (true, None) => errors.push(ValidationError::new(
             "exchange_rate",
             ErrorCode::ExchangeRateRequired,
-            "a USD invoice must state the rate (CDF per USD) and its date",
+            format!(
+                "a {c} invoice must state the rate (CDF per {c}) and its date",
+                c = req.currency
+            ),
         )),
         _ => {}
     }

@@ -522,7 +522,8 @@ impl Fiscalizer {
             ("pos_terminal_id", &sale.pos_terminal_id),
             ("cashier_id", &sale.cashier_id),
         ] {
-            if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
+            // Characters, as the message (and the published schema) says.
+            if v.is_empty() || v.chars().count() > 64 || v.chars().any(char::is_control) {
                 errors.push(ValidationError::new(
                     path,
                     ErrorCode::InvalidValue,

@@ -966,8 +966,9 @@ impl Deliveries {
     }
 }
 
-/// A delivery request.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A delivery request (documented by [`super::schema::DeliveryBody`],
+/// which ties the recipient's form to the channel).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryRequest {
     /// `email` or `whatsapp`.
@@ -1006,7 +1007,7 @@ fn valid_phone(to: &str) -> bool {
     path = "/v1/invoices/{id}/deliveries",
     tag = "receipts",
     params(("id" = String, Path, description = "`{outlet}:{seq}`")),
-    request_body = DeliveryRequest,
+    request_body = super::schema::DeliveryBody,
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Sent (and recorded)", body = DeliveryRecord),

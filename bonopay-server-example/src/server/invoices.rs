@@ -359,7 +359,7 @@ pub(crate) fn seal_error(state: &Shared, e: SealError) -> ApiError {
     post,
     path = "/v1/invoices",
     tag = "invoices",
-    request_body(content = Object, description = "An invoice request, `bonopay/invoice/v1` (docs/format.md §1)", content_type = "application/json"),
+    request_body(content = super::schema::InvoiceRequestBody, description = "An invoice request, `bonopay/invoice/v1` (docs/format.md §1)", content_type = "application/json"),
     params(("Idempotency-Key" = String, Header, description = "Client key, 1 to 200 printable characters, scoped to the merchant", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$")),
     security(("api_key" = [])),
     responses(
@@ -485,15 +485,16 @@ pub async fn get_invoice(
 }
 
 /// Lookup parameters: `auth_code`, or `dgi_code`, or `outlet` +
-/// `fiscal_year` + `fiscal_number`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// `fiscal_year` + `fiscal_number`; exactly one set (documented as one
+/// object parameter, [`super::schema::lookup_parameter`]). A parameter the
+/// lookup does not know is refused, as the document says.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LookupQuery {
     /// Bono Pay authentication code (24 characters, or 6 dash-separated
     /// groups of 4).
     pub auth_code: Option<String>,
     /// The Code DEF/DGI the DGI certified the invoice with, as printed.
-    #[param(min_length = 1, max_length = 512)]
     pub dgi_code: Option<String>,
     /// Outlet, with `fiscal_year` and `fiscal_number`.
     pub outlet: Option<String>,
@@ -503,14 +504,25 @@ pub struct LookupQuery {
     pub fiscal_number: Option<String>,
 }
 
-/// The total counter (TC) of `FC/TC TYPE`, or of a bare number.
-fn total_counter(number: &str) -> Option<u64> {
-    let n = number.trim();
-    let tc = match n.split_once('/') {
-        Some((_, rest)) => rest.split_whitespace().next()?,
-        None => n,
+/// The total counter (TC) of `FC/TC TYPE`, `FC/TC` or a bare `TC`:
+/// counters of 1 to 19 digits, one space before the invoice type. Exactly
+/// what the document's pattern says
+/// ([`super::schema::fiscal_number_pattern`]).
+pub(crate) fn total_counter(number: &str) -> Option<u64> {
+    let counter = |s: &str| (1..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    let (counters, invoice_type) = match number.split_once(' ') {
+        Some((c, t)) => (c, Some(t)),
+        None => (number, None),
     };
-    tc.parse().ok()
+    if invoice_type.is_some_and(|t| bonopay_core::InvoiceType::from_code(t).is_none()) {
+        return None;
+    }
+    let tc = match counters.split_once('/') {
+        Some((fc, tc)) if counter(fc) => tc,
+        Some(_) => return None,
+        None => counters,
+    };
+    if counter(tc) { tc.parse().ok() } else { None }
 }
 
 /// Finds a sealed invoice by its Bono Pay authentication code, by the Code
@@ -520,11 +532,11 @@ fn total_counter(number: &str) -> Option<u64> {
     get,
     path = "/v1/invoices/lookup",
     tag = "invoices",
-    params(LookupQuery),
+    params(super::schema::LookupParams),
     security(("api_key" = [])),
     responses(
         (status = 200, body = SealedInvoiceDto),
-        (status = 400, description = "Neither lookup given", body = ErrorBody),
+        (status = 400, description = "Not exactly one complete lookup, an unknown parameter, or a malformed fiscal number", body = ErrorBody),
         (status = 404, description = "No such invoice for this merchant", body = ErrorBody),
     )
 )]
@@ -533,6 +545,20 @@ pub async fn lookup_invoice(
     Principal(who): Principal,
     ApiQuery(q): ApiQuery<LookupQuery>,
 ) -> Result<Json<SealedInvoiceDto>, ApiError> {
+    let by_number = [
+        q.outlet.is_some(),
+        q.fiscal_year.is_some(),
+        q.fiscal_number.is_some(),
+    ];
+    let sets = usize::from(q.auth_code.is_some())
+        + usize::from(q.dgi_code.is_some())
+        + usize::from(by_number.contains(&true));
+    if sets != 1 || (by_number.contains(&true) && by_number.contains(&false)) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "give exactly one of: auth_code; dgi_code; outlet, fiscal_year and fiscal_number",
+        ));
+    }
     let st = Arc::clone(&state);
     let (outlet, seq) = if let Some(code) = &q.auth_code {
         let code = bonopay_core::normalize_reference(code).ok_or(ApiError::NotFound)?;
@@ -584,8 +610,9 @@ pub async fn lookup_invoice(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// The `next_cursor` of the previous page (absent for the first page).
-    #[param(min_length = 1)]
+    /// The `next_cursor` of the previous page (absent for the first page):
+    /// a decimal number.
+    #[param(schema_with = super::schema::cursor_schema)]
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -624,9 +651,14 @@ pub async fn list_outlet_invoices(
     }
     let after = match &q.cursor {
         None => 0,
+        // Digits only, as the document's pattern says (`str::parse` would
+        // also take a leading `+`).
         Some(c) => c
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| c.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))?,
     };
     authorize_outlet(&state, &who, &outlet).await?;
     let st = Arc::clone(&state);
@@ -915,6 +947,9 @@ mod tests {
         assert_eq!(total_counter("5"), Some(5));
         assert_eq!(total_counter("x"), None);
         assert_eq!(total_counter("3/ FV"), None);
+        assert_eq!(total_counter("3/5"), Some(5));
+        assert_eq!(total_counter(" 5"), None);
+        assert_eq!(total_counter("3/5 XX"), None);
     }
 
     #[test]

@@ -48,8 +48,9 @@ impl From<ApiKey> for ApiKeyDto {
     }
 }
 
-/// A key to create.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// A key to create (documented by [`super::schema::CreateKeyBody`], which
+/// states which roles take `outlets`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// Its role.
@@ -58,7 +59,6 @@ pub struct CreateKeyRequest {
     /// integration keys, optional for auditors (absent = all), refused for
     /// owners (an owner covers every outlet).
     #[serde(default)]
-    #[schema(min_items = 1)]
     pub outlets: Option<Vec<String>>,
     /// Free label, at most 100 characters.
     #[serde(default)]
@@ -139,7 +139,7 @@ pub fn is_outlet_id(s: &str) -> bool {
     post,
     path = "/v1/keys",
     tag = "management",
-    request_body = CreateKeyRequest,
+    request_body = super::schema::CreateKeyBody,
     security(("api_key" = [])),
     responses(
         (status = 201, body = CreatedKey),

@@ -30,6 +30,7 @@ pub(crate) mod pg;
 pub mod receipt;
 pub mod receipt_pdf;
 pub mod reports;
+pub mod schema;
 pub mod sync;
 pub mod webhooks;
 pub mod webhooks_conformance;

@@ -332,16 +332,41 @@ pub async fn close_periods(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncompleteSaleRequest {
-    /// Till.
+    /// Till: 1 to 64 characters, no control character.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub pos_terminal_id: String,
-    /// Cashier id.
+    /// Cashier id: 1 to 64 characters, no control character.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub cashier_id: String,
-    /// Value of the sale when abandoned, CDF, as a decimal string.
-    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
+    /// Value of the sale when abandoned, CDF, as a decimal string: zero or
+    /// more, at most 2 places.
+    #[schema(pattern = "^[0-9]{1,20}(\\.[0-9]{1,2})?$")]
     pub amount: String,
-    /// Why.
+    /// Why: at most 200 characters, no control character.
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub reason: String,
+}
+
+/// The amount of an abandoned sale: 1 to 20 digits, then optionally `.`
+/// and 1 or 2 digits, exactly the document's pattern (`Decimal`'s own
+/// parser would also take `_`, `+` and more places).
+fn sale_amount(text: &str) -> Option<Decimal> {
+    let digits =
+        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = match text.split_once('.') {
+        Some((int, frac)) => digits(int, 20) && digits(frac, 2),
+        None => digits(text, 20),
+    };
+    if well_formed { text.parse().ok() } else { None }
 }
 
 /// Records an abandoned sale (counted as an incomplete sale in X and Z).
@@ -371,8 +396,12 @@ pub async fn incomplete_sale(
             who.role
         )));
     }
-    let amount: Decimal = req.amount.parse().map_err(|_| {
-        ApiError::invalid("amount", "invalid_decimal", "amount is a decimal string")
+    let amount = sale_amount(&req.amount).ok_or_else(|| {
+        ApiError::invalid(
+            "amount",
+            "invalid_decimal",
+            "amount is a decimal string: digits, and at most 2 places after a `.`",
+        )
     })?;
     let sale = IncompleteSale {
         merchant_nif: who.merchant_nif.clone(),

@@ -564,7 +564,7 @@ fn dead_letter_error(e: bonopay_sync::agent::AgentError, verb: &str) -> ApiError
     path = "/v1/invoices/{id}/dgi/resolve",
     tag = "sync",
     params(("id" = String, Path, description = "`{outlet}:{seq}`")),
-    request_body(content = Object, description = "`{codeDEFDGI, counters, nim, dateTime, qrCode}` as the DGI portal shows them"),
+    request_body(content = super::schema::DgiElementsBody, description = "`{codeDEFDGI, counters, nim, dateTime, qrCode}` as the DGI portal shows them"),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The outbox item, synced", body = Object),

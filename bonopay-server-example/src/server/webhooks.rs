@@ -1763,9 +1763,11 @@ pub struct CreateWebhookRequest {
     /// most 2048 characters.
     #[schema(format = "uri", min_length = 1, max_length = 2048)]
     pub url: String,
-    /// The event types to receive (`invoice.sealed`, `invoice.synced`,
-    /// `invoice.sync_failed`, `report.z_closed`); absent = all of them.
+    /// The event types to receive (`invoice.sealed`, `invoice.certified`,
+    /// `invoice.synced`, `invoice.sync_failed`, `report.z_closed`), at
+    /// least one; absent = all of them.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<EventType>>, min_items = 1)]
     pub events: Option<Vec<String>>,
 }
 

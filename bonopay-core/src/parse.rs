@@ -889,6 +889,22 @@ pub(crate) fn text_problem(s: &str, max_len: usize) -> Option<(ErrorCode, String
     None
 }
 
+/// The one identifier rule of Bono Pay (outlet ids, item codes, terminal
+/// and cashier ids): 1 to [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 . _ -`,
+/// because identifiers end up in storage keys, file names and URLs. The
+/// server's outlet registration and the simulator apply this function,
+/// not a copy of it.
+#[must_use]
+pub fn is_valid_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && is_identifier(s)
+}
+
+/// The one NIF rule: 1 to [`MAX_NIF_LEN`] ASCII letters and digits.
+#[must_use]
+pub fn is_valid_nif(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NIF_LEN && is_nif(s)
+}
+
 /// Identifiers end up in storage keys and URLs.
 pub(crate) fn is_identifier(s: &str) -> bool {
     s.bytes()
@@ -961,4 +977,35 @@ pub fn rounded_line_amount(item: &Item) -> Option<Decimal> {
         .value()
         .checked_mul(item.quantity.value())
         .map(|d| d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero))
+}
+
+#[cfg(test)]
+mod identifier_rule {
+    use super::{MAX_ID_LEN, MAX_NIF_LEN, is_valid_identifier, is_valid_nif};
+
+    #[test]
+    fn identifiers_are_short_ascii_words() {
+        assert!(is_valid_identifier("kin-gombe_01.a"));
+        assert!(is_valid_identifier(&"a".repeat(MAX_ID_LEN)));
+        for bad in [
+            "",
+            "a b",
+            "é",
+            "a/b",
+            "a:1",
+            "a\u{0}",
+            &"a".repeat(MAX_ID_LEN + 1),
+        ] {
+            assert!(!is_valid_identifier(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nifs_are_letters_and_digits() {
+        assert!(is_valid_nif("A1309334L"));
+        assert!(is_valid_nif(&"9".repeat(MAX_NIF_LEN)));
+        for bad in ["", "A-1", "A 1", "Ä1", &"9".repeat(MAX_NIF_LEN + 1)] {
+            assert!(!is_valid_nif(bad), "{bad:?}");
+        }
+    }
 }

@@ -4,8 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use bonopay_signer::bundle::{ExportRequest, Exporter};
-use chrono::{NaiveDate, TimeZone};
-use chrono_tz::Tz;
+use chrono::NaiveDate;
 
 use super::Failure;
 use crate::datadir::DataDir;
@@ -31,23 +30,6 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-/// The trusted-time bounds (ms) of business days in a zone.
-pub fn day_bounds(
-    tz: Tz,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-) -> (Option<i64>, Option<i64>) {
-    let start = |d: NaiveDate| {
-        d.and_hms_opt(0, 0, 0)
-            .and_then(|t| tz.from_local_datetime(&t).earliest())
-            .map(|t| t.timestamp_millis())
-    };
-    (
-        from.and_then(start),
-        to.and_then(|d| d.succ_opt()).and_then(start).map(|t| t - 1),
-    )
-}
-
 /// Writes the bundle.
 ///
 /// # Errors
@@ -61,7 +43,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     let dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
     let f = dir.fiscalizer().map_err(Failure::Message)?;
     let tz = f.outlet_time_zone(&args.outlet);
-    let (from_ms, to_ms) = day_bounds(tz, args.from, args.to);
+    let (from_ms, to_ms) = crate::server::reports::day_bounds(tz, args.from, args.to);
     let req = ExportRequest {
         outlet: args.outlet.clone(),
         time_zone: tz,

@@ -128,10 +128,7 @@ pub(crate) fn now_rfc3339() -> String {
 /// Whether `s` is a valid outlet id (the invoice schema's identifier rule).
 #[must_use]
 pub fn is_outlet_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= bonopay_core::MAX_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    bonopay_core::is_valid_identifier(s)
 }
 
 /// Creates a key for the caller's merchant and returns its token once.

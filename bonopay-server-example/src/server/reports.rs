@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use bonopay_signer::bundle::{ExportRequest, Exporter};
 use bonopay_signer::report::Paper;
 use bonopay_signer::{Fiscalizer, IncompleteSale, Report, ReportIdentity, SealError};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, TimeZone};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -469,7 +470,7 @@ pub async fn export(
     };
     let (from, to) = (date(&q.from, "from")?, date(&q.to, "to")?);
     let tz = state.fiscalizer.outlet_time_zone(&outlet);
-    let (from_ms, to_ms) = crate::cli::export::day_bounds(tz, from, to);
+    let (from_ms, to_ms) = day_bounds(tz, from, to);
     let req = ExportRequest {
         outlet: outlet.clone(),
         time_zone: tz,
@@ -518,4 +519,23 @@ pub async fn export(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The trusted-time bounds (ms) of business days in a zone: from the
+/// start of `from` to the last millisecond of `to`, outlet time (the
+/// export endpoint and `bonopay export` read the same days).
+pub fn day_bounds(
+    tz: Tz,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> (Option<i64>, Option<i64>) {
+    let start = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .and_then(|t| tz.from_local_datetime(&t).earliest())
+            .map(|t| t.timestamp_millis())
+    };
+    (
+        from.and_then(start),
+        to.and_then(|d| d.succ_opt()).and_then(start).map(|t| t - 1),
+    )
 }

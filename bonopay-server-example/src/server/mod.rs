@@ -33,8 +33,12 @@ pub mod reports;
 pub mod schema;
 pub mod sync;
 pub mod webhooks;
-pub mod webhooks_conformance;
-pub mod webhooks_pg;
+/// Former path of [`webhooks::conformance`].
+#[doc(hidden)]
+pub use webhooks::conformance as webhooks_conformance;
+/// Former path of [`webhooks::postgres`].
+#[doc(hidden)]
+pub use webhooks::postgres as webhooks_pg;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -26,12 +26,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-pub use super::auth_conformance::THREADS;
-use super::auth_conformance::race;
-use super::webhooks::{
+use super::{
     AttemptOutcome, AttemptStatus, ClaimedDelivery, DeliveryState, EventType, NewEvent, Recorded,
     Subscriber, WebhookError, WebhookStore, rfc3339,
 };
+pub use crate::server::auth_conformance::THREADS;
+use crate::server::auth_conformance::race;
 
 /// A moment in 2026 (Unix ms): the checks' "now".
 pub const T0: i64 = 1_772_000_000_000;

@@ -4,7 +4,7 @@
 //! each delivery is sent by one instance at a time.
 //!
 //! [`PgWebhookStore`] keeps the semantics of [`SqliteWebhookStore`]
-//! (both pass [`webhooks_conformance`](super::webhooks_conformance)). The
+//! (both pass [`webhooks_conformance`](super::conformance)). The
 //! tables are those of `auth.db` with the same names (`webhook_subscribers`,
 //! `webhook_events`, `webhook_deliveries`, `webhook_attempts`,
 //! `webhook_cursors`), migrated by versions recorded in
@@ -48,19 +48,19 @@
 //! [`commit_events`]: WebhookStore::commit_events
 //! [`claim_due`]: WebhookStore::claim_due
 //! [`record`]: WebhookStore::record
-//! [`SqliteWebhookStore`]: super::webhooks::SqliteWebhookStore
+//! [`SqliteWebhookStore`]: super::SqliteWebhookStore
 
 use std::fmt;
 
-use postgres::Transaction;
-use postgres::types::{ToSql, Type};
+use ::postgres::Transaction;
+use ::postgres::types::{ToSql, Type};
 
-use super::pg::{PgError, Pool, Schema};
-use super::webhooks::{
+use super::{
     AttemptOutcome, ClaimedDelivery, DeliveryAttempt, EventType, NewEvent, RecordPlan, Recorded,
     Schedule, StoredAttempt, Subscriber, WebhookError, WebhookStore, event_body, rfc3339, to_i64,
     to_u64_cursor,
 };
+use crate::server::pg::{PgError, Pool, Schema};
 
 /// Connections a store opens at most, unless told otherwise: the
 /// dispatcher, the producer and a few API calls.
@@ -370,12 +370,12 @@ impl WebhookStore for PgWebhookStore {
                 StoredAttempt {
                     event_id: r.try_get(0).map_err(storage)?,
                     event_type: r.try_get(1).map_err(storage)?,
-                    attempt: u32::try_from(attempt).map_err(super::webhooks::storage)?,
+                    attempt: u32::try_from(attempt).map_err(super::storage)?,
                     status: r.try_get(3).map_err(storage)?,
                     http_status: http_status
                         .map(u16::try_from)
                         .transpose()
-                        .map_err(super::webhooks::storage)?,
+                        .map_err(super::storage)?,
                     error: r.try_get(5).map_err(storage)?,
                     started_at: r.try_get(6).map_err(storage)?,
                     completed_at: r.try_get(7).map_err(storage)?,

@@ -11,17 +11,17 @@ use bonopay_core::parse_invoice;
 use bonopay_ledger::{LedgerStore, SqliteStore};
 use bonopay_signer::certification::CertificationSource;
 use bonopay_signer::{Fiscalizer, FiscalizerConfig, SoftwareSigner};
-use bonopay_sync::agent::{
+use bonopay_sync::dgi::agent::{
     AgentConfig, CertificationRecorder, LOST_CONFIRM, ManualSyncClock, SplitMix, SyncAgent,
     SyncClock,
 };
+use bonopay_sync::dgi::faulty::{Fault, FaultyTransport, Op};
+use bonopay_sync::dgi::health::{self, Health, HealthThresholds};
+use bonopay_sync::dgi::http::HttpDgiTransport;
+use bonopay_sync::dgi::outbox::sqlite::SqliteOutbox;
+use bonopay_sync::dgi::outbox::{ItemState, OutboxStore};
 use bonopay_sync::dgi::{DgiInvoiceState, DgiTransport};
-use bonopay_sync::faulty::{Fault, FaultyTransport, Op};
-use bonopay_sync::health::{self, Health, HealthThresholds};
-use bonopay_sync::http::HttpDgiTransport;
-use bonopay_sync::outbox::{ItemState, OutboxStore};
 use bonopay_sync::sim::{Faults, SimConfig, Simulator};
-use bonopay_sync::sqlite_outbox::SqliteOutbox;
 use serde_json::json;
 
 const OUTLET: &str = "kin-gombe-01";
@@ -762,7 +762,7 @@ fn an_expired_or_refused_token_pauses_uploads_until_a_new_one_is_in_place() {
     std::fs::write(&token_file, sim.sim.issue_token(-60)).unwrap();
     let transport = HttpDgiTransport::with_token_source(
         &sim.base,
-        Arc::new(bonopay_sync::http::FileToken(token_file.clone())),
+        Arc::new(bonopay_sync::dgi::http::FileToken(token_file.clone())),
         Duration::from_secs(10),
     )
     .unwrap();
@@ -786,7 +786,7 @@ fn an_expired_or_refused_token_pauses_uploads_until_a_new_one_is_in_place() {
     assert!(agent.account_health()[0].paused.is_some());
     // A new token in the file: uploads resume, no restart.
     std::fs::write(&token_file, sim.sim.issue_token(3600)).unwrap();
-    r.clock.advance(bonopay_sync::agent::PAUSED_PROBE_MS);
+    r.clock.advance(bonopay_sync::dgi::agent::PAUSED_PROBE_MS);
     r.drain(&agent);
     assert_eq!(r.states().get(&ItemState::Synced), Some(&3));
     assert_eq!(agent.paused("A1309334L"), None);
@@ -803,7 +803,7 @@ fn an_expired_or_refused_token_pauses_uploads_until_a_new_one_is_in_place() {
     );
     std::thread::sleep(Duration::from_millis(1100));
     std::fs::write(&token_file, sim.sim.issue_token(3600)).unwrap();
-    r.clock.advance(bonopay_sync::agent::PAUSED_PROBE_MS);
+    r.clock.advance(bonopay_sync::dgi::agent::PAUSED_PROBE_MS);
     r.drain(&agent);
     assert_eq!(r.states().get(&ItemState::Synced), Some(&5));
     assert!(sim.sim.double_confirms().is_empty());

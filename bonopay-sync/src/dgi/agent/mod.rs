@@ -4,7 +4,7 @@
 //! The agent is synchronous and runs on its own thread; the store, the
 //! transport, the clock and the random source are injected, so tests drive
 //! it step by step and layer faults over the real components. The state
-//! machine is documented on [`crate::outbox`]; the invariants:
+//! machine is documented on [`crate::dgi::outbox`]; the invariants:
 //!
 //! - **Never a second CONFIRM.** A CONFIRM is only ever sent for a uid the
 //!   DGI reports as pending (or right after the POST that created it), and
@@ -27,8 +27,8 @@ use bonopay_signer::{Fiscalizer, SealError};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use crate::dgi::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStore};
 use crate::dgi::{DgiTransport, MappingError, TransportError, codes, map_sealed_body};
-use crate::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStore};
 
 /// The start of the error of an item dead-lettered because the answer to
 /// its CONFIRM was lost.

@@ -120,24 +120,11 @@ pub(super) fn rfc3339(ms: i64) -> String {
     kinshasa(ms).to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
-/// RFC 4648 base32 alphabet (`[A-Z2-7]`), the Code DEF/DGI's characters.
-pub(super) const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
+/// RFC 4648 base32 (`[A-Z2-7]`, the Code DEF/DGI's characters), without
+/// padding: the code is made of 15 bytes, a whole number of 5-byte groups,
+/// so no padding would ever be written anyway.
 pub(super) fn base32(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for &b in bytes {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            let i = usize::try_from((acc >> bits) & 31).unwrap_or(0);
-            out.push(char::from(BASE32.get(i).copied().unwrap_or(b'A')));
-        }
-        acc &= (1 << bits) - 1;
-    }
-    out
+    data_encoding::BASE32_NOPAD.encode(bytes)
 }
 
 /// Quantity per article of a request.
@@ -576,5 +563,12 @@ mod tests {
         let s = base32(&[0xff; 15]);
         assert_eq!(s, "777777777777777777777777");
         assert_eq!(base32(&[0; 15]).len(), 24);
+    }
+
+    #[test]
+    fn base32_is_rfc_4648() {
+        // RFC 4648 §10 test vectors, on whole 5-byte groups as the code uses.
+        assert_eq!(base32(b"fooba"), "MZXW6YTB");
+        assert_eq!(base32(b"foobarbazq"), "MZXW6YTBOJRGC6TR");
     }
 }

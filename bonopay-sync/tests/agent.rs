@@ -12,8 +12,7 @@ use bonopay_ledger::{LedgerStore, SqliteStore};
 use bonopay_signer::certification::CertificationSource;
 use bonopay_signer::{Fiscalizer, FiscalizerConfig, SoftwareSigner};
 use bonopay_sync::dgi::agent::{
-    AgentConfig, CertificationRecorder, LOST_CONFIRM, ManualSyncClock, SplitMix, SyncAgent,
-    SyncClock,
+    AgentConfig, CertificationRecorder, Clock, LOST_CONFIRM, ManualClock, SplitMix, SyncAgent,
 };
 use bonopay_sync::dgi::faulty::{Fault, FaultyTransport, Op};
 use bonopay_sync::dgi::health::{self, Health, HealthThresholds};
@@ -94,7 +93,7 @@ pub struct Rig {
     pub ledger: Arc<dyn LedgerStore>,
     pub outbox: Arc<dyn OutboxStore>,
     pub fiscalizer: Arc<Fiscalizer>,
-    pub clock: Arc<ManualSyncClock>,
+    pub clock: Arc<ManualClock>,
 }
 
 pub fn rig() -> Rig {
@@ -112,7 +111,7 @@ pub fn rig() -> Rig {
         ledger,
         outbox,
         fiscalizer,
-        clock: Arc::new(ManualSyncClock::new(1_800_000_000_000)),
+        clock: Arc::new(ManualClock::new(1_800_000_000_000)),
     }
 }
 

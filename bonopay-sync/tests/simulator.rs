@@ -320,7 +320,7 @@ fn refuses_missing_bad_expired_and_foreign_tokens() {
     // Expired: issued now, then the clock passes its exp.
     let short = s.sim.issue_token(60);
     s.get_as("/api/invoice", Some(&short)).ok();
-    s.clock.advance_ms(60_000);
+    s.clock.advance(60_000);
     s.get_as("/api/invoice", Some(&short)).error(401, "99");
     s.get_as("/api/invoice", Some(&s.sim.issue_token(-1)))
         .error(401, "99");
@@ -446,7 +446,7 @@ fn post_list_confirm_gives_counters_code_and_qr() {
     // Counters per type and in total; lowercase `confirm`; numbers as
     // totals are accepted too.
     let uid2 = s.create("outlet-1/2026/2");
-    s.clock.advance_ms(1_000);
+    s.clock.advance(1_000);
     let c2 = s
         .put(
             &uid2,
@@ -511,10 +511,10 @@ fn wrong_totals_are_refused_and_cancel_finalises() {
 fn pending_invoices_expire_on_the_clock() {
     let s = start();
     let uid = s.create("o/2026/1");
-    s.clock.advance_ms(119_999);
+    s.clock.advance(119_999);
     assert_eq!(s.status().pending_count, 1);
     s.echo(&uid).ok();
-    s.clock.advance_ms(2);
+    s.clock.advance(2);
     let st = s.status();
     assert_eq!(st.pending_count, 0);
     assert!(st.pending.is_empty());
@@ -531,7 +531,7 @@ fn pending_invoices_expire_on_the_clock() {
         ..SimConfig::default()
     });
     let a = s.create("o/2026/1");
-    s.clock.advance_ms(5_000);
+    s.clock.advance(5_000);
     assert_eq!(s.state(&a), DgiInvoiceState::Expired);
     let b = s.create("o/2026/2");
     let c = s.create("o/2026/3");
@@ -563,7 +563,7 @@ fn eleventh_pending_invoice_is_refused_with_code_1() {
     s.create("o/2026/11");
     s.post(&simple("o/2026/12")).refused("1");
     // So does expiry.
-    s.clock.advance_ms(120_000);
+    s.clock.advance(120_000);
     s.create("o/2026/12");
 }
 
@@ -930,7 +930,7 @@ fn every_business_refusal_is_an_error_body_in_a_200() {
         )),
         "10",
     );
-    s.clock.advance_ms(1_000);
+    s.clock.advance(1_000);
     // 12: more than was sold.
     check(
         s.post(&credit_note(
@@ -982,9 +982,9 @@ fn details_echo_a_pending_request_byte_for_byte_and_20_once_final() {
     s.echo(&cancelled).refused("20");
     let expired = s.create("o/2026/3");
     let pending = s.create("o/2026/4");
-    s.clock.advance_ms(60_000);
+    s.clock.advance(60_000);
     let pending_later = s.create("o/2026/5");
-    s.clock.advance_ms(60_000);
+    s.clock.advance(60_000);
     s.echo(&expired).refused("20");
     s.echo(&pending).refused("20");
     assert_eq!(s.echo(&pending_later).ok(), simple("o/2026/5"));
@@ -1051,9 +1051,9 @@ fn a_fresh_code_is_not_verifiable_before_the_reference_delay() {
     let note = credit_note("o/2026/2", &sale.code_def_dgi, &[("SUCRE-1KG", "1")]);
     let a = s.post(&note);
     assert!(a.refused_with("10").contains(&sale.code_def_dgi));
-    s.clock.advance_ms(59_999);
+    s.clock.advance(59_999);
     s.post(&note).refused("10");
-    s.clock.advance_ms(1);
+    s.clock.advance(1);
     s.post(&note).ok();
     // Shortened while running: a newer code is usable at once.
     s.sim.set_reference_delay_ms(0);
@@ -1205,10 +1205,10 @@ fn tokens_expire_and_revoked_ones_get_401() {
     assert_eq!(st["nif"], OTHER_NIF);
     assert_eq!(st["emcfId"], "CD01009999-1");
     // Then the clock passes their expiry.
-    s.clock.advance_ms(30_000);
+    s.clock.advance(30_000);
     s.get_as("/api/invoice", Some(&t)).error(401, "99");
     s.get_as("/api/invoice", Some(&fresh)).ok();
-    s.clock.advance_ms(570_000);
+    s.clock.advance(570_000);
     s.get_as("/api/invoice", Some(&fresh)).error(401, "99");
 
     // The Rust method does the same.
@@ -1433,10 +1433,10 @@ fn the_portal_shows_state_and_elements_by_nif_and_rn() {
     let rn = "shop/2026/1";
     // The same rn: expired, cancelled, then confirmed with its answer lost.
     let expired = s.create(rn);
-    s.clock.advance_ms(120_000);
+    s.clock.advance(120_000);
     let cancelled = s.create(rn);
     s.put(&cancelled, "CANCEL", None).ok();
-    s.clock.advance_ms(1_000);
+    s.clock.advance(1_000);
     let lost = s.create(rn);
     s.sim.set_faults(Faults {
         drop_rate: 1000,
@@ -1444,7 +1444,7 @@ fn the_portal_shows_state_and_elements_by_nif_and_rn() {
     });
     s.confirm(&lost, "133080.00", "10080.00").error(500, "99");
     s.sim.set_faults(Faults::default());
-    s.clock.advance_ms(1_000);
+    s.clock.advance(1_000);
     let pending = s.create(rn);
     // Another rn, and another NIF with the same rn.
     s.create("shop/2026/2");

@@ -225,8 +225,8 @@ impl Simulator {
 
     pub(super) fn new_uid(st: &mut State) -> String {
         loop {
-            let a = st.uid_rng.next();
-            let b = st.uid_rng.next();
+            let a = st.uid_rng.next_u64();
+            let b = st.uid_rng.next_u64();
             let uid = format!(
                 "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
                 a >> 32,
@@ -302,7 +302,7 @@ impl Simulator {
         }
         let mut answered = computed.totals;
         let rate = st.faults.wrong_totals_rate;
-        if st.fault_rng.hit(rate) {
+        if faults::hit(&mut st.fault_rng, rate) {
             answered.total += Decimal::ONE;
             st.stats.wrong_totals_injected += 1;
             st.stats.faults_injected += 1;

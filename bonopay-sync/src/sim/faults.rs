@@ -23,27 +23,15 @@ pub struct Faults {
     pub seed: u64,
 }
 
-/// SplitMix64: tiny, seedable, good enough to decide faults.
-#[derive(Debug, Clone)]
-pub(super) struct SplitMix64(pub(super) u64);
-
-impl SplitMix64 {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `per_mille / 1000`. Draws nothing for 0 and
-    /// for 1000 or more, so a fault that is off does not shift the others.
-    pub(super) fn hit(&mut self, per_mille: u32) -> bool {
-        match per_mille {
-            0 => false,
-            1000.. => true,
-            p => self.next() % 1000 < u64::from(p),
-        }
+/// True with probability `per_mille / 1000`, drawn from `rng` (the crate's
+/// one SplitMix64 generator, [`SplitMix`], seeded with [`Faults::seed`]).
+/// Draws nothing for 0 and for 1000 or more, so a fault that is off does
+/// not shift the others.
+pub(super) fn hit(rng: &mut SplitMix, per_mille: u32) -> bool {
+    match per_mille {
+        0 => false,
+        1000.. => true,
+        p => rng.next_u64() % 1000 < u64::from(p),
     }
 }
 
@@ -53,7 +41,7 @@ impl Simulator {
     pub fn set_faults(&self, faults: Faults) {
         let mut st = lock(&self.state);
         st.faults = faults;
-        st.fault_rng = SplitMix64(faults.seed);
+        st.fault_rng = SplitMix(faults.seed);
     }
 
     /// The faults in force.
@@ -80,7 +68,7 @@ impl Simulator {
     pub(crate) fn roll_error(&self) -> bool {
         let mut st = lock(&self.state);
         let rate = st.faults.error_rate;
-        let hit = st.fault_rng.hit(rate);
+        let hit = hit(&mut st.fault_rng, rate);
         if hit {
             st.stats.errors_injected += 1;
             st.stats.faults_injected += 1;
@@ -92,7 +80,7 @@ impl Simulator {
     pub(crate) fn roll_drop(&self) -> bool {
         let mut st = lock(&self.state);
         let rate = st.faults.drop_rate;
-        let hit = st.fault_rng.hit(rate);
+        let hit = hit(&mut st.fault_rng, rate);
         if hit {
             st.stats.drops_injected += 1;
             st.stats.faults_injected += 1;
@@ -108,10 +96,10 @@ mod tests {
 
     #[test]
     fn rates_are_exact_at_the_ends() {
-        let mut r = SplitMix64(7);
-        assert!(!(0..100).any(|_| r.hit(0)));
-        assert!((0..100).all(|_| r.hit(1000)));
-        let hits = (0..10_000).filter(|_| r.hit(500)).count();
+        let mut r = SplitMix(7);
+        assert!(!(0..100).any(|_| hit(&mut r, 0)));
+        assert!((0..100).all(|_| hit(&mut r, 1000)));
+        let hits = (0..10_000).filter(|_| hit(&mut r, 500)).count();
         assert!((4_500..5_500).contains(&hits), "{hits}");
     }
 }

@@ -147,20 +147,24 @@ mod jwt;
 mod records;
 mod tokens;
 
+/// Time comes from the sealing pipeline's own clock: one trait for "now"
+/// in the whole stack, so a test steps the simulator, the agent and the
+/// Fiscalizer with one [`ManualClock`].
+pub use bonopay_signer::{Clock, ManualClock, SystemClock};
 pub use config::{SettingsPatch, SimConfig, SimError, SimSettings};
 pub use faults::Faults;
 pub use records::{ConfirmRecord, PortalInvoice, SimStats};
 
 // The API's behaviour, shared with the routes (`http`) and the siblings.
+use crate::dgi::agent::{Jitter, SplitMix};
 use config::default_usd_rate;
 use emcf::{ApiError, Num, rfc3339};
-use faults::SplitMix64;
 use tokens::Revocation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bonopay_tax::RateTable;
@@ -174,53 +178,6 @@ use sha2::Sha256;
 use crate::dgi::{
     DgiConfirmation, DgiInvoiceRequest, DgiInvoiceState, DgiStatus, DgiTotals, PendingRef, codes,
 };
-
-/// Milliseconds since the Unix epoch. A trait so that tests can move time
-/// (the pending expiry, token expiry, the certification time) without
-/// sleeping.
-pub trait Clock: fmt::Debug + Send + Sync {
-    /// Now, in milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis()
-    }
-}
-
-/// A clock that only moves when told to: share it (in an `Arc`) between
-/// the test and the simulator.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    /// A clock standing at `start_ms`.
-    #[must_use]
-    pub fn new(start_ms: i64) -> Self {
-        Self(AtomicI64::new(start_ms))
-    }
-
-    /// Moves the clock forward by `ms` (backward if negative).
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    /// Sets the clock to `ms`.
-    pub fn set_ms(&self, ms: i64) {
-        self.0.store(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// One invoice the simulator has seen.
 #[derive(Debug, Clone)]
@@ -280,8 +237,8 @@ struct State {
     confirms: Vec<ConfirmRecord>,
     stats: SimStats,
     faults: Faults,
-    fault_rng: SplitMix64,
-    uid_rng: SplitMix64,
+    fault_rng: SplitMix,
+    uid_rng: SplitMix,
     settings: SimSettings,
     /// `dgi_2025` with `settings.tax_rate_overrides` applied.
     table: RateTable,
@@ -357,8 +314,8 @@ impl Simulator {
                 confirms: Vec::new(),
                 stats: SimStats::default(),
                 faults: Faults::default(),
-                fault_rng: SplitMix64(0),
-                uid_rng: SplitMix64(seed),
+                fault_rng: SplitMix(0),
+                uid_rng: SplitMix(seed),
                 settings,
                 table,
                 revoked_all: None,

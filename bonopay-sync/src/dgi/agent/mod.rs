@@ -46,7 +46,9 @@ mod timing;
 
 pub use accounts::{AccountHealth, PAUSED_PROBE_MS};
 pub use recorder::{CertificationRecorder, RecordError};
-pub use timing::{Jitter, ManualSyncClock, SplitMix, SyncClock, SystemSyncClock};
+pub use timing::{Clock, Jitter, ManualClock, SplitMix, SystemClock};
+#[doc(hidden)]
+pub use timing::{ManualSyncClock, SyncClock, SystemSyncClock};
 
 /// The start of the error of an item dead-lettered because the answer to
 /// its CONFIRM was lost.
@@ -152,7 +154,7 @@ pub struct SyncAgent {
     /// One e-MCF account (token) per merchant NIF.
     accounts: BTreeMap<String, Arc<dyn DgiTransport>>,
     recorder: Option<Arc<dyn CertificationRecorder>>,
-    clock: Arc<dyn SyncClock>,
+    clock: Arc<dyn Clock>,
     jitter: Mutex<Box<dyn Jitter>>,
     config: AgentConfig,
     /// Which outlets are uploaded (default: every outlet of the ledger).
@@ -208,12 +210,12 @@ impl SyncAgent {
         outbox: Arc<dyn OutboxStore>,
         transport: Arc<dyn DgiTransport>,
     ) -> Self {
-        let seed = SystemSyncClock.now_ms().unsigned_abs();
+        let seed = SystemClock.now_ms().unsigned_abs();
         Self::with(
             ledger,
             outbox,
             transport,
-            Arc::new(SystemSyncClock),
+            Arc::new(SystemClock),
             Box::new(SplitMix(seed)),
             AgentConfig::default(),
         )
@@ -224,7 +226,7 @@ impl SyncAgent {
         ledger: Arc<dyn LedgerStore>,
         outbox: Arc<dyn OutboxStore>,
         transport: Arc<dyn DgiTransport>,
-        clock: Arc<dyn SyncClock>,
+        clock: Arc<dyn Clock>,
         jitter: Box<dyn Jitter>,
         config: AgentConfig,
     ) -> Self {

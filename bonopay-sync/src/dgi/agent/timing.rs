@@ -1,49 +1,25 @@
 //! The agent's injected time and randomness: a clock tests step by hand,
 //! and the jitter source of the retry backoff, seedable so runs are
 //! reproducible.
+//!
+//! The clock is the sealing pipeline's own [`Clock`] (one trait for "now"
+//! in the whole stack; `bonopay-sync` depends on `bonopay-signer`, so the
+//! direction allows it). The former names stay as aliases.
 
-/// The agent's clock (ms since the epoch). Injected so tests can step it.
-pub trait SyncClock: std::fmt::Debug + Send + Sync {
-    /// Now.
-    fn now_ms(&self) -> i64;
-}
+pub use bonopay_signer::{Clock, ManualClock, SystemClock};
 
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemSyncClock;
+/// Former name of [`Clock`].
+#[doc(hidden)]
+pub use bonopay_signer::Clock as SyncClock;
+/// Former name of [`ManualClock`].
+#[doc(hidden)]
+pub use bonopay_signer::ManualClock as ManualSyncClock;
+/// Former name of [`SystemClock`].
+#[doc(hidden)]
+pub use bonopay_signer::SystemClock as SystemSyncClock;
 
-impl SyncClock for SystemSyncClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// A clock tests set by hand.
-#[derive(Debug, Default)]
-pub struct ManualSyncClock(std::sync::atomic::AtomicI64);
-
-impl ManualSyncClock {
-    /// At `ms`.
-    #[must_use]
-    pub fn new(ms: i64) -> Self {
-        Self(std::sync::atomic::AtomicI64::new(ms))
-    }
-
-    /// Moves it forward.
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl SyncClock for ManualSyncClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// The jitter source. Injected so runs are reproducible.
+/// The jitter source. Injected so runs are reproducible. The simulator
+/// draws its faults and uids from the same generator ([`SplitMix`]).
 pub trait Jitter: std::fmt::Debug + Send {
     /// A uniformly random `u64`.
     fn next_u64(&mut self) -> u64;

@@ -2,9 +2,10 @@
 //!
 //! Invoices are sealed by the real Fiscalizer (fixed clock, so the dates are
 //! fixed), then mapped to `POST /api/invoice` bodies. The expected bodies
-//! were produced by the former mapping (raw JSON pointers over the
-//! payload), before it was replaced by the typed reader: the two must
-//! agree on every byte sent to the DGI.
+//! were produced by the former mapping (raw JSON pointers over the body,
+//! `map_sealed_body`), before it was replaced by the typed reader
+//! (`map_sealed` over `SealedInvoice`): the two agree on every byte sent
+//! to the DGI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -86,8 +87,7 @@ fn credit_note() -> Value {
 }
 
 fn mapped(invoice: &SealedInvoice) -> (String, String) {
-    let (request, totals) =
-        bonopay_sync::dgi::map_sealed_body(&invoice.body_value().unwrap()).unwrap();
+    let (request, totals) = bonopay_sync::dgi::map_sealed(invoice).unwrap();
     (
         serde_json::to_string(&request).unwrap(),
         serde_json::to_string(&totals).unwrap(),

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `wire` (re-exported here) | the e-MCF request and reply types, exact decimals, error codes |
 //! | `reply` (re-exported here) | reading replies: errors in 2xx bodies, decoding, the details echo, the tax table check |
-//! | `request` (re-exported here) | the e-MCF request of a sealed invoice ([`map_sealed_body`]) |
+//! | `request` (re-exported here) | the e-MCF request of a sealed invoice ([`map_sealed`]), read with the signer's typed reader |
 //! | `transport` (re-exported here) | the [`DgiTransport`] trait and [`TransportError`] |
 //! | [`http`] (feature `http`) | the e-MCF over HTTPS (reqwest, rustls) and token sources |
 //! | [`outbox`] | the durable outbox ([`outbox::OutboxStore`]), backends `outbox::sqlite` and `outbox::postgres` side by side, and its conformance suite (feature `testing`) |
@@ -54,7 +54,7 @@ mod transport;
 mod wire;
 
 pub use reply::{decode_reply, error_in, pending_echo, read_reply, tax_group_differences};
-pub use request::{MappingError, map_sealed_body};
+pub use request::{MappingError, map_sealed};
 pub use transport::{DgiTransport, TransportError};
 pub use wire::{
     DgiClient, DgiConfirmation, DgiErrorBody, DgiInvoiceRequest, DgiInvoiceState, DgiItem,

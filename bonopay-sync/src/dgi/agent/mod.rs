@@ -31,12 +31,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bonopay_ledger::{EntryKind, LedgerStore};
 #[allow(unused_imports)] // for the docs
 use bonopay_signer::Fiscalizer;
+use bonopay_signer::SealedInvoice;
 use bonopay_signer::certification::CertificationSource;
 use rust_decimal::Decimal;
-use serde_json::Value;
 
 use crate::dgi::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStore};
-use crate::dgi::{DgiTransport, MappingError, TransportError, codes, map_sealed_body};
+use crate::dgi::{DgiTransport, MappingError, TransportError, codes, map_sealed};
 
 mod accounts;
 mod recorder;
@@ -382,14 +382,13 @@ impl SyncAgent {
                 scanned = e.seq;
                 if matches!(e.kind, EntryKind::Invoice | EntryKind::CreditNote) {
                     let id = format!("{outlet}:{}", e.seq);
-                    let body = serde_json::from_slice::<Value>(&e.payload)
-                        .ok()
-                        .and_then(|mut v| v.get_mut("body").map(Value::take))
-                        .ok_or_else(|| AgentError::Mapping {
-                            id: id.clone(),
-                            error: MappingError("payload is not a sealed invoice".into()),
-                        })?;
-                    let (request, ours) = map_sealed_body(&body)
+                    // The ledger's own payload, typed by the signer's reader
+                    // (envelope, signed tuple, body). Not verified against
+                    // the key here: the agent uploads what the ledger
+                    // holds; the chain and signatures are the verifier's.
+                    let (request, ours) = SealedInvoice::read_own(&e.payload)
+                        .map_err(|e| MappingError(format!("not a sealed invoice: {e}")))
+                        .and_then(|invoice| map_sealed(&invoice))
                         .map_err(|error| AgentError::Mapping { id, error })?;
                     batch.push(NewItem {
                         outlet: outlet.to_owned(),

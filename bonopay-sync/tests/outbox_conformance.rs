@@ -1,5 +1,5 @@
-//! The outbox conformance suite against the SQLite backend (in a real file,
-//! next to a real ledger, as the server uses it).
+//! The outbox conformance suite against every backend: SQLite (in a real file,
+//! next to a real ledger, as the server uses it) and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;

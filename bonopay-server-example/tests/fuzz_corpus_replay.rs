@@ -867,8 +867,7 @@ mod seeds {
         };
         let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token);
         save("valid_status_empty.json", get("/invoice").send().unwrap());
-        let body = sealed[0].invoice.body_value().unwrap();
-        let (request, totals) = bonopay_sync::dgi::map_sealed_body(&body).unwrap();
+        let (request, totals) = bonopay_sync::dgi::map_sealed(&sealed[0].invoice).unwrap();
         let submitted = save(
             "valid_submitted.json",
             http.post(format!("{base}/invoice"))
@@ -896,8 +895,7 @@ mod seeds {
             get("/info/taxGroups").send().unwrap(),
         );
         // A second invoice, cancelled.
-        let body = sealed[1].invoice.body_value().unwrap();
-        let (request, _) = bonopay_sync::dgi::map_sealed_body(&body).unwrap();
+        let (request, _) = bonopay_sync::dgi::map_sealed(&sealed[1].invoice).unwrap();
         let s2 = save(
             "valid_submitted_2.json",
             http.post(format!("{base}/invoice"))

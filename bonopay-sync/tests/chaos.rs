@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 use bonopay_core::parse_invoice;
 use bonopay_ledger::{LedgerStore, SqliteStore};
 use bonopay_signer::{Fiscalizer, FiscalizerConfig, SoftwareSigner};
-use bonopay_sync::agent::{
-    AgentConfig, CertificationRecorder, LOST_CONFIRM, SplitMix, SyncAgent, SystemSyncClock,
-};
 use bonopay_sync::dgi::DgiInvoiceState;
-use bonopay_sync::http::HttpDgiTransport;
-use bonopay_sync::outbox::{ItemState, OutboxStore};
-use bonopay_sync::sim::{Faults, SimConfig, Simulator, SystemClock};
-use bonopay_sync::sqlite_outbox::SqliteOutbox;
+use bonopay_sync::dgi::agent::{
+    AgentConfig, CertificationRecorder, LOST_CONFIRM, SplitMix, SyncAgent, SystemClock,
+};
+use bonopay_sync::dgi::http::HttpDgiTransport;
+use bonopay_sync::dgi::outbox::sqlite::SqliteOutbox;
+use bonopay_sync::dgi::outbox::{ItemState, OutboxStore};
+use bonopay_sync::sim::{Faults, SimConfig, Simulator};
 use serde_json::json;
 
 const CHILD: &str = "BONOPAY_CHAOS_CHILD";
@@ -70,7 +70,7 @@ fn agent(path: &std::path::Path, base: &str, token: &str) -> (SyncAgent, Arc<dyn
         ledger,
         Arc::clone(&outbox),
         Arc::new(transport),
-        Arc::new(SystemSyncClock),
+        Arc::new(SystemClock),
         Box::new(SplitMix(std::process::id().into())),
         AgentConfig {
             backoff_base_ms: 5,

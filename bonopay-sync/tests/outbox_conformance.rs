@@ -1,13 +1,13 @@
-//! The outbox conformance suite against the SQLite backend (in a real file,
-//! next to a real ledger, as the server uses it).
+//! The outbox conformance suite against every backend: SQLite (in a real file,
+//! next to a real ledger, as the server uses it) and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 
 use bonopay_ledger::SqliteStore;
-use bonopay_sync::conformance;
-use bonopay_sync::outbox::OutboxStore;
-use bonopay_sync::sqlite_outbox::SqliteOutbox;
+use bonopay_sync::dgi::outbox::OutboxStore;
+use bonopay_sync::dgi::outbox::conformance;
+use bonopay_sync::dgi::outbox::sqlite::SqliteOutbox;
 
 #[test]
 fn sqlite_outbox_conforms() {
@@ -45,8 +45,9 @@ fn postgres_outbox_conforms() {
     let dbs = std::sync::Mutex::new(Vec::new());
     conformance::run_all(&|| {
         let db = bonopay_ledger::TestDb::create().unwrap();
-        let store: Arc<dyn OutboxStore> =
-            Arc::new(bonopay_sync::pg_outbox::PgOutbox::connect(&db.url, "w1", 8).unwrap());
+        let store: Arc<dyn OutboxStore> = Arc::new(
+            bonopay_sync::dgi::outbox::postgres::PgOutbox::connect(&db.url, "w1", 8).unwrap(),
+        );
         dbs.lock().unwrap().push(db);
         store
     });
@@ -54,7 +55,7 @@ fn postgres_outbox_conforms() {
 
 #[test]
 fn postgres_claims_keep_two_workers_apart_until_a_lease_ends() {
-    use bonopay_sync::pg_outbox::PgOutbox;
+    use bonopay_sync::dgi::outbox::postgres::PgOutbox;
     let db = bonopay_ledger::TestDb::create().unwrap();
     let a = PgOutbox::connect(&db.url, "instance-a", 4).unwrap();
     let b = PgOutbox::connect(&db.url, "instance-b", 4).unwrap();
@@ -72,21 +73,21 @@ fn postgres_claims_keep_two_workers_apart_until_a_lease_ends() {
     assert_eq!(overlap, 0);
     // B cannot write A's item, nor claim it while A's lease runs.
     let mut x = mine[0].clone();
-    x.state = bonopay_sync::outbox::ItemState::Submitting;
+    x.state = bonopay_sync::dgi::outbox::ItemState::Submitting;
     x.updated_ms = 1_000;
     assert!(matches!(
         b.update(&x),
-        Err(bonopay_sync::outbox::OutboxError::ClaimLost(_))
+        Err(bonopay_sync::dgi::outbox::OutboxError::ClaimLost(_))
     ));
     assert!(b.claim("o1", x.seq, 2_000, 60_000).unwrap().is_none());
     a.update(&x).unwrap();
     // When A's lease has run out (A died), B takes over.
     let later = 1_000 + 5 * 60 * 1000 + 1;
     let took = b.claim("o1", x.seq, later, 60_000).unwrap().unwrap();
-    assert_eq!(took.state, bonopay_sync::outbox::ItemState::Submitting);
+    assert_eq!(took.state, bonopay_sync::dgi::outbox::ItemState::Submitting);
     assert!(matches!(
         a.update(&x),
-        Err(bonopay_sync::outbox::OutboxError::ClaimLost(_))
+        Err(bonopay_sync::dgi::outbox::OutboxError::ClaimLost(_))
     ));
     // Two workers claiming concurrently never get the same item.
     let mut all: Vec<u64> = Vec::new();
@@ -111,7 +112,10 @@ fn liveness_held(url: &str, worker: &str) -> bool {
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
                AND objsubid = 2 AND classid = $1::int4::oid AND objid = hashtext($2)::oid
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&bonopay_sync::pg_outbox::LIVENESS_CLASS, &worker],
+            &[
+                &bonopay_sync::dgi::outbox::postgres::LIVENESS_CLASS,
+                &worker,
+            ],
         )
         .unwrap()
         .get(0);
@@ -120,8 +124,8 @@ fn liveness_held(url: &str, worker: &str) -> bool {
 
 #[test]
 fn postgres_a_dead_claimants_items_are_taken_over_after_the_grace_not_its_lease() {
-    use bonopay_sync::outbox::ItemState;
-    use bonopay_sync::pg_outbox::PgOutbox;
+    use bonopay_sync::dgi::outbox::ItemState;
+    use bonopay_sync::dgi::outbox::postgres::PgOutbox;
     const GRACE: i64 = 10_000;
     const LEASE: i64 = 5 * 60 * 1000;
     let db = bonopay_ledger::TestDb::create().unwrap();
@@ -200,7 +204,7 @@ fn postgres_claims_of_an_agent_that_never_registered_keep_their_lease() {
     // An agent of an older build (no liveness lock, not in sync_workers)
     // still running through an upgrade: its claims are not taken over
     // before their lease ends, even though no lock shows it alive.
-    use bonopay_sync::pg_outbox::PgOutbox;
+    use bonopay_sync::dgi::outbox::postgres::PgOutbox;
     let db = bonopay_ledger::TestDb::create().unwrap();
     let b = PgOutbox::connect(&db.url, "instance-b", 2)
         .unwrap()

@@ -1,23 +1,21 @@
-//! The e-MCF bearer token: an HS256 JWT, hand-rolled.
+//! The e-MCF bearer token: an HS256 JWT, through `jsonwebtoken`.
 //!
-//! Hand-rolled because the simulator needs exactly one algorithm and a
-//! handful of claims, and `hmac` + `sha2` + `base64` are already in the
-//! tree; a JWT crate would bring its own crypto stack for nothing. Only
-//! HS256 is accepted, whatever the header says otherwise (no `alg: none`,
-//! no algorithm confusion).
+//! The crate does what is easy to get wrong: the token's shape, base64url,
+//! the algorithm check (only HS256 is accepted whatever the header says:
+//! no `alg: none`, no algorithm confusion) and the constant-time signature
+//! check. The claims are checked here, against the simulator's own
+//! [`super::Clock`] rather than the system time the crate would use, so
+//! tests move time without sleeping; and in the order the refusals are
+//! reported (expiry, issuer, audience, role, subject).
 //!
 //! Besides the DGI's claims (`unique_name` = `NIF|e-MCF-id`, `role`,
 //! `iss`, `aud`, `iat`, `nbf`, `exp`), the simulator's tokens carry a `jti`:
 //! the issue sequence number, so that a revocation ("every token issued
 //! before now") also catches tokens issued in the same second.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The role the DGI puts in taxpayer tokens.
 pub(crate) const ROLE: &str = "Taxpayer";
@@ -38,13 +36,7 @@ pub(crate) struct Claims {
     pub seq: u64,
 }
 
-fn sign(secret: &[u8], signing_input: &str) -> Option<Vec<u8>> {
-    let mut mac = HmacSha256::new_from_slice(secret).ok()?;
-    mac.update(signing_input.as_bytes());
-    Some(mac.finalize().into_bytes().to_vec())
-}
-
-/// Issues a token. HMAC accepts keys of any length, so `sign` cannot fail
+/// Issues a token. HMAC accepts keys of any length, so signing cannot fail
 /// in practice; an empty string (which never verifies) covers the
 /// impossible case without a panic.
 pub(crate) fn issue(
@@ -56,7 +48,6 @@ pub(crate) fn issue(
     exp: i64,
     seq: u64,
 ) -> String {
-    let header = json!({"alg": "HS256", "typ": "JWT"});
     let claims = json!({
         "unique_name": format!("{nif}|{emcf_id}"),
         "role": ROLE,
@@ -67,15 +58,12 @@ pub(crate) fn issue(
         "exp": exp,
         "jti": seq.to_string(),
     });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    match sign(secret, &input) {
-        Some(sig) => format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)),
-        None => String::new(),
-    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
 }
 
 /// Why a token was refused. The text goes into the 401 body: it names the
@@ -105,11 +93,16 @@ impl TokenError {
     }
 }
 
-fn decode_json(part: &str) -> Result<Value, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+/// What `jsonwebtoken` checks: HS256 only and the signature. Time and the
+/// other claims are checked by [`verify`] (the crate would read the
+/// system clock).
+fn signature_only() -> Validation {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v
 }
 
 /// Checks the `Authorization` header value and returns the claims.
@@ -124,27 +117,13 @@ pub(crate) fn verify(
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => return Err(TokenError::Missing),
     };
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
-    };
-    let head = decode_json(h)?;
-    if head.get("alg").and_then(Value::as_str) != Some("HS256") {
-        return Err(TokenError::Malformed);
-    }
-    let sig = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| TokenError::Malformed)?;
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| TokenError::BadSignature)?;
-    mac.update(h.as_bytes());
-    mac.update(b".");
-    mac.update(p.as_bytes());
-    // Constant-time comparison.
-    mac.verify_slice(&sig)
-        .map_err(|_| TokenError::BadSignature)?;
-    let claims = decode_json(p)?;
+    let claims =
+        jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(secret), &signature_only())
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            })?
+            .claims;
     let exp = claims
         .get("exp")
         .and_then(Value::as_i64)
@@ -213,6 +192,30 @@ mod tests {
         assert_eq!(verify(b"k", "iss", None, 1500), Err(TokenError::Missing));
         assert_eq!(
             verify(b"k", "iss", Some("Bearer a.b"), 1500),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn only_hs256_is_accepted() {
+        // `alg: none` with the claims of a valid token, no signature.
+        let t = issue(b"k", "iss", "A1309334L", "CD01-1", 1000, 2000, 7);
+        let claims = t.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
+        assert_eq!(
+            verify(b"k", "iss", Some(&format!("Bearer {none}")), 1500),
+            Err(TokenError::Malformed)
+        );
+        // HS512 under the same secret: refused too.
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &json!({"exp": 2000, "iss": "iss", "aud": "iss", "role": ROLE,
+                    "unique_name": "A1309334L|CD01-1"}),
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(b"k", "iss", Some(&format!("Bearer {hs512}")), 1500),
             Err(TokenError::Malformed)
         );
     }

@@ -30,11 +30,11 @@ use std::sync::Mutex;
 
 use postgres::{Client, Row};
 
-use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
-use crate::outbox::{
+use crate::dgi::outbox::{
     ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary, SUMMARY_SQL,
     SummaryRows,
 };
+use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
 
 /// Migrations of the outbox tables.
 pub const PG_OUTBOX_MIGRATIONS: &[&str] = &[

@@ -1,5 +1,5 @@
 //! The conformance suite every [`OutboxStore`] backend runs (feature
-//! `conformance`). Each check takes a fresh, empty store and panics with a
+//! `testing`; a test helper, so not in a production build). Each check takes a fresh, empty store and panics with a
 //! message on the first violation; `run_all` runs them all.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
+use crate::dgi::outbox::{ItemState, NewItem, OutboxStore};
 use crate::dgi::{DgiClient, DgiInvoiceRequest, DgiOperator, DgiTotals};
-use crate::outbox::{ItemState, NewItem, OutboxStore};
 
 /// A new item for `outlet`/`seq`.
 #[must_use]

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
-use crate::outbox::{
+use crate::dgi::outbox::{
     ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary, SUMMARY_SQL,
     SummaryRows,
 };
+use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};
 
 /// Migrations of the outbox tables, in order.
 pub const OUTBOX_MIGRATIONS: &[&str] = &["

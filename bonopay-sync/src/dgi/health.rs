@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::outbox::{ItemState, OutletSummary};
+use crate::dgi::outbox::{ItemState, OutletSummary};
 
 /// The colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

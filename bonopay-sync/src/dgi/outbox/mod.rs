@@ -28,6 +28,19 @@
 //! crash the agent knows what may have happened and reconciles instead of
 //! repeating a non-idempotent call blindly.
 
+//!
+//! Backends sit side by side, as in `bonopay-ledger`: [`sqlite`] (feature
+//! `sqlite`, in the ledger's own file) and [`postgres`] (feature
+//! `postgres`, shared by several instances). Every backend runs the one
+//! conformance suite, [`conformance`] (feature `testing`).
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
 use serde::{Deserialize, Serialize};
 
 use crate::dgi::{DgiConfirmation, DgiInvoiceRequest, DgiTotals};

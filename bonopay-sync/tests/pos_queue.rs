@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bonopay_ledger::{LedgerStore, MemoryStore};
 use bonopay_signer::{Fiscalizer, FiscalizerConfig, SealError, SoftwareSigner};
-use bonopay_sync::client::{
+use bonopay_sync::pos_queue::{
     DraftStatus, OfflineQueue, QueueError, Retryable, Submitted, Transport,
 };
 

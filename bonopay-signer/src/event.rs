@@ -15,9 +15,9 @@ use bonopay_ledger::{Entry, EntryKind};
 use serde_json::Value;
 
 use crate::error::VerifyError;
-use crate::key::domain_digest;
 use crate::report::{A_SCHEMA, CLOSING_SCHEMA, INCOMPLETE_SALE_SCHEMA, Z_SCHEMA};
 use crate::sealed::KeyLookup;
+use crate::signer::domain_digest;
 use crate::signer::{SignOutput, verify_output};
 
 /// Domain tag of the signed event digest.
@@ -146,7 +146,7 @@ pub fn verify_event(entry: &Entry, keys: &dyn KeyLookup) -> Result<Value, Verify
         key,
         &event_digest(&body_jcs),
         &SignOutput {
-            signature: crate::key::Signature(arr),
+            signature: crate::signer::Signature(arr),
             device_counter,
         },
     )?;

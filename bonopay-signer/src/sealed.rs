@@ -20,10 +20,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::VerifyError;
-use crate::key::{PublicKey, Signature, domain_digest};
+use crate::signer::{PublicKey, Signature, domain_digest};
 use crate::signer::{SignOutput, verify_output};
 
 /// Domain tag of the signed digest.
@@ -125,6 +124,7 @@ pub fn body_hash(body_jcs: &[u8]) -> String {
 }
 
 /// Builds the stored payload from its parts (all already JCS).
+#[cfg(feature = "sealing")]
 #[must_use]
 pub fn payload_bytes(
     auth_code: &str,
@@ -484,60 +484,4 @@ pub fn verify_qr(text: &str, keys: &dyn KeyLookup) -> Result<VerifiedQr, VerifyE
         authentication_code: auth_code_of(&signature),
         tuple: q.tuple,
     })
-}
-
-/// The QR code as SVG (error-correction level M, as the DGI layout asks).
-///
-/// # Errors
-/// [`VerifyError::Mismatch`] if the text does not fit in a QR code.
-pub fn qr_svg(text: &str) -> Result<String, VerifyError> {
-    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| VerifyError::Mismatch(format!("QR: {e}")))?;
-    Ok(code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(200, 200)
-        .build())
-}
-
-/// The QR code as a PNG (black on white, `scale` pixels per module, 4-module quiet zone).
-///
-/// # Errors
-/// [`VerifyError::Mismatch`] if the text does not fit or encoding fails.
-pub fn qr_png(text: &str, scale: u32) -> Result<Vec<u8>, VerifyError> {
-    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| VerifyError::Mismatch(format!("QR: {e}")))?;
-    let width = code.width();
-    let colors = code.to_colors();
-    let scale = scale.max(1) as usize;
-    let quiet = 4;
-    let side = (width + 2 * quiet) * scale;
-    let mut pixels = vec![255u8; side * side];
-    for (i, c) in colors.iter().enumerate() {
-        if *c == qrcode::Color::Dark {
-            let (x, y) = (i % width + quiet, i / width + quiet);
-            for dy in 0..scale {
-                let row = (y * scale + dy) * side;
-                pixels[row + x * scale..row + (x + 1) * scale].fill(0);
-            }
-        }
-    }
-    let side32 = u32::try_from(side).map_err(|_| VerifyError::Mismatch("QR too large".into()))?;
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, side32, side32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc
-            .write_header()
-            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
-        w.write_image_data(&pixels)
-            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
-    }
-    Ok(out)
-}
-
-/// Lowercase hex SHA-256 (plain, for request fingerprints).
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }

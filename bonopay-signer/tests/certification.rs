@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bonopay_core::{ErrorCode, InvoiceRequest, parse_invoice};
 use bonopay_ledger::{EntryKind, EntryMeta, LedgerStore, MemoryStore, verify_store};
-use bonopay_signer::bundle::{ExportRequest, Exporter, Verifier};
+use bonopay_signer::audit::{ExportRequest, Exporter, Verifier};
 use bonopay_signer::certification::{
     CERTIFICATION_SCHEMA, CertificationSource, DgiElements, sfe_number,
 };
@@ -103,7 +103,7 @@ fn bundle(r: &Rig) -> Vec<Vec<u8>> {
         .unwrap()
 }
 
-fn verify_bundle(lines: &[Vec<u8>]) -> bonopay_signer::bundle::BundleReport {
+fn verify_bundle(lines: &[Vec<u8>]) -> bonopay_signer::audit::BundleReport {
     let mut v = Verifier::new(&lines[0]).unwrap();
     for l in &lines[1..] {
         v.feed(l, false);

@@ -6,9 +6,9 @@ use std::thread;
 
 use bonopay_core::{InvoiceRequest, parse_invoice};
 use bonopay_ledger::{EntryKind, EntryMeta, LedgerStore, MemoryStore, SqliteStore, verify_store};
-use bonopay_signer::bundle::{ExportRequest, Exporter, UnreadableBundle, Verifier};
+use bonopay_signer::audit::{ExportRequest, Exporter, UnreadableBundle, Verifier};
 use bonopay_signer::event::{event_digest, event_payload};
-use bonopay_signer::report::Paper;
+use bonopay_signer::render::Paper;
 use bonopay_signer::{
     Fiscalizer, FiscalizerConfig, IncompleteSale, ManualClock, PublicKey, ReportIdentity,
     SealError, SignatureCheck, Signer, SoftwareSigner, head_json,
@@ -446,7 +446,7 @@ fn export(r: &Rig, outlet: &str, from_ms: Option<i64>) -> Vec<Vec<u8>> {
         .unwrap()
 }
 
-fn verify(lines: &[Vec<u8>]) -> bonopay_signer::bundle::BundleReport {
+fn verify(lines: &[Vec<u8>]) -> bonopay_signer::audit::BundleReport {
     let mut v = Verifier::new(&lines[0]).unwrap();
     for l in &lines[1..] {
         v.feed(l, false);
@@ -680,7 +680,7 @@ fn explain_shows_the_hashes_up_to_the_break() {
 fn statistics_of_adjacent_ranges_merge_into_the_statistics_of_their_union() {
     // The Z report computes its bulk outside the outlet lock and the rest
     // under it, and monthly closings merge daily ones: both rely on this.
-    use bonopay_signer::report::Stats;
+    use bonopay_signer::reports::Stats;
     let mut config = FiscalizerConfig::new("NID-BONO-0001");
     let usd = bonopay_core::ExchangeRate::parse("2850").unwrap().value();
     config.reference_rates = Arc::new(bonopay_tax::FixedReferenceRates(

@@ -36,8 +36,6 @@ pub const SEALED_SCHEMA: &str = "bonopay/sealed-invoice/v1";
 /// Prefix of the Bono Pay verification QR payload.
 pub const VERIFY_QR_PREFIX: &str = "BPV1:";
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
 /// The authentication code (Code DEF/DGI): the first 24 characters of the
 /// RFC 4648 base32 encoding of `SHA-256("bonopay/v1/auth-code\0" ‖ r‖s)`.
 /// 24 characters of `[A-Z2-7]` carry 120 bits, and since our signatures
@@ -45,21 +43,9 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 #[must_use]
 pub fn auth_code_of(signature: &Signature) -> String {
     let h = domain_digest(AUTH_CODE_DOMAIN, &[&signature.0]);
-    let mut out = String::with_capacity(24);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for byte in h {
-        acc = (acc << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 && out.len() < 24 {
-            bits -= 5;
-            out.push(char::from(BASE32[((acc >> bits) & 31) as usize]));
-        }
-        if out.len() == 24 {
-            break;
-        }
-    }
-    out
+    // 15 bytes are exactly 24 base32 characters (120 bits, no padding):
+    // the first 24 characters of the whole digest's encoding.
+    data_encoding::BASE32_NOPAD.encode(&h[..15])
 }
 
 /// The printed form: six groups of four, dash-separated.
@@ -484,4 +470,27 @@ pub fn verify_qr(text: &str, keys: &dyn KeyLookup) -> Result<VerifiedQr, VerifyE
         authentication_code: auth_code_of(&signature),
         tuple: q.tuple,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The code is, as `docs/format.md` defines it, a prefix of the
+    /// RFC 4648 base32 encoding of the *whole* digest (padding included),
+    /// for signatures of every shape.
+    #[test]
+    fn auth_code_is_the_prefix_of_the_whole_digests_base32() {
+        for seed in 0u8..=255 {
+            let mut raw = [0u8; 64];
+            for (i, b) in raw.iter_mut().enumerate() {
+                *b = seed.wrapping_mul(31).wrapping_add(u8::try_from(i).unwrap());
+            }
+            let sig = Signature(raw);
+            let whole = data_encoding::BASE32.encode(&domain_digest(AUTH_CODE_DOMAIN, &[&raw]));
+            assert_eq!(auth_code_of(&sig), whole[..24]);
+            assert_eq!(auth_code_of(&sig).len(), 24);
+        }
+    }
 }

@@ -5,10 +5,17 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{BUNDLE_FORMAT, head_from_json, json_line};
+use super::{BUNDLE_FORMAT, head_from_json};
 use crate::index;
 use crate::reports::head_json;
 use crate::signer::PublicKey;
+
+/// One JSON Lines line: the value in JCS form and a newline.
+fn json_line(v: &Value) -> Vec<u8> {
+    let mut b = serde_json_canonicalizer::to_vec(v).unwrap_or_default();
+    b.push(b'\n');
+    b
+}
 
 /// Why an export could not be produced.
 #[derive(Debug, thiserror::Error)]

@@ -49,13 +49,6 @@ pub use verify::{BundleReport, Checked, Finding, Step, UnreadableBundle, Verifie
 /// The format name and version on the first line.
 pub const BUNDLE_FORMAT: &str = "bonopay/audit-bundle/v1";
 
-#[cfg(feature = "sealing")]
-pub(crate) fn json_line(v: &Value) -> Vec<u8> {
-    let mut b = serde_json_canonicalizer::to_vec(v).unwrap_or_default();
-    b.push(b'\n');
-    b
-}
-
 /// The head before a Z report, from its signed `closing_head`.
 pub(crate) fn head_from_json(outlet: &str, v: &Value) -> Option<Head> {
     let hash: Hash = hex::decode(v["hash"].as_str()?).ok()?.try_into().ok()?;

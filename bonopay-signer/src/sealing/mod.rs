@@ -11,7 +11,6 @@
 //! Nothing is reserved before the append, so a failure anywhere (invalid
 //! data, signer down, storage error, crash) consumes no number and writes
 //! nothing: there is never an unsigned sealed invoice.
-
 //!
 //! The module is the sealing component: the pipeline ([`Fiscalizer::seal`]),
 //! the credit-note rules it checks (`credit_note`), the reports it seals

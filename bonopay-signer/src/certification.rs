@@ -34,8 +34,7 @@ use serde_json::Value;
 use crate::error::VerifyError;
 use crate::sealed::KeyLookup;
 
-/// `schema` of a certification entry's body.
-pub const CERTIFICATION_SCHEMA: &str = "bonopay/certification/v1";
+pub use crate::event::CERTIFICATION_SCHEMA;
 
 /// Longest element the ledger accepts (the DGI's are far shorter; this only
 /// keeps a broken device or a typing slip from filling the chain).

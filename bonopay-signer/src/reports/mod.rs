@@ -23,12 +23,12 @@ use serde_json::{Map, Value, json};
 
 mod stats;
 
+pub use crate::event::{A_SCHEMA, CLOSING_SCHEMA, INCOMPLETE_SALE_SCHEMA, Z_SCHEMA};
 #[cfg(any(feature = "render", feature = "sealing"))]
 pub(crate) use stats::dec2;
 pub use stats::{
-    A_SCHEMA, Amounts, ArticleLine, ArticleStats, CLOSING_SCHEMA, Counted, CurrencyStats,
-    GroupAmounts, GroupStats, INCOMPLETE_SALE_SCHEMA, IncompleteStats, NumberRef, PaymentStats,
-    Stats, UnreadableEntry, Z_SCHEMA,
+    Amounts, ArticleLine, ArticleStats, Counted, CurrencyStats, GroupAmounts, GroupStats,
+    IncompleteStats, NumberRef, PaymentStats, Stats, UnreadableEntry,
 };
 
 /// `schema` of an X report (never sealed).

@@ -21,15 +21,6 @@ use bonopay_ledger::{Entry, EntryKind};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// `schema` of a sealed Z report.
-pub const Z_SCHEMA: &str = "bonopay/z-report/v1";
-/// `schema` of a sealed A report.
-pub const A_SCHEMA: &str = "bonopay/a-report/v1";
-/// `schema` of a sealed closing.
-pub const CLOSING_SCHEMA: &str = "bonopay/closing/v1";
-/// `schema` of a recorded incomplete sale.
-pub const INCOMPLETE_SALE_SCHEMA: &str = "bonopay/incomplete-sale/v1";
-
 /// Money with exactly two decimals, as a JSON string (`"0.00"`).
 pub(crate) mod dec2 {
     use rust_decimal::Decimal;

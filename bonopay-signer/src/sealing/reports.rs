@@ -19,7 +19,7 @@
 //! closed at most once (a unique ledger index key).
 //!
 //! **Memory.** Everything streams over the store's paged iterator into the
-//! additive accumulators of [`crate::report`]. A Z report computes the bulk
+//! additive accumulators of [`crate::reports`]. A Z report computes the bulk
 //! of its statistics before it takes the outlet lock, and only the entries
 //! appended meanwhile under it, so tills are blocked for that remainder,
 //! not for the whole session.

@@ -19,24 +19,22 @@
 //!
 //! The entry names its invoice by position *and* by entry hash, so altering
 //! either the sale or its DGI elements breaks the chain or the link; the
-//! verifiers ([`crate::SignatureCheck`] over a store, [`crate::bundle`] over
-//! an export) check both. Index keys make it exactly once: one
+//! verifiers (`SignatureCheck` over a store, the audit bundle `Verifier`
+//! over an export, both in `crate::audit`) check both. Index keys make it exactly once: one
 //! certification per invoice (`certification` = `{outlet}:{seq}`), and one
 //! invoice per DGI code (`dgi_code`), which is also how an invoice is found
 //! by the code the DGI printed on it.
 
 use std::fmt;
 
-use bonopay_ledger::{Entry, EntryKind, IndexKey, LedgerError};
+use bonopay_ledger::Entry;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::error::VerifyError;
-use crate::fiscalizer::{Fiscalizer, SealError, index};
 use crate::sealed::KeyLookup;
 
-/// `schema` of a certification entry's body.
-pub const CERTIFICATION_SCHEMA: &str = "bonopay/certification/v1";
+pub use crate::event::CERTIFICATION_SCHEMA;
 
 /// Longest element the ledger accepts (the DGI's are far shorter; this only
 /// keeps a broken device or a typing slip from filling the chain).
@@ -243,7 +241,7 @@ pub fn certification_from_body(entry: &Entry, body: &Value) -> Result<Certificat
 
 /// Verifies a certification entry on its own (canonical bytes, schema,
 /// position, signature) and reads it. The link to its invoice is checked by
-/// [`check_link`].
+/// `audit::check_link` (feature `verifier`).
 ///
 /// # Errors
 /// [`VerifyError`] saying what does not hold.
@@ -255,339 +253,6 @@ pub fn verify_certification(
     let c = certification_from_body(entry, &body)?;
     c.elements.check().map_err(mismatch)?;
     Ok(c)
-}
-
-/// What a certification's link is checked against: the invoice entry it
-/// names, reduced to what the link covers (verifiers keep these for the
-/// invoices of a chain not yet certified, instead of whole entries).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvoiceRef {
-    /// Outlet.
-    pub outlet: String,
-    /// Position.
-    pub seq: u64,
-    /// Hex of its entry hash.
-    pub entry_hash: String,
-    /// Its SFE number.
-    pub rn: String,
-    /// Its Bono Pay authentication code.
-    pub auth_code: String,
-}
-
-impl InvoiceRef {
-    /// The reference of a numbered entry (`None` for other kinds).
-    #[must_use]
-    pub fn of(invoice: &Entry) -> Option<Self> {
-        let rn = sfe_number_of(invoice)?;
-        let auth_code = serde_json::from_slice::<Value>(&invoice.payload)
-            .ok()?
-            .get("auth_code")?
-            .as_str()?
-            .to_owned();
-        Some(Self {
-            outlet: invoice.outlet.clone(),
-            seq: invoice.seq,
-            entry_hash: hex::encode(invoice.entry_hash),
-            rn,
-            auth_code,
-        })
-    }
-}
-
-/// Checks that `cert` certifies `invoice`: an earlier invoice or credit
-/// note of the same chain, with the entry hash, SFE number and
-/// authentication code the certification names.
-///
-/// # Errors
-/// [`VerifyError::Mismatch`] saying which part of the link is broken.
-pub fn check_link(cert: &Certification, invoice: Option<&InvoiceRef>) -> Result<(), VerifyError> {
-    if cert.invoice_seq >= cert.seq {
-        return Err(mismatch(format!(
-            "certification at seq {} must follow the invoice it names (seq {})",
-            cert.seq, cert.invoice_seq
-        )));
-    }
-    let Some(invoice) = invoice.filter(|i| i.outlet == cert.outlet && i.seq == cert.invoice_seq)
-    else {
-        return Err(mismatch(format!(
-            "certification at seq {} names seq {}, which is not an invoice of outlet {}",
-            cert.seq, cert.invoice_seq, cert.outlet
-        )));
-    };
-    if invoice.entry_hash != cert.invoice_entry_hash {
-        return Err(mismatch(format!(
-            "certification at seq {} names an invoice entry hash that is not seq {}'s",
-            cert.seq, cert.invoice_seq
-        )));
-    }
-    if invoice.rn != cert.rn {
-        return Err(mismatch(format!(
-            "certification at seq {} names SFE number {}, not seq {}'s {}",
-            cert.seq, cert.rn, cert.invoice_seq, invoice.rn
-        )));
-    }
-    if invoice.auth_code != cert.invoice_auth_code {
-        return Err(mismatch(format!(
-            "certification at seq {} names authentication code {}, not seq {}'s",
-            cert.seq, cert.invoice_auth_code, cert.invoice_seq
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the certifications of a chain walked in order: each one must
-/// name an earlier invoice of the walk, not yet certified, by its exact
-/// entry hash, SFE number and code. Memory holds the invoices not yet
-/// certified; an invoice before the walk's first entry (a bundle that
-/// starts at a Z report) is vouched for by that start and not checked.
-#[derive(Debug, Default)]
-pub struct CertificationLinks {
-    first_seq: Option<u64>,
-    open: std::collections::HashMap<u64, InvoiceRef>,
-    certified: u64,
-}
-
-impl CertificationLinks {
-    /// Takes the next entry of the walk.
-    ///
-    /// # Errors
-    /// Why a certification's link does not hold.
-    pub fn see(&mut self, entry: &Entry) -> Result<(), String> {
-        let first = *self.first_seq.get_or_insert(entry.seq);
-        if entry.kind.is_numbered() {
-            if let Some(r) = InvoiceRef::of(entry) {
-                self.open.insert(entry.seq, r);
-            }
-            return Ok(());
-        }
-        if entry.kind != EntryKind::Certification {
-            return Ok(());
-        }
-        let body = crate::event::event_body(&entry.payload).map_err(|e| e.to_string())?;
-        let cert = certification_from_body(entry, &body).map_err(|e| e.to_string())?;
-        if cert.invoice_seq < first {
-            return Ok(());
-        }
-        let invoice = self.open.remove(&cert.invoice_seq);
-        if invoice.is_none() && cert.invoice_seq < entry.seq {
-            return Err(format!(
-                "certification at seq {} names seq {}, which is not an invoice or is already certified",
-                cert.seq, cert.invoice_seq
-            ));
-        }
-        check_link(&cert, invoice.as_ref()).map_err(|e| e.to_string())?;
-        self.certified += 1;
-        Ok(())
-    }
-
-    /// Certifications checked so far.
-    #[must_use]
-    pub fn certified(&self) -> u64 {
-        self.certified
-    }
-}
-
-fn storage(e: LedgerError) -> SealError {
-    SealError::Storage(e)
-}
-
-impl Fiscalizer {
-    /// Appends the DGI's elements for the invoice at `outlet`/`seq` to the
-    /// outlet's chain, signed and hash-linked to the invoice. Exactly once:
-    /// recording the same elements again returns the first record; other
-    /// elements for a certified invoice are refused.
-    ///
-    /// # Errors
-    /// [`SealError::Invalid`] for elements that cannot be genuine or an
-    /// entry that is not an invoice; [`SealError::AlreadyCertified`] when
-    /// the invoice (or the DGI code) is certified with other elements;
-    /// otherwise as sealing.
-    pub fn record_certification(
-        &self,
-        outlet: &str,
-        seq: u64,
-        elements: &DgiElements,
-        source: CertificationSource,
-        uid: Option<&str>,
-    ) -> Result<Certification, SealError> {
-        use bonopay_core::{ErrorCode, ValidationError, ValidationErrors};
-        let invalid = |path: &str, msg: String| {
-            SealError::Invalid(ValidationErrors(vec![ValidationError::new(
-                path,
-                ErrorCode::InvalidValue,
-                msg,
-            )]))
-        };
-        elements.check().map_err(|m| invalid("dgi", m))?;
-        if let Some(done) = self.certification_of(outlet, seq)? {
-            return self.same_or_conflict(done, elements);
-        }
-        let invoice = self
-            .store
-            .entry(outlet, seq)
-            .map_err(storage)?
-            .filter(|e| e.kind.is_numbered())
-            .ok_or_else(|| invalid("seq", format!("{outlet}:{seq} is not a sealed invoice")))?;
-        let sealed = self
-            .load(outlet, seq)?
-            .ok_or_else(|| invalid("seq", format!("{outlet}:{seq} is not a sealed invoice")))?;
-        let rn = sfe_number_of(&invoice).unwrap_or_default();
-        let merchant = sealed.invoice.tuple.merchant_nif.clone();
-        let auth_code = sealed.invoice.elements.authentication_code.clone();
-        let dgi = serde_json::to_value(elements)
-            .map_err(|e| SealError::Corrupt(mismatch(e.to_string())))?;
-        let result = self.seal_event(outlet, EntryKind::Certification, |_, _, _| {
-            let mut m = Map::new();
-            m.insert("schema".into(), json!(CERTIFICATION_SCHEMA));
-            m.insert("dgi".into(), dgi.clone());
-            m.insert("invoice_auth_code".into(), json!(auth_code));
-            m.insert(
-                "invoice_entry_hash".into(),
-                json!(hex::encode(invoice.entry_hash)),
-            );
-            m.insert("invoice_seq".into(), json!(seq));
-            m.insert("merchant_nif".into(), json!(merchant));
-            m.insert("rn".into(), json!(rn));
-            m.insert("source".into(), json!(source.as_str()));
-            if let Some(uid) = uid {
-                m.insert("uid".into(), json!(uid));
-            }
-            Ok((
-                m,
-                vec![
-                    IndexKey::unique(index::CERTIFICATION, format!("{outlet}:{seq}")),
-                    IndexKey::unique(index::DGI_CODE, dgi_code_key(&elements.code_def_dgi)),
-                ],
-            ))
-        });
-        match result {
-            Ok(report) => {
-                let sealed_ref = report.sealed.ok_or_else(|| {
-                    SealError::Corrupt(mismatch("a sealed event has no position"))
-                })?;
-                self.certification_at(outlet, sealed_ref.seq)?
-                    .ok_or_else(|| SealError::Corrupt(mismatch("certification vanished")))
-            }
-            Err(SealError::Storage(LedgerError::Duplicate { name, .. }))
-                if name == index::CERTIFICATION =>
-            {
-                // Recorded meanwhile (another instance, or a retry).
-                let done = self.certification_of(outlet, seq)?.ok_or_else(|| {
-                    SealError::Corrupt(mismatch("duplicate certification vanished"))
-                })?;
-                self.same_or_conflict(done, elements)
-            }
-            Err(SealError::Storage(LedgerError::Duplicate { name, .. }))
-                if name == index::DGI_CODE =>
-            {
-                Err(SealError::AlreadyCertified {
-                    id: format!("{outlet}:{seq}"),
-                    why: format!(
-                        "the DGI code {} already certifies another invoice",
-                        elements.code_def_dgi
-                    ),
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn same_or_conflict(
-        &self,
-        done: Certification,
-        elements: &DgiElements,
-    ) -> Result<Certification, SealError> {
-        if done.elements == *elements {
-            Ok(done)
-        } else {
-            Err(SealError::AlreadyCertified {
-                id: format!("{}:{}", done.outlet, done.invoice_seq),
-                why: format!(
-                    "it is certified with DGI code {} (recorded at seq {})",
-                    done.elements.code_def_dgi, done.seq
-                ),
-            })
-        }
-    }
-
-    fn trusted(&self) -> Vec<crate::PublicKey> {
-        let mut keys = Vec::with_capacity(self.config.trusted_keys.len() + 1);
-        keys.push(self.signer.public_key().clone());
-        keys.extend(self.config.trusted_keys.iter().cloned());
-        keys
-    }
-
-    /// The certification entry at `outlet`/`seq` (the entry's own position).
-    ///
-    /// # Errors
-    /// [`SealError::Storage`] or [`SealError::Corrupt`].
-    pub fn certification_at(
-        &self,
-        outlet: &str,
-        seq: u64,
-    ) -> Result<Option<Certification>, SealError> {
-        let Some(entry) = self.store.entry(outlet, seq).map_err(storage)? else {
-            return Ok(None);
-        };
-        if entry.kind != EntryKind::Certification {
-            return Ok(None);
-        }
-        verify_certification(&entry, &self.trusted())
-            .map(Some)
-            .map_err(SealError::Corrupt)
-    }
-
-    /// The certification of the invoice at `outlet`/`seq`, if it has one.
-    ///
-    /// # Errors
-    /// [`SealError::Storage`] or [`SealError::Corrupt`].
-    pub fn certification_of(
-        &self,
-        outlet: &str,
-        seq: u64,
-    ) -> Result<Option<Certification>, SealError> {
-        let hits = self
-            .store
-            .find_index(index::CERTIFICATION, &format!("{outlet}:{seq}"))
-            .map_err(storage)?;
-        match hits.first() {
-            Some((o, s)) => self.certification_at(o, *s),
-            None => Ok(None),
-        }
-    }
-
-    /// The invoice certified with the DGI code `code`: its outlet and seq.
-    ///
-    /// # Errors
-    /// [`SealError::Storage`] or [`SealError::Corrupt`].
-    pub fn find_by_dgi_code(&self, code: &str) -> Result<Option<(String, u64)>, SealError> {
-        let hits = self
-            .store
-            .find_index(index::DGI_CODE, &dgi_code_key(code))
-            .map_err(storage)?;
-        match hits.first() {
-            Some((o, s)) => Ok(self
-                .certification_at(o, *s)?
-                .map(|c| (c.outlet, c.invoice_seq))),
-            None => Ok(None),
-        }
-    }
-
-    /// The sealed invoice a credit note's `reference` names: the original's
-    /// Bono Pay authentication code, or the Code DEF/DGI the DGI certified
-    /// it with.
-    ///
-    /// # Errors
-    /// [`SealError::Storage`] or [`SealError::Corrupt`].
-    pub fn find_original(&self, reference: &str) -> Result<Option<crate::Sealed>, SealError> {
-        if let Some(found) = self.find_by_auth_code(reference)? {
-            return Ok(Some(found));
-        }
-        match self.find_by_dgi_code(reference)? {
-            Some((outlet, seq)) => self.load(&outlet, seq),
-            None => Ok(None),
-        }
-    }
 }
 
 #[cfg(test)]

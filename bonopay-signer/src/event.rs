@@ -15,10 +15,20 @@ use bonopay_ledger::{Entry, EntryKind};
 use serde_json::Value;
 
 use crate::error::VerifyError;
-use crate::key::domain_digest;
-use crate::report::{A_SCHEMA, CLOSING_SCHEMA, INCOMPLETE_SALE_SCHEMA, Z_SCHEMA};
 use crate::sealed::KeyLookup;
+use crate::signer::domain_digest;
 use crate::signer::{SignOutput, verify_output};
+
+/// `schema` of a sealed Z report.
+pub const Z_SCHEMA: &str = "bonopay/z-report/v1";
+/// `schema` of a sealed A report.
+pub const A_SCHEMA: &str = "bonopay/a-report/v1";
+/// `schema` of a sealed closing.
+pub const CLOSING_SCHEMA: &str = "bonopay/closing/v1";
+/// `schema` of a recorded incomplete sale.
+pub const INCOMPLETE_SALE_SCHEMA: &str = "bonopay/incomplete-sale/v1";
+/// `schema` of a certification entry's body.
+pub const CERTIFICATION_SCHEMA: &str = "bonopay/certification/v1";
 
 /// Domain tag of the signed event digest.
 pub const EVENT_DOMAIN: &[u8] = b"bonopay/v1/event\0";
@@ -32,7 +42,7 @@ pub fn schema_of(kind: EntryKind) -> Option<&'static str> {
         EntryKind::AReport => Some(A_SCHEMA),
         EntryKind::Closing => Some(CLOSING_SCHEMA),
         EntryKind::IncompleteSale => Some(INCOMPLETE_SALE_SCHEMA),
-        EntryKind::Certification => Some(crate::certification::CERTIFICATION_SCHEMA),
+        EntryKind::Certification => Some(CERTIFICATION_SCHEMA),
         _ => None,
     }
 }
@@ -146,7 +156,7 @@ pub fn verify_event(entry: &Entry, keys: &dyn KeyLookup) -> Result<Value, Verify
         key,
         &event_digest(&body_jcs),
         &SignOutput {
-            signature: crate::key::Signature(arr),
+            signature: crate::signer::Signature(arr),
             device_counter,
         },
     )?;

@@ -1,41 +1,70 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-pub mod bundle;
+// ---- components (see README, "Modules") -------------------------------------
+#[cfg(feature = "verifier")]
+pub mod audit;
 pub mod certification;
-
-#[cfg(feature = "conformance")]
-pub mod conformance;
-mod device;
 mod error;
 pub mod event;
-mod fiscalizer;
-mod key;
-pub mod layout;
-#[cfg(feature = "pkcs11")]
-pub mod pkcs11;
-pub mod report;
-mod reports;
+pub mod index;
+#[cfg(feature = "render")]
+pub mod render;
+pub mod reports;
 mod sealed;
-mod signer;
-mod software;
+#[cfg(feature = "sealing")]
+pub mod sealing;
+pub mod signer;
 
-pub use device::SimulatedDef;
+// ---- the embedder's API at the crate root ---------------------------------------
+#[cfg(feature = "verifier")]
+pub use audit::SignatureCheck;
 pub use error::{SignerError, VerifyError};
-pub use fiscalizer::{
-    Clock, Fiscalizer, FiscalizerConfig, ManualClock, ReplayCheck, SealError, Sealed,
-    SignatureCheck, SystemClock, index,
-};
-pub use key::{Algorithm, PublicKey, Signature, domain_digest, key_id_of};
+#[cfg(feature = "render")]
+pub use render::{RenderError, qr_png, qr_svg};
 pub use reports::{
     IncompleteSale, PeriodKind, Report, ReportIdentity, ReportKind, SealedRef, X_SCHEMA, head_json,
 };
 pub use sealed::{
     AUTH_CODE_DOMAIN, BODY_DOMAIN, KeyLookup, SEAL_DOMAIN, SEALED_SCHEMA, SealTuple, SealedInvoice,
     SecurityElements, VERIFY_QR_PREFIX, VerifiedQr, auth_code_of, body_hash, format_auth_code,
-    qr_png, qr_svg, verify_qr,
+    verify_qr,
 };
-pub use signer::{DEVICE_DOMAIN, FaultySigner, SignOutput, Signer, device_digest, verify_output};
+#[cfg(feature = "sealing")]
+pub use sealing::{
+    Clock, Fiscalizer, FiscalizerConfig, ManualClock, ReplayCheck, SealError, Sealed, SystemClock,
+};
 #[cfg(feature = "aws-lc")]
-pub use software::AwsLcSigner;
-pub use software::SoftwareSigner;
+pub use signer::AwsLcSigner;
+#[cfg(feature = "testing")]
+pub use signer::FaultySigner;
+pub use signer::{
+    Algorithm, DEVICE_DOMAIN, PublicKey, SignOutput, Signature, Signer, SimulatedDef,
+    SoftwareSigner, device_digest, domain_digest, key_id_of, verify_output,
+};
+
+// ---- former module paths ---------------------------------------------------------
+// Kept so that dependents being restructured at the same time (bonopay-sync,
+// bonopay-server-example, benches, fuzz) compile unchanged; new code uses
+// the component paths above.
+#[cfg(feature = "verifier")]
+#[doc(hidden)]
+pub use audit as bundle;
+#[cfg(feature = "render")]
+#[doc(hidden)]
+pub use render::layout;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use signer::conformance;
+#[cfg(feature = "pkcs11")]
+#[doc(hidden)]
+pub use signer::pkcs11;
+
+/// Former path of the report statistics and the paper widths: see
+/// [`reports`] and `render`.
+#[doc(hidden)]
+pub mod report {
+    #[cfg(feature = "render")]
+    pub use crate::render::Paper;
+    pub use crate::reports::*;
+}

@@ -20,10 +20,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::VerifyError;
-use crate::key::{PublicKey, Signature, domain_digest};
+use crate::signer::{PublicKey, Signature, domain_digest};
 use crate::signer::{SignOutput, verify_output};
 
 /// Domain tag of the signed digest.
@@ -37,8 +36,6 @@ pub const SEALED_SCHEMA: &str = "bonopay/sealed-invoice/v1";
 /// Prefix of the Bono Pay verification QR payload.
 pub const VERIFY_QR_PREFIX: &str = "BPV1:";
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
 /// The authentication code (Code DEF/DGI): the first 24 characters of the
 /// RFC 4648 base32 encoding of `SHA-256("bonopay/v1/auth-code\0" ‖ r‖s)`.
 /// 24 characters of `[A-Z2-7]` carry 120 bits, and since our signatures
@@ -46,21 +43,9 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 #[must_use]
 pub fn auth_code_of(signature: &Signature) -> String {
     let h = domain_digest(AUTH_CODE_DOMAIN, &[&signature.0]);
-    let mut out = String::with_capacity(24);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for byte in h {
-        acc = (acc << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 && out.len() < 24 {
-            bits -= 5;
-            out.push(char::from(BASE32[((acc >> bits) & 31) as usize]));
-        }
-        if out.len() == 24 {
-            break;
-        }
-    }
-    out
+    // 15 bytes are exactly 24 base32 characters (120 bits, no padding):
+    // the first 24 characters of the whole digest's encoding.
+    data_encoding::BASE32_NOPAD.encode(&h[..15])
 }
 
 /// The printed form: six groups of four, dash-separated.
@@ -125,6 +110,7 @@ pub fn body_hash(body_jcs: &[u8]) -> String {
 }
 
 /// Builds the stored payload from its parts (all already JCS).
+#[cfg(feature = "sealing")]
 #[must_use]
 pub fn payload_bytes(
     auth_code: &str,
@@ -486,58 +472,25 @@ pub fn verify_qr(text: &str, keys: &dyn KeyLookup) -> Result<VerifiedQr, VerifyE
     })
 }
 
-/// The QR code as SVG (error-correction level M, as the DGI layout asks).
-///
-/// # Errors
-/// [`VerifyError::Mismatch`] if the text does not fit in a QR code.
-pub fn qr_svg(text: &str) -> Result<String, VerifyError> {
-    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| VerifyError::Mismatch(format!("QR: {e}")))?;
-    Ok(code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(200, 200)
-        .build())
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
 
-/// The QR code as a PNG (black on white, `scale` pixels per module, 4-module quiet zone).
-///
-/// # Errors
-/// [`VerifyError::Mismatch`] if the text does not fit or encoding fails.
-pub fn qr_png(text: &str, scale: u32) -> Result<Vec<u8>, VerifyError> {
-    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| VerifyError::Mismatch(format!("QR: {e}")))?;
-    let width = code.width();
-    let colors = code.to_colors();
-    let scale = scale.max(1) as usize;
-    let quiet = 4;
-    let side = (width + 2 * quiet) * scale;
-    let mut pixels = vec![255u8; side * side];
-    for (i, c) in colors.iter().enumerate() {
-        if *c == qrcode::Color::Dark {
-            let (x, y) = (i % width + quiet, i / width + quiet);
-            for dy in 0..scale {
-                let row = (y * scale + dy) * side;
-                pixels[row + x * scale..row + (x + 1) * scale].fill(0);
+    /// The code is, as `docs/format.md` defines it, a prefix of the
+    /// RFC 4648 base32 encoding of the *whole* digest (padding included),
+    /// for signatures of every shape.
+    #[test]
+    fn auth_code_is_the_prefix_of_the_whole_digests_base32() {
+        for seed in 0u8..=255 {
+            let mut raw = [0u8; 64];
+            for (i, b) in raw.iter_mut().enumerate() {
+                *b = seed.wrapping_mul(31).wrapping_add(u8::try_from(i).unwrap());
             }
+            let sig = Signature(raw);
+            let whole = data_encoding::BASE32.encode(&domain_digest(AUTH_CODE_DOMAIN, &[&raw]));
+            assert_eq!(auth_code_of(&sig), whole[..24]);
+            assert_eq!(auth_code_of(&sig).len(), 24);
         }
     }
-    let side32 = u32::try_from(side).map_err(|_| VerifyError::Mismatch("QR too large".into()))?;
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, side32, side32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc
-            .write_header()
-            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
-        w.write_image_data(&pixels)
-            .map_err(|e| VerifyError::Mismatch(e.to_string()))?;
-    }
-    Ok(out)
-}
-
-/// Lowercase hex SHA-256 (plain, for request fingerprints).
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }

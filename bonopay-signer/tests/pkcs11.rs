@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use bonopay_signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer, provision};
+use bonopay_signer::signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer, provision};
 use bonopay_signer::{
     PublicKey, Signer, SignerError, SoftwareSigner, domain_digest, verify_output,
 };
@@ -105,7 +105,7 @@ fn softhsm_conformance_suite() {
     if run_in_softhsm("softhsm_conformance_suite") {
         return;
     }
-    bonopay_signer::conformance::run_all(Arc::new(provisioned("bono-seal")));
+    bonopay_signer::signer::conformance::run_all(Arc::new(provisioned("bono-seal")));
 }
 
 #[test]

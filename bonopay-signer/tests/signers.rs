@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bonopay_signer::conformance::run_all;
+use bonopay_signer::signer::conformance::run_all;
 use bonopay_signer::{
     FaultySigner, PublicKey, Signer, SignerError, SimulatedDef, SoftwareSigner, domain_digest,
     verify_output,

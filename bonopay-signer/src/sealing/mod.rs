@@ -11,97 +11,39 @@
 //! Nothing is reserved before the append, so a failure anywhere (invalid
 //! data, signer down, storage error, crash) consumes no number and writes
 //! nothing: there is never an unsigned sealed invoice.
+//!
+//! The module is the sealing component: the pipeline ([`Fiscalizer::seal`]),
+//! the credit-note rules it checks (`credit_note`), the reports it seals
+//! over its store (`reports`: X, Z, A, closings, incomplete sales) and the
+//! DGI certifications it records (`certification`). They share the
+//! outlet lock, the head cache and the trusted [`Clock`], which is why they
+//! live together. Behind the `sealing` feature: the verifier build has none
+//! of it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use bonopay_core::{ErrorCode, InvoiceRequest, InvoiceType, ValidationError, ValidationErrors};
+use bonopay_core::{ErrorCode, InvoiceRequest, ValidationError, ValidationErrors};
 use bonopay_ledger::{Entry, EntryKind, EntryMeta, IndexKey, LedgerError, LedgerStore};
 use bonopay_tax::{NoReferenceRates, RateTable, ReferenceRates, TaxResult};
 use chrono::{Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
-use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
 
 use crate::error::{SignerError, VerifyError};
+use crate::index;
 use crate::sealed::{
-    SEALED_SCHEMA, SealTuple, SealedInvoice, auth_code_of, body_hash, payload_bytes, sha256_hex,
+    SEALED_SCHEMA, SealTuple, SealedInvoice, auth_code_of, body_hash, payload_bytes,
 };
 use crate::signer::Signer;
 
-/// Index names used in the ledger.
-pub mod index {
-    /// `{merchant_nif}/{idempotency key}` → the sealed invoice (unique).
-    pub const IDEMPOTENCY: &str = "idempotency";
-    /// Authentication code → the sealed invoice (unique).
-    pub const AUTH_CODE: &str = "auth_code";
-    /// Original's authentication code → each credit note against it.
-    pub const CREDITS: &str = "credits";
-    /// `{original's code}/{n}` for the n-th credit note against an original
-    /// (unique): two credit notes checked against the same earlier state
-    /// (on two server instances) cannot both be sealed, so their quantities
-    /// can never together exceed what was sold.
-    pub const CREDIT_SEQ: &str = "credit_seq";
-    /// `{outlet}/{z_number}` → the Z report (unique).
-    pub const Z_REPORT: &str = "z_report";
-    /// `{outlet}/{a_number}` → the A report (unique).
-    pub const A_REPORT: &str = "a_report";
-    /// Outlet → every A report of the outlet.
-    pub const A_REPORTS: &str = "a_reports";
-    /// `{outlet}/{daily|monthly|yearly}/{label}` → the closing (unique: a
-    /// period is closed once).
-    pub const CLOSING: &str = "closing";
-    /// `{outlet}/{daily|monthly|yearly}` → every closing of that kind.
-    pub const CLOSINGS: &str = "closings";
-    /// `{outlet}:{seq}` of an invoice → its certification entry (unique:
-    /// an invoice is certified once).
-    pub const CERTIFICATION: &str = "certification";
-    /// The DGI's Code DEF/DGI → the certification entry (unique: one DGI
-    /// code certifies one invoice).
-    pub const DGI_CODE: &str = "dgi_code";
-}
+mod certification;
+mod clock;
+mod credit_note;
+mod reports;
 
-/// The trusted clock. A trait so tests can step it backwards.
-pub trait Clock: fmt::Debug + Send + Sync {
-    /// Milliseconds since the Unix epoch (UTC).
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock (keep it NTP-disciplined).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        Utc::now().timestamp_millis()
-    }
-}
-
-/// A clock the caller sets (tests, replays).
-#[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl ManualClock {
-    /// Starting at `ms`.
-    #[must_use]
-    pub fn new(ms: i64) -> Self {
-        Self(std::sync::atomic::AtomicI64::new(ms))
-    }
-    /// Sets the time.
-    pub fn set(&self, ms: i64) {
-        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-    /// Moves the time by `delta` ms (negative steps backwards).
-    pub fn advance(&self, delta: i64) {
-        self.0.fetch_add(delta, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
+pub use clock::{Clock, ManualClock, SystemClock};
 
 /// Why sealing failed.
 #[derive(Debug, thiserror::Error)]
@@ -318,10 +260,16 @@ impl fmt::Debug for Fiscalizer {
     }
 }
 
-fn invalid(path: &str, code: ErrorCode, msg: impl Into<String>) -> SealError {
+pub(crate) fn invalid(path: &str, code: ErrorCode, msg: impl Into<String>) -> SealError {
     SealError::Invalid(ValidationErrors(vec![ValidationError::new(
         path, code, msg,
     )]))
+}
+
+/// Lowercase hex SHA-256 (plain, for request fingerprints).
+#[must_use]
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn json_str(s: &str) -> String {
@@ -718,137 +666,6 @@ impl Fiscalizer {
         }
     }
 
-    /// The Bono Pay authentication code of the original a credit note's
-    /// `reference` names (its own code or its Code DEF/DGI), if it is an
-    /// invoice of the same merchant.
-    fn original_code(&self, req: &InvoiceRequest, reference: &str) -> Result<String, SealError> {
-        let original = self.find_original(reference)?.ok_or_else(|| {
-            invalid(
-                "credit_note.reference",
-                ErrorCode::OriginalNotFound,
-                format!(
-                    "no sealed invoice of merchant {} has authentication code or Code DEF/DGI {reference}",
-                    req.merchant_nif
-                ),
-            )
-        })?;
-        Ok(original.invoice.elements.authentication_code)
-    }
-
-    /// The DGI credit-note rules (§1.26): the original exists and belongs to
-    /// the same merchant; credited items exist on it at the same unit price;
-    /// quantities credited over all credit notes never exceed those sold.
-    /// Returns how many credit notes were sealed against the original.
-    fn check_credit_note(&self, req: &InvoiceRequest, reference: &str) -> Result<u64, SealError> {
-        let not_found = || {
-            invalid(
-                "credit_note.reference",
-                ErrorCode::OriginalNotFound,
-                format!(
-                    "no sealed invoice of merchant {} has authentication code {reference}",
-                    req.merchant_nif
-                ),
-            )
-        };
-        let original = self.find_by_auth_code(reference)?.ok_or_else(not_found)?;
-        let orig_req = original.invoice.request().map_err(SealError::Corrupt)?;
-        if orig_req["merchant_nif"].as_str() != Some(req.merchant_nif.as_str()) {
-            // Another merchant's invoice: answer exactly as if it did not exist.
-            return Err(not_found());
-        }
-        let orig_type = orig_req["invoice_type"]
-            .as_str()
-            .and_then(InvoiceType::from_code);
-        if orig_type.is_none_or(InvoiceType::is_credit_note) {
-            return Err(invalid(
-                "credit_note.reference",
-                ErrorCode::OriginalIsCreditNote,
-                "a credit note must refer to an invoice, not to another credit note",
-            ));
-        }
-        // Sold quantity and unit price per article code on the original.
-        let mut sold: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
-        for it in orig_req["items"].as_array().into_iter().flatten() {
-            let code = it["code"].as_str().unwrap_or_default().to_owned();
-            let price: Decimal = it["unit_price"]
-                .as_str()
-                .unwrap_or("0")
-                .parse()
-                .unwrap_or_default();
-            let qty: Decimal = it["quantity"]
-                .as_str()
-                .unwrap_or("0")
-                .parse()
-                .unwrap_or_default();
-            let e = sold.entry(code).or_insert((price, Decimal::ZERO));
-            e.1 += qty;
-        }
-        // Already credited, over every earlier credit note against it.
-        let mut credited: BTreeMap<String, Decimal> = BTreeMap::new();
-        let earlier = self
-            .store
-            .find_index(index::CREDITS, reference)
-            .map_err(SealError::Storage)?;
-        let count = earlier.len() as u64;
-        for (outlet, seq) in earlier {
-            if let Some(prev) = self.load(&outlet, seq)? {
-                let prev_req = prev.invoice.request().map_err(SealError::Corrupt)?;
-                for it in prev_req["items"].as_array().into_iter().flatten() {
-                    let qty: Decimal = it["quantity"]
-                        .as_str()
-                        .unwrap_or("0")
-                        .parse()
-                        .unwrap_or_default();
-                    *credited
-                        .entry(it["code"].as_str().unwrap_or_default().to_owned())
-                        .or_default() += qty;
-                }
-            }
-        }
-        let mut errors = Vec::new();
-        let mut this_note: BTreeMap<&str, Decimal> = BTreeMap::new();
-        for (i, it) in req.items.iter().enumerate() {
-            match sold.get(&it.code) {
-                None => errors.push(ValidationError::new(
-                    format!("items[{i}].code"),
-                    ErrorCode::ItemNotOnOriginal,
-                    format!("article {} is not on the original invoice", it.code),
-                )),
-                Some((price, qty)) => {
-                    if *price != it.unit_price.value() {
-                        errors.push(ValidationError::new(
-                            format!("items[{i}].unit_price"),
-                            ErrorCode::UnitPriceDiffers,
-                            format!(
-                                "the original sold {} at {}, not {}",
-                                it.code, price, it.unit_price
-                            ),
-                        ));
-                    }
-                    let mine = this_note.entry(&it.code).or_default();
-                    *mine += it.quantity.value();
-                    let already = credited.get(&it.code).copied().unwrap_or_default();
-                    if already + *mine > *qty {
-                        errors.push(ValidationError::new(
-                            format!("items[{i}].quantity"),
-                            ErrorCode::CreditExceedsSold,
-                            format!(
-                                "{} sold {qty}, already credited {already}; this credit note would bring it to {}",
-                                it.code,
-                                already + *mine
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(count)
-        } else {
-            Err(SealError::Invalid(ValidationErrors(errors)))
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn build_entry(
         &self,
@@ -964,77 +781,4 @@ impl Fiscalizer {
 
 fn tax_jcs_len_hint(tax: &TaxResult) -> usize {
     200 * (tax.groups.len() + 2)
-}
-
-/// An [`bonopay_ledger::EntryCheck`] that verifies each sealed invoice's
-/// signature and binds it to its ledger entry (seq, previous hash, fiscal
-/// number), so the ledger verifier now checks every signature too.
-///
-/// Walked in chain order (as the ledger verifier does), it also checks that
-/// every certification entry is linked to the invoice it names
-/// ([`crate::certification::CertificationLinks`]).
-#[derive(Debug)]
-pub struct SignatureCheck {
-    keys: Vec<crate::PublicKey>,
-    links: Mutex<crate::certification::CertificationLinks>,
-}
-
-impl Clone for SignatureCheck {
-    /// The keys; a clone starts a walk of its own.
-    fn clone(&self) -> Self {
-        Self::new(self.keys.clone())
-    }
-}
-
-impl SignatureCheck {
-    /// Trusting these public keys (every key the outlet ever signed with).
-    #[must_use]
-    pub fn new(keys: Vec<crate::PublicKey>) -> Self {
-        Self {
-            keys,
-            links: Mutex::new(crate::certification::CertificationLinks::default()),
-        }
-    }
-
-    /// The signature checks alone, which depend on no other entry (so a
-    /// verifier may run them on several threads, out of order).
-    ///
-    /// # Errors
-    /// Why the entry's signature or seal does not hold.
-    pub fn check_signature(&self, entry: &Entry) -> Result<(), String> {
-        if crate::event::schema_of(entry.kind).is_some() {
-            return crate::event::verify_event(entry, &self.keys)
-                .map(|_| ())
-                .map_err(|e| format!("signed {}: {e}", entry.kind));
-        }
-        if !entry.kind.is_numbered() {
-            return Ok(());
-        }
-        let sealed = SealedInvoice::verify(&entry.payload, &self.keys)
-            .map_err(|e| format!("sealed invoice: {e}"))?;
-        if sealed.tuple.seq != entry.seq || sealed.tuple.prev_hash != hex::encode(entry.prev_hash) {
-            return Err("the signed position (seq, prev_hash) is not the entry's".into());
-        }
-        let number = entry
-            .fiscal_number
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        if sealed.tuple.counters != number || sealed.tuple.outlet != entry.outlet {
-            return Err(format!(
-                "the signed fiscal number {} is not the entry's {number}",
-                sealed.tuple.counters
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl bonopay_ledger::EntryCheck for SignatureCheck {
-    fn check(&self, entry: &Entry) -> Result<(), String> {
-        self.check_signature(entry)?;
-        self.links
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .see(entry)
-    }
 }

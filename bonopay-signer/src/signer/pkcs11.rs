@@ -23,7 +23,7 @@ use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
 use crate::error::SignerError;
-use crate::key::{PublicKey, Signature};
+use crate::signer::{PublicKey, Signature};
 use crate::signer::{SignOutput, Signer};
 
 /// DER of the P-256 curve OID (1.2.840.10045.3.1.7), the `CKA_EC_PARAMS` value.

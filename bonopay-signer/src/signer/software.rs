@@ -10,7 +10,7 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use zeroize::Zeroizing;
 
 use crate::error::SignerError;
-use crate::key::{PublicKey, Signature};
+use crate::signer::{PublicKey, Signature};
 use crate::signer::{SignOutput, Signer};
 
 /// A P-256 key held in process memory, signing with the `p256` crate.
@@ -170,7 +170,7 @@ mod aws {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 
     use crate::error::SignerError;
-    use crate::key::{PublicKey, Signature};
+    use crate::signer::{PublicKey, Signature};
     use crate::signer::{SignOutput, Signer};
 
     /// A P-256 key in process memory, signing with aws-lc-rs `sign_digest`

@@ -1,5 +1,8 @@
-//! X, Z and A reports, closings and incomplete sales: computed from the
-//! ledger and, except for X, sealed into it as signed events.
+//! X, Z and A reports, closings and incomplete sales over the store:
+//! computed from the ledger with the pure accumulators of
+//! [`crate::reports`] and, except for X, sealed into it as signed events.
+//! The part of the reports component that reads the store and signs lives
+//! here, with the pipeline whose outlet lock and trusted clock it shares.
 //!
 //! **Sessions.** An outlet's session is the stretch of chain since its last
 //! Z report (or since the genesis). X shows the session's statistics; Z
@@ -16,7 +19,7 @@
 //! closed at most once (a unique ledger index key).
 //!
 //! **Memory.** Everything streams over the store's paged iterator into the
-//! additive accumulators of [`crate::report`]. A Z report computes the bulk
+//! additive accumulators of [`crate::reports`]. A Z report computes the bulk
 //! of its statistics before it takes the outlet lock, and only the entries
 //! appended meanwhile under it, so tills are blocked for that remainder,
 //! not for the whole session.
@@ -24,124 +27,18 @@
 use std::collections::BTreeMap;
 
 use bonopay_ledger::{Entry, EntryKind, EntryMeta, Head, IndexKey, LedgerError, Prepared};
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate};
 use chrono_tz::Tz;
-use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
+use super::{Fiscalizer, SealError, lock_for};
 use crate::event::{event_body, event_digest, event_payload};
-use crate::fiscalizer::{Fiscalizer, SealError, index, lock_for};
-use crate::report::{
-    A_SCHEMA, ArticleStats, CLOSING_SCHEMA, INCOMPLETE_SALE_SCHEMA, Paper, Stats, Text, Z_SCHEMA,
-    dec2, render_articles, render_stats,
+use crate::index;
+use crate::reports::{
+    A_SCHEMA, ArticleStats, CLOSING_SCHEMA, INCOMPLETE_SALE_SCHEMA, IncompleteSale, PeriodKind,
+    Report, ReportIdentity, ReportKind, SealedRef, Stats, X_SCHEMA, Z_SCHEMA, counted, dec2,
+    head_json, local_time,
 };
-
-/// `schema` of an X report (never sealed).
-pub const X_SCHEMA: &str = "bonopay/x-report/v1";
-
-/// Who the report is for: printed in its header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportIdentity {
-    /// Seller NIF.
-    pub merchant_nif: String,
-    /// Trade name (nom commercial).
-    pub trade_name: String,
-}
-
-/// Kinds of report documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReportKind {
-    /// X report (not sealed).
-    X,
-    /// Z report (sealed).
-    Z,
-    /// A report (sealed, or a preview).
-    A,
-    /// Daily, monthly or yearly closing (sealed).
-    Closing,
-    /// A recorded incomplete sale (sealed).
-    IncompleteSale,
-}
-
-/// Where a sealed report sits in the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealedRef {
-    /// Position in the outlet's chain.
-    pub seq: u64,
-    /// Hex of the entry hash.
-    pub entry_hash: String,
-    /// Hex of the signature over the body.
-    pub signature: String,
-}
-
-/// A report document: its body (for sealed reports, exactly the signed
-/// body) and, when sealed, its chain position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    /// Kind.
-    pub kind: ReportKind,
-    /// The document.
-    pub body: Value,
-    /// Position and signature, for sealed reports.
-    pub sealed: Option<SealedRef>,
-}
-
-/// Closing period kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum PeriodKind {
-    /// A business day (`YYYY-MM-DD`).
-    Daily,
-    /// A month (`YYYY-MM`).
-    Monthly,
-    /// A fiscal (calendar) year (`YYYY`).
-    Yearly,
-}
-
-impl PeriodKind {
-    /// The stable name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PeriodKind::Daily => "daily",
-            PeriodKind::Monthly => "monthly",
-            PeriodKind::Yearly => "yearly",
-        }
-    }
-
-    /// The label of the period containing `date`.
-    #[must_use]
-    pub fn label(self, date: NaiveDate) -> String {
-        match self {
-            PeriodKind::Daily => date.format("%Y-%m-%d").to_string(),
-            PeriodKind::Monthly => date.format("%Y-%m").to_string(),
-            PeriodKind::Yearly => date.format("%Y").to_string(),
-        }
-    }
-}
-
-/// An abandoned sale, as the till reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncompleteSale {
-    /// Seller NIF.
-    pub merchant_nif: String,
-    /// Till.
-    pub pos_terminal_id: String,
-    /// Cashier id.
-    pub cashier_id: String,
-    /// Value of the sale when it was abandoned, CDF.
-    pub amount: Decimal,
-    /// Why (free text, at most 200 characters).
-    pub reason: String,
-}
-
-/// The local time of a trusted time in a zone.
-pub(crate) fn local_time(time_ms: i64, tz: Tz) -> Option<DateTime<Tz>> {
-    Utc.timestamp_millis_opt(time_ms)
-        .single()
-        .map(|t| t.with_timezone(&tz))
-}
 
 fn rfc3339(t: &DateTime<Tz>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
@@ -153,36 +50,6 @@ fn storage(e: LedgerError) -> SealError {
 
 fn corrupt_entry(e: impl std::fmt::Display) -> SealError {
     SealError::Storage(LedgerError::Corrupt(e.to_string()))
-}
-
-fn counters_json(head: &Head) -> Value {
-    let mut per_type = Map::new();
-    for (t, n) in bonopay_ledger::INVOICE_TYPES
-        .iter()
-        .zip(head.counters.per_type)
-    {
-        per_type.insert(t.as_str().to_owned(), json!(n));
-    }
-    json!({
-        "fiscal_year": head.fiscal_year,
-        "per_type": per_type,
-        "total": head.counters.total,
-    })
-}
-
-/// The head's state, as Z reports seal it (`closing_head`) and audit
-/// bundles state their starting point.
-#[must_use]
-pub fn head_json(head: &Head) -> Value {
-    // An empty chain has no time or year yet (and i64::MIN is no JCS number).
-    let empty = head.seq == 0;
-    json!({
-        "counters": if empty { Value::Null } else { counters_json(head) },
-        "hash": hex::encode(head.hash),
-        "seq": head.seq,
-        "time_ms": if empty { Value::Null } else { json!(head.time_ms) },
-        "z_number": head.z_number,
-    })
 }
 
 impl Fiscalizer {
@@ -825,14 +692,6 @@ impl Fiscalizer {
     }
 }
 
-/// Whether an entry kind counts in X/Z statistics and daily closings.
-pub(crate) fn counted(kind: EntryKind) -> bool {
-    matches!(
-        kind,
-        EntryKind::Invoice | EntryKind::CreditNote | EntryKind::IncompleteSale
-    )
-}
-
 fn period_json(prev_seq: u64, to_seq: u64, prev: Option<&Value>) -> Value {
     json!({
         "from_seq": prev_seq + 1,
@@ -878,102 +737,4 @@ fn closing_body(
             IndexKey::multi(index::CLOSINGS, format!("{outlet}/{}", kind.as_str())),
         ],
     )
-}
-
-// ---- rendering -----------------------------------------------------------------
-
-impl Report {
-    /// The report as plain text for a thermal printer.
-    #[must_use]
-    pub fn text(&self, paper: Paper) -> String {
-        let b = &self.body;
-        let s = |p: &str| {
-            b.pointer(p)
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => "-".to_owned(),
-                    other => other.to_string(),
-                })
-                .unwrap_or_else(|| "-".to_owned())
-        };
-        let mut t = Text::new(paper);
-        t.center(&s("/trade_name"));
-        t.center(&format!("NIF {}", s("/merchant_nif")));
-        if b.get("isf").is_some() {
-            t.center(&format!("ISF {}", s("/isf")));
-        }
-        t.center(&format!("NID {}", s("/nid")));
-        t.center(&format!("Point de vente {}", s("/outlet")));
-        t.rule('=');
-        let title = match self.kind {
-            ReportKind::X => format!("RAPPORT X (Z suivant no {})", s("/next_z_number")),
-            ReportKind::Z => format!("RAPPORT Z no {}", s("/z_number")),
-            ReportKind::A if b.get("preview").is_some() => {
-                format!("A-RAPPORT no {} (apercu)", s("/a_number"))
-            }
-            ReportKind::A => format!("A-RAPPORT no {}", s("/a_number")),
-            ReportKind::Closing => format!(
-                "CLOTURE {} {}",
-                match s("/period/kind").as_str() {
-                    "daily" => "JOURNALIERE",
-                    "monthly" => "MENSUELLE",
-                    _ => "ANNUELLE",
-                },
-                s("/period/label")
-            ),
-            ReportKind::IncompleteSale => "VENTE INCOMPLETE".to_owned(),
-        };
-        t.center(&title);
-        t.line(&format!("Date {}", s("/timestamp")));
-        if b.get("period").is_some() {
-            t.pair("Periode depuis", &s("/period/since"));
-            t.pair(
-                "Ecritures",
-                &format!("{}..{}", s("/period/from_seq"), s("/period/to_seq")),
-            );
-        }
-        match self.kind {
-            ReportKind::A => {
-                t.rule('-');
-                let lines: Vec<crate::report::ArticleLine> =
-                    serde_json::from_value(b["articles"].clone()).unwrap_or_default();
-                render_articles(&mut t, &lines);
-            }
-            ReportKind::IncompleteSale => {
-                t.pair("Caisse", &s("/pos_terminal_id"));
-                t.pair("Caissier", &s("/cashier_id"));
-                t.pair("Montant CDF", &s("/amount"));
-                t.line(&format!("Motif: {}", s("/reason")));
-            }
-            _ => {
-                let stats: Stats = serde_json::from_value(b["stats"].clone()).unwrap_or_default();
-                render_stats(&mut t, &stats);
-            }
-        }
-        t.rule('=');
-        if let Some(sealed) = &self.sealed {
-            t.pair("Ecriture no", &sealed.seq.to_string());
-            if self.kind == ReportKind::Z {
-                t.line(&format!("Tete a la cloture {}", s("/closing_head/hash")));
-            }
-            t.line(&format!("Empreinte {}", sealed.entry_hash));
-        } else {
-            t.center("NON SCELLE - NE CLOT PAS LA SESSION");
-        }
-        t.finish()
-    }
-
-    /// The JSON document: the body, and for sealed reports their position.
-    #[must_use]
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({ "report": self.body });
-        if let Some(s) = &self.sealed {
-            v["sealed"] = json!({
-                "entry_hash": s.entry_hash,
-                "seq": s.seq,
-                "signature": s.signature,
-            });
-        }
-        v
-    }
 }

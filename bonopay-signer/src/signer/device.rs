@@ -18,9 +18,9 @@ use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::pkcs8::DecodePrivateKey;
 
 use crate::error::SignerError;
-use crate::key::{PublicKey, Signature};
+use crate::signer::SoftwareSigner;
+use crate::signer::{PublicKey, Signature};
 use crate::signer::{SignOutput, Signer, device_digest};
-use crate::software::SoftwareSigner;
 
 /// A simulated DEF: a P-256 key plus a counter that only goes up, stored in
 /// a state file (`<key file>.counter`) that is rewritten atomically before a

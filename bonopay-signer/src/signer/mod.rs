@@ -1,10 +1,35 @@
-//! The signer trait every backend implements.
+//! The signer component: the [`Signer`] trait every backend implements,
+//! public keys and signatures ([`PublicKey`], [`Signature`]), and the
+//! backends (software p256 and aws-lc-rs, PKCS#11, the simulated fiscal
+//! memory device).
+//!
+//! It sits below everything else in the crate: the sealed formats, the
+//! pipeline and the verifiers use it, it uses none of them. Verification
+//! ([`PublicKey::verify_digest`], [`verify_output`]) is pure p256 and builds
+//! for wasm; key generation needs the `os-rng` feature and the hardware
+//! backend the `pkcs11` feature. Test helpers (`FaultySigner` and the
+//! conformance suite every backend runs) are behind the `testing` feature.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::error::SignerError;
-use crate::key::{Algorithm, PublicKey, Signature, domain_digest};
+#[cfg(feature = "testing")]
+pub mod conformance;
+mod device;
+#[cfg(feature = "testing")]
+mod faulty;
+mod key;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+mod software;
+
+pub use crate::error::SignerError;
+pub use device::SimulatedDef;
+#[cfg(feature = "testing")]
+pub use faulty::FaultySigner;
+pub use key::{Algorithm, PublicKey, Signature, domain_digest, key_id_of};
+#[cfg(feature = "aws-lc")]
+pub use software::AwsLcSigner;
+pub use software::SoftwareSigner;
 
 /// What a signer returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +49,7 @@ pub struct SignOutput {
 /// retryable error with nothing appended. Implementations never put key
 /// material in `Debug` output or in errors.
 pub trait Signer: Debug + Send + Sync {
-    /// Stable key id (derived from the public key, see [`crate::key_id_of`]).
+    /// Stable key id (derived from the public key, see [`key_id_of`]).
     fn key_id(&self) -> &str;
 
     /// The algorithm; there is one today.
@@ -81,57 +106,3 @@ macro_rules! forward_signer {
 }
 
 forward_signer!(std::sync::Arc<S>, Box<S>, &S);
-
-/// Fault injection over a real signer: switch it "down" and "up" at will,
-/// or fail the n-th call. For tests of what the pipeline does when the
-/// signer fails; the signatures it does produce are the real signer's.
-#[derive(Debug)]
-pub struct FaultySigner<S> {
-    inner: S,
-    down: AtomicBool,
-    fail_nth: AtomicU64,
-    calls: AtomicU64,
-}
-
-impl<S: Signer> FaultySigner<S> {
-    /// Up, with no fault armed.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            down: AtomicBool::new(false),
-            fail_nth: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
-        }
-    }
-
-    /// While down, every `sign` fails with [`SignerError::DeviceFailure`].
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    /// Fails the n-th call from now (1 = the next one).
-    pub fn fail_nth(&self, n: u64) {
-        self.calls.store(0, Ordering::SeqCst);
-        self.fail_nth.store(n, Ordering::SeqCst);
-    }
-}
-
-impl<S: Signer> Signer for FaultySigner<S> {
-    fn key_id(&self) -> &str {
-        self.inner.key_id()
-    }
-
-    fn public_key(&self) -> &PublicKey {
-        self.inner.public_key()
-    }
-
-    fn sign(&self, digest: &[u8; 32]) -> Result<SignOutput, SignerError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.down.load(Ordering::SeqCst) || n == self.fail_nth.load(Ordering::SeqCst) {
-            return Err(SignerError::DeviceFailure(
-                "injected fault: signer down".into(),
-            ));
-        }
-        self.inner.sign(digest)
-    }
-}

@@ -27,8 +27,9 @@ pub mod manage;
 pub mod metrics;
 pub mod ops;
 pub(crate) mod pg;
-pub mod receipt;
-pub mod receipt_pdf;
+/// Receipts live with the library's presentation, so a POS vendor prints
+/// them without the server; the former paths stay.
+pub use bonopay_signer::render::{receipt, receipt_pdf};
 pub mod reports;
 pub mod schema;
 pub mod sync;
@@ -83,20 +84,7 @@ impl Default for Limits {
     }
 }
 
-/// What a receipt prints about a merchant besides its NIF.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MerchantProfile {
-    /// Company name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Address of sale.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// Contact (phone, e-mail).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contact: Option<String>,
-}
+pub use bonopay_signer::render::receipt::MerchantProfile;
 
 /// Everything the handlers share.
 #[derive(Debug)]

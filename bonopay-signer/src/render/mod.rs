@@ -1,4 +1,6 @@
-//! Presentation: plain-text layout for thermal printers ([`layout`]),
+//! Presentation: receipts with the DGI's mandatory mentions, as thermal
+//! text and PDF ([`receipt`], [`receipt_pdf`]), plain-text layout for
+//! thermal printers ([`layout`]),
 //! reports as text ([`crate::Report::text`]) and QR codes as SVG or PNG
 //! ([`qr_svg`], [`qr_png`]).
 //!
@@ -9,6 +11,8 @@
 
 pub mod layout;
 mod qr;
+pub mod receipt;
+pub mod receipt_pdf;
 mod report;
 
 pub use qr::{qr_png, qr_svg};

@@ -37,13 +37,26 @@
 //! Text only: the printer driver (ESC/POS code page, QR command) is the
 //! POS's job; it draws [`Receipt::qr`], whose text the receipt prints.
 
+use crate::SealedInvoice;
+use crate::certification::{CertificationSource, DgiElements};
+pub use crate::render::layout::Block;
 use bonopay_core::{CreditNature, InvoiceRequest, InvoiceType};
-use bonopay_signer::SealedInvoice;
-use bonopay_signer::certification::{CertificationSource, DgiElements};
-pub use bonopay_signer::layout::Block;
 use serde_json::Value;
 
-use super::MerchantProfile;
+/// What a receipt prints about a merchant besides its NIF.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantProfile {
+    /// Company name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address of sale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Contact (phone, e-mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
 
 /// Columns of a 58 mm roll.
 pub const COLUMNS_58MM: usize = 32;
@@ -233,7 +246,7 @@ impl Receipt {
     /// block), which graphic renderers print in bold.
     #[must_use]
     pub fn styled_lines(&self, width: usize) -> Vec<(String, bool)> {
-        bonopay_signer::layout::lay_out(&self.blocks, width.max(20))
+        crate::render::layout::lay_out(&self.blocks, width.max(20))
     }
 
     /// [`Receipt::styled_lines`] in three parts, for graphic renderers that
@@ -250,9 +263,9 @@ impl Receipt {
             .rposition(|b| matches!(b, Block::Rule(_)))
             .map_or(0, |i| i + 1);
         [
-            bonopay_signer::layout::lay_out(&self.blocks[..section], width),
-            bonopay_signer::layout::lay_out(&self.blocks[section..at], width),
-            bonopay_signer::layout::lay_out(&self.blocks[at..], width),
+            crate::render::layout::lay_out(&self.blocks[..section], width),
+            crate::render::layout::lay_out(&self.blocks[section..at], width),
+            crate::render::layout::lay_out(&self.blocks[at..], width),
         ]
     }
 
@@ -318,7 +331,7 @@ fn type_label(t: InvoiceType) -> &'static str {
 /// exactly as given.
 fn reference_display(reference: &str) -> String {
     if reference.len() == 24 && reference.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bonopay_signer::format_auth_code(reference)
+        crate::format_auth_code(reference)
     } else {
         reference.to_owned()
     }
@@ -614,8 +627,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use std::sync::Arc;
 
+    use crate::{Fiscalizer, FiscalizerConfig, SoftwareSigner};
     use bonopay_ledger::MemoryStore;
-    use bonopay_signer::{Fiscalizer, FiscalizerConfig, SoftwareSigner};
 
     use super::super::receipt_pdf::{PageFormat, render_pdf};
     use super::*;
@@ -631,7 +644,7 @@ mod tests {
         )
     }
 
-    fn seal(f: &Fiscalizer, request: &str, key: &str) -> bonopay_signer::Sealed {
+    fn seal(f: &Fiscalizer, request: &str, key: &str) -> crate::Sealed {
         f.seal(&bonopay_core::parse_invoice(request).unwrap(), key)
             .unwrap()
     }

@@ -15,10 +15,16 @@
 //! [`listen`].
 
 pub mod auth;
-pub mod auth_conformance;
-pub mod auth_pg;
+/// Former path of [`auth::concurrent`].
+#[doc(hidden)]
+pub use auth::concurrent as auth_conformance;
+/// Former path of [`auth::postgres`].
+#[doc(hidden)]
+pub use auth::postgres as auth_pg;
 pub mod deliveries;
-pub mod deliveries_pg;
+/// Former path of [`deliveries::postgres`].
+#[doc(hidden)]
+pub use deliveries::postgres as deliveries_pg;
 pub mod egress;
 pub mod error;
 pub mod invoices;

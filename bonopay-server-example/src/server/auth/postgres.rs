@@ -29,16 +29,16 @@
 //! never from an async task. Connections are made without TLS; use a local
 //! socket, a loopback address or a private network.
 //!
-//! [`SqliteKeyStore`]: super::auth::SqliteKeyStore
+//! [`SqliteKeyStore`]: super::SqliteKeyStore
 
 use std::fmt;
 
-use postgres::Row;
-use postgres::types::{ToSql, Type};
+use ::postgres::Row;
+use ::postgres::types::{ToSql, Type};
 
-use super::auth::{ApiKey, ApiKeyStore, AuthError, Outlet};
-pub use super::pg::{CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
-use super::pg::{PgError, Pool, Schema};
+use super::{ApiKey, ApiKeyStore, AuthError, Outlet};
+pub use crate::server::pg::{CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+use crate::server::pg::{PgError, Pool, Schema};
 
 /// Connections a store opens at most, unless told otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 8;

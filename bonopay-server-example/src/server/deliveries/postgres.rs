@@ -2,7 +2,7 @@
 //! database: a receipt sent through one instance is listed by all.
 //!
 //! [`PgDeliveryStore`] keeps the semantics of [`SqliteDeliveryStore`] (both
-//! pass [`conformance`](super::deliveries::conformance)): an id is recorded
+//! pass [`conformance`](super::conformance)): an id is recorded
 //! once (the primary key decides, so two instances cannot both record
 //! one), and lists are oldest first, by an identity column. The table is
 //! `receipt_deliveries` (prefixed, since the database is shared with the
@@ -11,17 +11,17 @@
 //! the crate's PostgreSQL stores share (`server::pg`). Call it from
 //! blocking threads only, as the server does.
 //!
-//! [`SqliteDeliveryStore`]: super::deliveries::SqliteDeliveryStore
+//! [`SqliteDeliveryStore`]: super::SqliteDeliveryStore
 
 use std::fmt;
 
-use postgres::types::{ToSql, Type};
+use ::postgres::types::{ToSql, Type};
 
-use super::deliveries::{
+use super::{
     Channel, DeliveryRecord, DeliveryStatus, DeliveryStore, DeliveryStoreError, StalledDelivery,
     checked,
 };
-use super::pg::{PgError, Pool, Schema};
+use crate::server::pg::{PgError, Pool, Schema};
 
 /// Connections a store opens at most, unless told otherwise: recording
 /// and listing receipts is rare next to sealing.

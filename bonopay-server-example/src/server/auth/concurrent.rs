@@ -2,7 +2,7 @@
 //! `conformance`): every backend (memory, SQLite, PostgreSQL) runs it.
 //!
 //! [`run_all`] runs the single-store checks of
-//! [`auth::conformance`](super::auth::conformance) and the checks below,
+//! [`auth::conformance`](super::conformance) and the checks below,
 //! which need the store behind an [`Arc`] to hammer it from several threads
 //! at once. [`shared_database`] is for backends that several handles (or
 //! processes) open at once: it takes a factory that opens the *same*
@@ -21,7 +21,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use super::auth::{ApiKey, ApiKeyStore, AuthError, Outlet, Role, conformance, hash_token};
+use super::{ApiKey, ApiKeyStore, AuthError, Outlet, Role, conformance, hash_token};
 
 /// Threads the concurrency checks race.
 pub const THREADS: usize = 8;
@@ -99,7 +99,7 @@ pub(crate) fn race<T: Send + 'static>(f: impl Fn(usize) -> T + Send + Sync + 'st
 }
 
 /// Runs every check, each on a fresh store: the single-store suite of
-/// [`auth::conformance`](super::auth::conformance), then the checks of
+/// [`auth::conformance`](super::conformance), then the checks of
 /// this module (except [`shared_database`], which needs handles on one
 /// database).
 pub fn run_all(fresh: Open<'_>) {

@@ -580,6 +580,9 @@ impl ApiKeyStore for MemoryKeyStore {
     }
 }
 
+pub mod concurrent;
+pub mod postgres;
+
 /// The conformance suite every [`ApiKeyStore`] backend must pass.
 ///
 /// ```

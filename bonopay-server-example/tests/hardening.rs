@@ -26,6 +26,19 @@ fn write_config(dir: &Path, merchants: Value, limits: Value) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 }
 
+/// A data directory whose config.json has merchant A with its outlet and
+/// these `limits` (the directory lives as long as the returned guard).
+fn merchant_a_with_limits(limits: Value) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    write_config(
+        &dir,
+        json!([{"nif": NIF_A, "outlets": [{"id": OUTLET_A}]}]),
+        limits,
+    );
+    (tmp, dir)
+}
+
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -78,13 +91,8 @@ fn metric(server: &Server, name: &str) -> u64 {
 /// and the slow connections are closed (evicted at the cap, or timed out).
 #[test]
 fn slow_clients_cannot_take_the_server_down() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    write_config(
-        &dir,
-        json!([{"nif": NIF_A, "outlets": [{"id": OUTLET_A}]}]),
-        json!({"header_timeout_secs": 3, "idle_timeout_secs": 5}),
-    );
+    let (_tmp, dir) =
+        merchant_a_with_limits(json!({"header_timeout_secs": 3, "idle_timeout_secs": 5}));
     let server = Server::start_with_nofile(&dir, &[], Some(256));
     let owner = server.owner(NIF_A);
     let a = addr(&server);
@@ -148,13 +156,8 @@ fn slow_clients_cannot_take_the_server_down() {
 /// and one that sends part of its headers at the header timeout.
 #[test]
 fn idle_and_slow_header_connections_are_closed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    write_config(
-        &dir,
-        json!([{"nif": NIF_A, "outlets": [{"id": OUTLET_A}]}]),
-        json!({"header_timeout_secs": 1, "idle_timeout_secs": 2}),
-    );
+    let (_tmp, dir) =
+        merchant_a_with_limits(json!({"header_timeout_secs": 1, "idle_timeout_secs": 2}));
     let server = Server::start(&dir, &[]);
     let a = addr(&server);
     let idle = TcpStream::connect(&a).unwrap();
@@ -174,13 +177,7 @@ fn idle_and_slow_header_connections_are_closed() {
 /// for the body fails the 10 s read bound).
 #[test]
 fn announced_oversize_body_gets_413_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    write_config(
-        &dir,
-        json!([{"nif": NIF_A, "outlets": [{"id": OUTLET_A}]}]),
-        json!({}),
-    );
+    let (_tmp, dir) = merchant_a_with_limits(json!({}));
     let server = Server::start(&dir, &[]);
     let owner = server.owner(NIF_A);
     for auth in [String::new(), format!("Authorization: Bearer {owner}\r\n")] {
@@ -218,13 +215,7 @@ fn announced_oversize_body_gets_413_at_once() {
 /// stays A's.
 #[test]
 fn config_conflict_with_a_registered_outlet_does_not_stop_the_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    write_config(
-        &dir,
-        json!([{"nif": NIF_A, "outlets": [{"id": OUTLET_A}]}]),
-        json!({}),
-    );
+    let (_tmp, dir) = merchant_a_with_limits(json!({}));
     let server = Server::start(&dir, &[]);
     let owner_a = server.owner(NIF_A);
     let r = client()
@@ -300,13 +291,7 @@ fn keys_cmd(args: &[&str]) -> std::process::Output {
 /// store after a leak) with `bonopay keys create`, while the server runs.
 #[test]
 fn last_owner_key_is_kept_and_an_operator_can_recover_a_merchant() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    write_config(
-        &dir,
-        json!([{"nif": NIF_A, "outlets": [{"id": OUTLET_A}]}]),
-        json!({}),
-    );
+    let (tmp, dir) = merchant_a_with_limits(json!({}));
     let server = Server::start(&dir, &[]);
     let owner = server.owner(NIF_A);
     let keys: Value = client()

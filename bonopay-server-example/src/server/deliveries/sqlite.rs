@@ -164,45 +164,32 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     fn stalled(&self, now_ms: i64) -> Result<Vec<StalledDelivery>, DeliveryStoreError> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
-        let mut st = conn
-            .prepare(
-                "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error, created_at, completed_at, claimed_until_ms
-                 FROM deliveries
-                 WHERE status = 'sending' AND (claimed_until_ms IS NULL OR claimed_until_ms < ?1)
-                 ORDER BY rowid",
-            )
-            .map_err(storage)?;
-        let rows = st
-            .query_map(params![now_ms], |r| {
-                Ok((
-                    DeliveryRecord {
-                        id: r.get(0)?,
-                        invoice_id: r.get(1)?,
-                        merchant_nif: r.get(2)?,
-                        channel: Channel::Email,
-                        recipient: r.get(4)?,
-                        status: DeliveryStatus::Sending,
-                        error: r.get(6)?,
-                        created_at: r.get(7)?,
-                        completed_at: r.get(8)?,
-                    },
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<i64>>(9)?,
-                ))
-            })
-            .map_err(storage)?;
+        let claims: Vec<(String, Option<i64>)> = {
+            let conn = self
+                .conn
+                .lock()
+                .map_err(|_| DeliveryStoreError::Storage("lock poisoned".into()))?;
+            let mut st = conn
+                .prepare(
+                    "SELECT id, claimed_until_ms FROM deliveries
+                     WHERE status = 'sending' AND (claimed_until_ms IS NULL OR claimed_until_ms < ?1)
+                     ORDER BY rowid",
+                )
+                .map_err(storage)?;
+            st.query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(storage)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(storage)?
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (d, channel, status, held) = row.map_err(storage)?;
-            out.push(StalledDelivery {
-                record: checked(d, &channel, &status)?,
-                held,
-            });
+        for (id, held) in claims {
+            // Settled meanwhile: no longer stalled.
+            if let Some(record) = self
+                .select("WHERE id = ?1 AND status = 'sending'", params![id])?
+                .pop()
+            {
+                out.push(StalledDelivery { record, held });
+            }
         }
         Ok(out)
     }

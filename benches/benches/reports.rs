@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bonopay_core::{InvoiceRequest, parse_invoice};
 use bonopay_ledger::{Durability, LedgerStore, SqliteOptions, SqliteStore};
-use bonopay_signer::bundle::{ExportRequest, Exporter, Verifier};
+use bonopay_signer::audit::{ExportRequest, Exporter, Verifier};
 use bonopay_signer::{
     AwsLcSigner, Fiscalizer, FiscalizerConfig, ReportIdentity, Signer, SoftwareSigner,
 };

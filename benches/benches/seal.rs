@@ -66,8 +66,8 @@ fn software_keys() -> (SoftwareSigner, AwsLcSigner) {
     (sw, aws)
 }
 
-fn softhsm() -> Option<bonopay_signer::pkcs11::Pkcs11Signer> {
-    use bonopay_signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer, provision};
+fn softhsm() -> Option<bonopay_signer::signer::pkcs11::Pkcs11Signer> {
+    use bonopay_signer::signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer, provision};
     if std::env::var_os("SOFTHSM2_CONF").is_none() {
         eprintln!(
             "SOFTHSM2_CONF not set: skipping SoftHSM2 benches (run benches/softhsm-bench.sh)"

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use bonopay_core::parse_invoice;
 use bonopay_ledger::{Durability, LedgerStore, SqliteOptions, SqliteStore};
 use bonopay_signer::{AwsLcSigner, Fiscalizer, FiscalizerConfig, SoftwareSigner};
-use bonopay_sync::agent::{AgentConfig, SplitMix, SyncAgent, SystemSyncClock};
-use bonopay_sync::http::HttpDgiTransport;
-use bonopay_sync::outbox::{ItemState, OutboxStore};
+use bonopay_sync::dgi::agent::{AgentConfig, SplitMix, SyncAgent};
+use bonopay_sync::dgi::http::HttpDgiTransport;
+use bonopay_sync::dgi::outbox::sqlite::SqliteOutbox;
+use bonopay_sync::dgi::outbox::{ItemState, OutboxStore};
 use bonopay_sync::sim::{Faults, SimConfig, Simulator, SystemClock};
-use bonopay_sync::sqlite_outbox::SqliteOutbox;
 
 fn run(n: usize, faults: Faults, label: &str) {
     let tmp = tempfile::tempdir_in(
@@ -75,7 +75,7 @@ fn run(n: usize, faults: Faults, label: &str) {
         Arc::new(
             HttpDgiTransport::new(&base, &sim.issue_token(3600), Duration::from_secs(5)).unwrap(),
         ),
-        Arc::new(SystemSyncClock),
+        Arc::new(SystemClock),
         Box::new(SplitMix(1)),
         AgentConfig {
             backoff_base_ms: 5,

@@ -430,7 +430,7 @@ impl DgiConfig {
         nif: &str,
         dir: &Path,
         var: &dyn Fn(&str) -> Option<String>,
-    ) -> Option<Arc<dyn bonopay_sync::http::TokenSource>> {
+    ) -> Option<Arc<dyn bonopay_sync::dgi::http::TokenSource>> {
         if let Some(t) = self.tokens.get(nif) {
             if let Some(f) = &t.file {
                 let path = if f.is_absolute() {
@@ -438,16 +438,16 @@ impl DgiConfig {
                 } else {
                     dir.join(f)
                 };
-                return Some(Arc::new(bonopay_sync::http::FileToken(path)));
+                return Some(Arc::new(bonopay_sync::dgi::http::FileToken(path)));
             }
             if let Some(e) = &t.env {
-                return Some(Arc::new(bonopay_sync::http::EnvToken(e.clone())));
+                return Some(Arc::new(bonopay_sync::dgi::http::EnvToken(e.clone())));
             }
         }
         let var_name = format!("BONOPAY_DGI_TOKEN_{nif}");
         var(&var_name).map(|_| {
-            Arc::new(bonopay_sync::http::EnvToken(var_name))
-                as Arc<dyn bonopay_sync::http::TokenSource>
+            Arc::new(bonopay_sync::dgi::http::EnvToken(var_name))
+                as Arc<dyn bonopay_sync::dgi::http::TokenSource>
         })
     }
 
@@ -457,9 +457,9 @@ impl DgiConfig {
     pub fn default_token_source(
         &self,
         dir: &Path,
-    ) -> Option<Arc<dyn bonopay_sync::http::TokenSource>> {
+    ) -> Option<Arc<dyn bonopay_sync::dgi::http::TokenSource>> {
         if let Some(t) = &self.token {
-            return Some(Arc::new(bonopay_sync::http::StaticToken(t.clone())));
+            return Some(Arc::new(bonopay_sync::dgi::http::StaticToken(t.clone())));
         }
         self.token_file.as_ref().map(|f| {
             let path = if f.is_absolute() {
@@ -467,8 +467,8 @@ impl DgiConfig {
             } else {
                 dir.join(f)
             };
-            Arc::new(bonopay_sync::http::FileToken(path))
-                as Arc<dyn bonopay_sync::http::TokenSource>
+            Arc::new(bonopay_sync::dgi::http::FileToken(path))
+                as Arc<dyn bonopay_sync::dgi::http::TokenSource>
         })
     }
 }
@@ -889,7 +889,7 @@ fn open_signer(dir: &Path, config: &SignerConfig) -> Result<Arc<dyn Signer>, Str
             pin_env,
             pin_file,
         } => {
-            use bonopay_signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer};
+            use bonopay_signer::signer::pkcs11::{PinSource, Pkcs11Config, Pkcs11Signer};
             let pin = match (pin_file, pin_env) {
                 (Some(f), _) => PinSource::File(dir.join(f)),
                 (None, Some(v)) => PinSource::Env(v.clone()),

@@ -1801,7 +1801,7 @@ async fn reports_by_role_and_an_exported_bundle_that_verifies() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.headers["content-type"], "application/x-ndjson");
     let lines: Vec<&[u8]> = r.body.split_inclusive(|b| *b == b'\n').collect();
-    let mut v = bonopay_signer::bundle::Verifier::new(lines[0]).unwrap();
+    let mut v = bonopay_signer::audit::Verifier::new(lines[0]).unwrap();
     for l in &lines[1..] {
         v.feed(l, false);
     }

@@ -311,7 +311,7 @@ mod seeds {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use bonopay_core::{Currency, parse_invoice};
     use bonopay_ledger::{LedgerStore, MemoryStore};
-    use bonopay_signer::bundle::{ExportRequest, Exporter};
+    use bonopay_signer::audit::{ExportRequest, Exporter};
     use bonopay_signer::{
         Fiscalizer, FiscalizerConfig, IncompleteSale, ManualClock, ReportIdentity, Sealed,
         Signer as _, SimulatedDef, SoftwareSigner,

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bonopay_server_example::server::auth::concurrent as auth_conformance;
 use bonopay_server_example::server::auth::{
     ApiKey, ApiKeyStore, MemoryKeyStore, Outlet, Role, SqliteKeyStore, hash_token,
 };
-use bonopay_server_example::server::auth_conformance;
 
 #[test]
 fn memory_store_conforms() {

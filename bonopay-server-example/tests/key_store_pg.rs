@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bonopay_server_example::server::auth::concurrent as auth_conformance;
+use bonopay_server_example::server::auth::postgres::{PgKeyStore, SCHEMA_VERSION};
 use bonopay_server_example::server::auth::{
     ApiKey, ApiKeyStore, AuthError, Outlet, Role, hash_token,
 };
-use bonopay_server_example::server::auth_conformance;
-use bonopay_server_example::server::auth_pg::{PgKeyStore, SCHEMA_VERSION};
 use postgres::{Client, NoTls};
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -17,21 +17,21 @@ use bonopay_ledger::{LedgerStore, PgStore, SqliteStore, TestDb};
 use bonopay_server_example::cli::migrate::{CopiedExtras, copy_auth, copy_webhooks_and_deliveries};
 use bonopay_server_example::cli::serve::bootstrap;
 use bonopay_server_example::datadir::DataDir;
+use bonopay_server_example::server::auth::postgres::PgKeyStore;
 use bonopay_server_example::server::auth::{
     ApiKey, ApiKeyStore, Outlet, Role, SqliteKeyStore, hash_token,
 };
-use bonopay_server_example::server::auth_pg::PgKeyStore;
+use bonopay_server_example::server::deliveries::postgres::PgDeliveryStore;
 use bonopay_server_example::server::deliveries::{
     DeliveryStore, SqliteDeliveryStore, conformance::record as receipt,
 };
-use bonopay_server_example::server::deliveries_pg::PgDeliveryStore;
+use bonopay_server_example::server::webhooks::conformance::{LEASE, T0, failure, success};
+use bonopay_server_example::server::webhooks::postgres::PgWebhookStore;
 use bonopay_server_example::server::webhooks::{
     EventType, NewEvent, SqliteWebhookStore, Subscriber, WebhookStore,
 };
-use bonopay_server_example::server::webhooks_conformance::{LEASE, T0, failure, success};
-use bonopay_server_example::server::webhooks_pg::PgWebhookStore;
 use bonopay_signer::{Fiscalizer, FiscalizerConfig};
-use bonopay_sync::outbox::{ItemState, OutboxStore};
+use bonopay_sync::dgi::outbox::{ItemState, OutboxStore};
 use common::*;
 use serde_json::Value;
 
@@ -388,9 +388,10 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     let dir = DataDir::open_or_init(&data).unwrap();
     let tokens = bootstrap(&keys, &dir.config.merchants).unwrap();
     webhook_history(&data.join("auth.db"));
-    let outbox = bonopay_sync::sqlite_outbox::SqliteOutbox::open(data.join("ledger.db")).unwrap();
+    let outbox =
+        bonopay_sync::dgi::outbox::sqlite::SqliteOutbox::open(data.join("ledger.db")).unwrap();
     {
-        let item = bonopay_sync::conformance::item(OUTLET_A, 1, 10);
+        let item = bonopay_sync::dgi::outbox::conformance::item(OUTLET_A, 1, 10);
         outbox.enqueue(OUTLET_A, 1, &[item]).unwrap();
         let mut it = outbox.get(OUTLET_A, 1).unwrap().unwrap();
         it.state = ItemState::Synced;
@@ -437,12 +438,14 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
     assert!(replay.replayed);
     assert_eq!(replay.invoice.elements.fiscal_number, "2/2 FV");
     // The upload state and the API key moved.
-    let pg_outbox = bonopay_sync::pg_outbox::PgOutbox::connect(&db.url, "t", 1).unwrap();
+    let pg_outbox =
+        bonopay_sync::dgi::outbox::postgres::PgOutbox::connect(&db.url, "t", 1).unwrap();
     assert_eq!(
         pg_outbox.get(OUTLET_A, 1).unwrap().unwrap().state,
         ItemState::Synced
     );
-    let pg_keys = bonopay_server_example::server::auth_pg::PgKeyStore::connect(&db.url).unwrap();
+    let pg_keys =
+        bonopay_server_example::server::auth::postgres::PgKeyStore::connect(&db.url).unwrap();
     let found = pg_keys.key_by_hash(&hash_token(&tokens[0].1)).unwrap();
     assert_eq!(found.unwrap().merchant_nif, NIF_A);
     assert!(pg_keys.outlet(OUTLET_A).unwrap().is_some());

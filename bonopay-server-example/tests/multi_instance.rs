@@ -262,44 +262,51 @@ fn three_instances_one_database_no_gap_no_fork_each_key_once_each_upload_once() 
     // leaves that invoice certified at the DGI with its elements lost: the
     // e-MCF reports them to nobody, so it is dead-lettered for a person,
     // who reads them on the DGI portal and enters them (never re-posted).
-    let mut resolved = 0;
-    for o in OUTLETS {
-        let head = store.head(o).unwrap();
-        for seq in 1..=head.seq {
-            let r = http
-                .get(format!("{}/v1/invoices/{o}:{seq}/dgi", bases[0]))
-                .bearer_auth(&owner)
-                .send()
-                .unwrap();
-            if r.status().as_u16() != 200 {
-                continue;
+    // The dead letter appears only once the killed instance's claim is
+    // taken over (its takeover grace after the kill), which may be after
+    // every CONFIRM reached the DGI: so this runs until all are synced.
+    let resolve_lost_confirms = || {
+        let mut resolved = 0;
+        for o in OUTLETS {
+            let head = store.head(o).unwrap();
+            for seq in 1..=head.seq {
+                let r = http
+                    .get(format!("{}/v1/invoices/{o}:{seq}/dgi", bases[0]))
+                    .bearer_auth(&owner)
+                    .send()
+                    .unwrap();
+                if r.status().as_u16() != 200 {
+                    continue;
+                }
+                let item: Value = r.json().unwrap();
+                if item["state"] != "dead" {
+                    continue;
+                }
+                let error = item["error"].as_str().unwrap_or_default();
+                assert!(
+                    error.starts_with(bonopay_sync::dgi::agent::LOST_CONFIRM),
+                    "{item}"
+                );
+                let entry = store.entry(o, seq).unwrap().unwrap();
+                let rn = bonopay_signer::certification::sfe_number_of(&entry).unwrap();
+                let portal = sim.portal(NIF_A, Some(&rn));
+                let elements = portal
+                    .iter()
+                    .find_map(|p| p.elements.clone())
+                    .expect("certified at the DGI");
+                let r = http
+                    .post(format!("{}/v1/invoices/{o}:{seq}/dgi/resolve", bases[0]))
+                    .bearer_auth(&owner)
+                    .json(&elements)
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+                resolved += 1;
             }
-            let item: Value = r.json().unwrap();
-            if item["state"] != "dead" {
-                continue;
-            }
-            let error = item["error"].as_str().unwrap_or_default();
-            assert!(
-                error.starts_with(bonopay_sync::agent::LOST_CONFIRM),
-                "{item}"
-            );
-            let entry = store.entry(o, seq).unwrap().unwrap();
-            let rn = bonopay_signer::certification::sfe_number_of(&entry).unwrap();
-            let portal = sim.portal(NIF_A, Some(&rn));
-            let elements = portal
-                .iter()
-                .find_map(|p| p.elements.clone())
-                .expect("certified at the DGI");
-            let r = http
-                .post(format!("{}/v1/invoices/{o}:{seq}/dgi/resolve", bases[0]))
-                .bearer_auth(&owner)
-                .json(&elements)
-                .send()
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
-            resolved += 1;
         }
-    }
+        resolved
+    };
+    let mut resolved = resolve_lost_confirms();
     eprintln!("lost CONFIRM answers resolved from the portal: {resolved}");
     // Every confirmation bound into the ledger: an item the killed
     // instance left `confirmed` is taken over once its grace is over.
@@ -326,6 +333,8 @@ fn three_instances_one_database_no_gap_no_fork_each_key_once_each_upload_once() 
             "{synced} of {total} synced: {health}"
         );
         std::thread::sleep(Duration::from_millis(200));
+        resolved += resolve_lost_confirms();
     }
+    eprintln!("lost CONFIRM answers resolved from the portal, in all: {resolved}");
     drop(servers);
 }

@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bonopay_sync::client::{DraftStatus, HttpTransport, OfflineQueue};
+use bonopay_sync::pos_queue::{DraftStatus, HttpTransport, OfflineQueue};
 use common::*;
 use serde_json::Value;
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bonopay_server_example::server::deliveries::{
     MemoryDeliveryStore, SqliteDeliveryStore, conformance as delivery_conformance,
 };
+use bonopay_server_example::server::webhooks::conformance as webhooks_conformance;
 use bonopay_server_example::server::webhooks::{SqliteWebhookStore, WebhookStore};
-use bonopay_server_example::server::webhooks_conformance;
 
 #[test]
 fn sqlite_in_memory_webhook_store_conforms() {
@@ -66,7 +66,7 @@ fn sqlite_delivery_file_shared_by_several_handles() {
 fn receipt_delivery_claims_end_within_the_dgi_takeover_bound() {
     let lease =
         i64::try_from(bonopay_server_example::server::deliveries::CLAIM_LEASE.as_millis()).unwrap();
-    assert!(lease <= bonopay_sync::pg_outbox::DEFAULT_TAKEOVER_GRACE_MS);
+    assert!(lease <= bonopay_sync::dgi::outbox::postgres::DEFAULT_TAKEOVER_GRACE_MS);
     assert!(
         bonopay_server_example::server::webhooks::RetryPolicy::default().lease()
             <= bonopay_server_example::server::deliveries::CLAIM_LEASE

@@ -26,18 +26,20 @@ use axum::http::{Method, StatusCode};
 use bonopay_ledger::{LedgerStore, PgStore, TestDb};
 use bonopay_server_example::cli::serve::bootstrap;
 use bonopay_server_example::datadir::{MerchantConfig, OutletConfig};
+use bonopay_server_example::server::auth::postgres::PgKeyStore;
 use bonopay_server_example::server::auth::{ApiKeyStore, Outlet};
-use bonopay_server_example::server::auth_pg::PgKeyStore;
+use bonopay_server_example::server::deliveries::postgres::{
+    self as deliveries_pg, PgDeliveryStore,
+};
 use bonopay_server_example::server::deliveries::{
     BoxFuture, Deliveries, DeliveryError, MessagingChannel, OutgoingMessage,
     conformance as delivery_conformance,
 };
-use bonopay_server_example::server::deliveries_pg::{self, PgDeliveryStore};
+use bonopay_server_example::server::webhooks::conformance as webhooks_conformance;
+use bonopay_server_example::server::webhooks::postgres::{self as webhooks_pg, PgWebhookStore};
 use bonopay_server_example::server::webhooks::{
     EventType, RetryPolicy, RunSummary, WebhookError, WebhookStore, Webhooks,
 };
-use bonopay_server_example::server::webhooks_conformance;
-use bonopay_server_example::server::webhooks_pg::{self, PgWebhookStore};
 use bonopay_server_example::server::{AppState, router};
 use bonopay_signer::{
     Clock, Fiscalizer, FiscalizerConfig, ManualClock, SoftwareSigner, SystemClock,
@@ -425,7 +427,7 @@ fn a_crashed_instance_claim_is_taken_over_after_the_lease() {
             .as_millis(),
     )
     .unwrap();
-    assert!(lease <= bonopay_sync::pg_outbox::DEFAULT_TAKEOVER_GRACE_MS);
+    assert!(lease <= bonopay_sync::dgi::outbox::postgres::DEFAULT_TAKEOVER_GRACE_MS);
     let now = clock.now_ms();
     assert_eq!(
         crashed

@@ -42,29 +42,3 @@ pub use signer::{
     Algorithm, DEVICE_DOMAIN, PublicKey, SignOutput, Signature, Signer, SimulatedDef,
     SoftwareSigner, device_digest, domain_digest, key_id_of, verify_output,
 };
-
-// ---- former module paths ---------------------------------------------------------
-// Kept so that dependents being restructured at the same time (bonopay-sync,
-// bonopay-server-example, benches, fuzz) compile unchanged; new code uses
-// the component paths above.
-#[cfg(feature = "verifier")]
-#[doc(hidden)]
-pub use audit as bundle;
-#[cfg(feature = "render")]
-#[doc(hidden)]
-pub use render::layout;
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub use signer::conformance;
-#[cfg(feature = "pkcs11")]
-#[doc(hidden)]
-pub use signer::pkcs11;
-
-/// Former path of the report statistics and the paper widths: see
-/// [`reports`] and `render`.
-#[doc(hidden)]
-pub mod report {
-    #[cfg(feature = "render")]
-    pub use crate::render::Paper;
-    pub use crate::reports::*;
-}

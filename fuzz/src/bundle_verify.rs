@@ -1,5 +1,5 @@
 //! The `bundle_verify` property: the audit bundle verifier
-//! (`bonopay_signer::bundle::Verifier`), which reads JSON Lines files that
+//! (`bonopay_signer::audit::Verifier`), which reads JSON Lines files that
 //! auditors receive from anywhere.
 //!
 //! For any input bytes, cut into lines after each `\n` as `bonopay verify`
@@ -16,7 +16,7 @@
 //!
 //! Compiled twice, like every property here (fuzz crate and stable replay).
 
-use bonopay_signer::bundle::{BundleReport, UnreadableBundle, Verifier};
+use bonopay_signer::audit::{BundleReport, UnreadableBundle, Verifier};
 
 /// What one input did.
 #[derive(Debug, Clone, PartialEq, Eq)]

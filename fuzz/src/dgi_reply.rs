@@ -1,7 +1,7 @@
 //! The `dgi_reply` property: how Bono Pay reads the DGI e-MCF's replies
 //! (`bonopay_sync::dgi::read_reply`, `decode_reply`, `pending_echo`, the
 //! `number` decimals, `parse_dgi_time`, `DgiElements::check`,
-//! `tax_group_differences`). The HTTP transport (`bonopay_sync::http`)
+//! `tax_group_differences`). The HTTP transport (`bonopay_sync::dgi::http`)
 //! hands the status and body bytes to exactly these functions.
 //!
 //! Input layout: the HTTP status in decimal up to the first `\n` (200 when

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use bonopay_signer::bundle::{ExportRequest, Exporter};
+use bonopay_signer::audit::{ExportRequest, Exporter};
 use chrono::NaiveDate;
 
 use super::Failure;

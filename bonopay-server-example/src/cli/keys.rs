@@ -137,7 +137,7 @@ fn open(store: &Store) -> Result<(Arc<dyn ApiKeyStore>, Option<Config>), Failure
         .clone()
         .or_else(|| config.as_ref().and_then(|c| c.database.url.clone()));
     if let Some(url) = url {
-        let s = crate::server::auth_pg::PgKeyStore::connect(&url).map_err(msg)?;
+        let s = crate::server::auth::postgres::PgKeyStore::connect(&url).map_err(msg)?;
         return Ok((Arc::new(s), config));
     }
     let Some(c) = config else {

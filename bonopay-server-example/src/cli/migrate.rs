@@ -201,7 +201,7 @@ fn copy_outbox(ledger: &std::path::Path, url: &str) -> Result<u64, Failure> {
     let conn = rusqlite::Connection::open(ledger).map_err(msg)?;
     let has = has_table(&conn, "sync_outbox")?;
     // Creates the target tables.
-    drop(bonopay_sync::pg_outbox::PgOutbox::connect(url, "migrate", 1).map_err(msg)?);
+    drop(bonopay_sync::dgi::outbox::postgres::PgOutbox::connect(url, "migrate", 1).map_err(msg)?);
     if !has {
         return Ok(0);
     }
@@ -311,7 +311,7 @@ pub fn copy_auth(auth: &std::path::Path, url: &str) -> Result<(u64, u64), Failur
     }
     let conn = rusqlite::Connection::open(auth).map_err(msg)?;
     // Creates the target tables (the store's migrations).
-    drop(crate::server::auth_pg::PgKeyStore::connect(url).map_err(msg)?);
+    drop(crate::server::auth::postgres::PgKeyStore::connect(url).map_err(msg)?);
     let mut pg = postgres::Client::connect(url, postgres::NoTls).map_err(msg)?;
     let mut tx = pg.transaction().map_err(msg)?;
 
@@ -511,9 +511,12 @@ pub fn copy_webhooks_and_deliveries(
         return Ok(n);
     }
     // Creates (migrates) the target tables.
-    drop(crate::server::webhooks_pg::PgWebhookStore::connect_with_pool_size(url, 1).map_err(msg)?);
     drop(
-        crate::server::deliveries_pg::PgDeliveryStore::connect_with_pool_size(url, 1)
+        crate::server::webhooks::postgres::PgWebhookStore::connect_with_pool_size(url, 1)
+            .map_err(msg)?,
+    );
+    drop(
+        crate::server::deliveries::postgres::PgDeliveryStore::connect_with_pool_size(url, 1)
             .map_err(msg)?,
     );
     let conn = rusqlite::Connection::open(auth).map_err(msg)?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use bonopay_signer::report::Paper;
+use bonopay_signer::render::Paper;
 use bonopay_signer::{Report, SealError};
 
 use super::Failure;

@@ -238,10 +238,12 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     let (keys, webhooks, delivery_store): (Arc<dyn ApiKeyStore>, Webhooks, Arc<dyn DeliveryStore>) =
         match &dir.config.database.url {
             Some(url) => (
-                Arc::new(crate::server::auth_pg::PgKeyStore::connect(url).map_err(|e| msg(&e))?),
+                Arc::new(
+                    crate::server::auth::postgres::PgKeyStore::connect(url).map_err(|e| msg(&e))?,
+                ),
                 Webhooks::postgres(url).map_err(|e| msg(&e))?,
                 Arc::new(
-                    crate::server::deliveries_pg::PgDeliveryStore::connect(url)
+                    crate::server::deliveries::postgres::PgDeliveryStore::connect(url)
                         .map_err(|e| msg(&e))?,
                 ),
             ),
@@ -436,7 +438,7 @@ fn dgi_sync(
 ) -> Result<Option<crate::server::sync::SyncService>, String> {
     use crate::datadir::CertificationMode;
     use bonopay_sync::dgi::DgiTransport;
-    use bonopay_sync::outbox::OutboxStore;
+    use bonopay_sync::dgi::outbox::OutboxStore;
     let default_mode = dir.config.dgi.default_mode()?;
     let mut per_outlet = std::collections::HashMap::new();
     for m in &dir.config.merchants {
@@ -459,14 +461,15 @@ fn dgi_sync(
     let mut accounts: Vec<(String, Arc<dyn DgiTransport>)> = Vec::new();
     for m in &dir.config.merchants {
         if let Some(source) = dir.config.dgi.token_source_for(&m.nif, &dir.path, &env) {
-            let t = bonopay_sync::http::HttpDgiTransport::with_token_source(&url, source, timeout)
-                .map_err(|e| e.to_string())?;
+            let t =
+                bonopay_sync::dgi::http::HttpDgiTransport::with_token_source(&url, source, timeout)
+                    .map_err(|e| e.to_string())?;
             accounts.push((m.nif.clone(), Arc::new(t)));
         }
     }
     let default_transport = match dir.config.dgi.default_token_source(&dir.path) {
         Some(source) => Some(Arc::new(
-            bonopay_sync::http::HttpDgiTransport::with_token_source(&url, source, timeout)
+            bonopay_sync::dgi::http::HttpDgiTransport::with_token_source(&url, source, timeout)
                 .map_err(|e| e.to_string())?,
         ) as Arc<dyn DgiTransport>),
         None if accounts.is_empty() => {
@@ -491,14 +494,16 @@ fn dgi_sync(
                 .unwrap_or(i64::MAX)
                 .saturating_add(15_000);
             Arc::new(
-                bonopay_sync::pg_outbox::PgOutbox::connect(db, &worker, 4)
+                bonopay_sync::dgi::outbox::postgres::PgOutbox::connect(db, &worker, 4)
                     .map_err(|e| e.to_string())?
                     .with_takeover_grace(grace),
             )
         }
         None => Arc::new(
-            bonopay_sync::sqlite_outbox::SqliteOutbox::open(dir.file(&dir.config.database.ledger))
-                .map_err(|e| e.to_string())?,
+            bonopay_sync::dgi::outbox::sqlite::SqliteOutbox::open(
+                dir.file(&dir.config.database.ledger),
+            )
+            .map_err(|e| e.to_string())?,
         ),
     };
     // The default transport answers for merchants without their own
@@ -507,13 +512,15 @@ fn dgi_sync(
         Some(t) => Arc::clone(t),
         None => Arc::clone(&accounts[0].1),
     };
-    let mut agent = bonopay_sync::agent::SyncAgent::new(
+    let mut agent = bonopay_sync::dgi::agent::SyncAgent::new(
         Arc::clone(fiscalizer.store()),
         Arc::clone(&outbox),
         placeholder,
     )
     .with_accounts(accounts)
-    .recording_with(Arc::clone(fiscalizer) as Arc<dyn bonopay_sync::agent::CertificationRecorder>)
+    .recording_with(
+        Arc::clone(fiscalizer) as Arc<dyn bonopay_sync::dgi::agent::CertificationRecorder>
+    )
     .comparing_rates(fiscalizer.config().rate_table.invoiced_rates());
     if default_transport.is_none() {
         agent = agent.only_accounts();
@@ -555,7 +562,7 @@ fn dgi_sync(
     Ok(Some(crate::server::sync::SyncService {
         outbox,
         agent,
-        thresholds: bonopay_sync::health::HealthThresholds::default(),
+        thresholds: bonopay_sync::dgi::health::HealthThresholds::default(),
         policy,
     }))
 }

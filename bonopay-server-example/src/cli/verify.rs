@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
-use bonopay_signer::bundle::{BundleReport, Step, Verifier};
+use bonopay_signer::audit::{BundleReport, Step, Verifier};
 
 use super::Failure;
 

@@ -736,7 +736,7 @@ pub async fn receipt_txt(
     ApiQuery(q): ApiQuery<ReceiptQuery>,
 ) -> Result<Response, ApiError> {
     let columns = match super::paper_width(q.width)? {
-        bonopay_signer::report::Paper::Mm58 => receipt::COLUMNS_58MM,
+        bonopay_signer::render::Paper::Mm58 => receipt::COLUMNS_58MM,
         _ => receipt::COLUMNS_80MM,
     };
     let sealed = load_for(&state, &who, &id).await?;

@@ -197,8 +197,18 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors (per process or system-wide):
+                    // the connection waiting longest on its client gives
+                    // its descriptor back, so a slow-client flood cannot
+                    // keep the next real client waiting in the backlog.
+                    if matches!(e.raw_os_error(), Some(23 | 24))
+                        && make_room(&registry, 0, &stats)
+                    {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    } else {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },
@@ -242,8 +252,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Below the cap, or made so by evicting the connection that has waited
-/// longest on its client. `false`: every connection is busy.
+/// Below the cap `max`, or made so by evicting the connection that has
+/// waited longest on its client (with `max` 0: evict one in any case).
+/// `false`: every connection is busy.
 fn make_room(registry: &Registry, max: usize, stats: &ConnectionStats) -> bool {
     let conns = registry.lock();
     if conns.len() < max {

@@ -15,16 +15,7 @@
 //! [`listen`].
 
 pub mod auth;
-/// Former path of [`auth::concurrent`].
-#[doc(hidden)]
-pub use auth::concurrent as auth_conformance;
-/// Former path of [`auth::postgres`].
-#[doc(hidden)]
-pub use auth::postgres as auth_pg;
 pub mod deliveries;
-/// Former path of [`deliveries::postgres`].
-#[doc(hidden)]
-pub use deliveries::postgres as deliveries_pg;
 pub mod egress;
 pub mod error;
 pub mod invoices;
@@ -40,12 +31,6 @@ pub mod reports;
 pub mod schema;
 pub mod sync;
 pub mod webhooks;
-/// Former path of [`webhooks::conformance`].
-#[doc(hidden)]
-pub use webhooks::conformance as webhooks_conformance;
-/// Former path of [`webhooks::postgres`].
-#[doc(hidden)]
-pub use webhooks::postgres as webhooks_pg;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -575,10 +560,10 @@ async fn refuse_announced_oversize(
 
 /// A thermal paper width from a query (`width`): 58 or 80 mm, 80 when
 /// absent; anything else is refused as the document says.
-pub(crate) fn paper_width(width: Option<u32>) -> Result<bonopay_signer::report::Paper, ApiError> {
+pub(crate) fn paper_width(width: Option<u32>) -> Result<bonopay_signer::render::Paper, ApiError> {
     match width.unwrap_or(80) {
-        58 => Ok(bonopay_signer::report::Paper::Mm58),
-        80 => Ok(bonopay_signer::report::Paper::Mm80),
+        58 => Ok(bonopay_signer::render::Paper::Mm58),
+        80 => Ok(bonopay_signer::render::Paper::Mm80),
         _ => Err(ApiError::bad_request(
             "invalid_query",
             "width is 58 or 80 (mm)",

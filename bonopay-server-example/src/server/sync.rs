@@ -7,9 +7,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use bonopay_signer::certification::DgiElements;
-use bonopay_sync::agent::{SyncAgent, SyncClock, SystemSyncClock};
-use bonopay_sync::health::{self, Health, HealthThresholds, OutletHealth};
-use bonopay_sync::outbox::{ItemState, OutboxItem, OutboxStore};
+use bonopay_signer::{Clock, SystemClock};
+use bonopay_sync::dgi::agent::SyncAgent;
+use bonopay_sync::dgi::health::{self, Health, HealthThresholds, OutletHealth};
+use bonopay_sync::dgi::outbox::{ItemState, OutboxItem, OutboxStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -275,7 +276,7 @@ pub fn spawn_agent(
     mut pump: EventPump,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let clock = SystemSyncClock;
+        let clock = SystemClock;
         let mut last_reconcile = i64::MIN;
         loop {
             let now = clock.now_ms();
@@ -349,7 +350,7 @@ pub struct HealthReport {
     /// The merchant's e-MCF account: uploads paused (and why), the token's
     /// expiry, differences between the e-MCF's tax groups and ours.
     #[schema(value_type = Option<Object>)]
-    pub account: Option<bonopay_sync::agent::AccountHealth>,
+    pub account: Option<bonopay_sync::dgi::agent::AccountHealth>,
 }
 
 fn service(state: &Shared) -> Result<SyncService, ApiError> {
@@ -370,7 +371,7 @@ async fn health_for(
     let who = who.clone();
     let thresholds = svc.thresholds;
     blocking(move || {
-        let now = SystemSyncClock.now_ms();
+        let now = SystemClock.now_ms();
         let accounts = svc.agent.account_health();
         let account = accounts
             .iter()
@@ -533,9 +534,9 @@ pub async fn requeue(
 }
 
 /// The answer to a person's decision on a dead letter that failed.
-fn dead_letter_error(e: bonopay_sync::agent::AgentError, verb: &str) -> ApiError {
-    use bonopay_sync::agent::{AgentError, RecordError};
-    use bonopay_sync::outbox::OutboxError;
+fn dead_letter_error(e: bonopay_sync::dgi::agent::AgentError, verb: &str) -> ApiError {
+    use bonopay_sync::dgi::agent::{AgentError, RecordError};
+    use bonopay_sync::dgi::outbox::OutboxError;
     match e {
         AgentError::Outbox(OutboxError::NotFound(_)) => ApiError::NotFound,
         AgentError::Outbox(OutboxError::WrongState { id, state, .. }) => ApiError::Conflict {

@@ -12,7 +12,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use bonopay_server_example::server::auth::MemoryKeyStore;
-//! use bonopay_server_example::server::auth_conformance;
+//! use bonopay_server_example::server::auth::concurrent as auth_conformance;
 //!
 //! auth_conformance::run_all(&|| Arc::new(MemoryKeyStore::new()));
 //! ```

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use super::{Channel, DeliveryRecord, DeliveryStatus, DeliveryStore, DeliveryStoreError};
-pub use crate::server::auth_conformance::THREADS;
-use crate::server::auth_conformance::race;
+pub use crate::server::auth::concurrent::THREADS;
+use crate::server::auth::concurrent::race;
 
 /// Opens a store: a fresh, empty one for [`run_all`]; one more handle
 /// on the same database for [`shared_database`].

@@ -13,9 +13,9 @@
 //! ```
 //! use std::sync::Arc;
 //! use bonopay_server_example::server::webhooks::SqliteWebhookStore;
-//! use bonopay_server_example::server::webhooks_conformance;
+//! use bonopay_server_example::server::webhooks::conformance;
 //!
-//! webhooks_conformance::run_all(&|| Arc::new(SqliteWebhookStore::in_memory().unwrap()));
+//! conformance::run_all(&|| Arc::new(SqliteWebhookStore::in_memory().unwrap()));
 //! ```
 #![cfg(feature = "conformance")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -30,8 +30,8 @@ use super::{
     AttemptOutcome, AttemptStatus, ClaimedDelivery, DeliveryState, EventType, NewEvent, Recorded,
     Subscriber, WebhookError, WebhookStore, rfc3339,
 };
-pub use crate::server::auth_conformance::THREADS;
-use crate::server::auth_conformance::race;
+pub use crate::server::auth::concurrent::THREADS;
+use crate::server::auth::concurrent::race;
 
 /// A moment in 2026 (Unix ms): the checks' "now".
 pub const T0: i64 = 1_772_000_000_000;

@@ -47,8 +47,6 @@ mod timing;
 pub use accounts::{AccountHealth, PAUSED_PROBE_MS};
 pub use recorder::{CertificationRecorder, RecordError};
 pub use timing::{Clock, Jitter, ManualClock, SplitMix, SystemClock};
-#[doc(hidden)]
-pub use timing::{ManualSyncClock, SyncClock, SystemSyncClock};
 
 /// The start of the error of an item dead-lettered because the answer to
 /// its CONFIRM was lost.

@@ -4,19 +4,9 @@
 //!
 //! The clock is the sealing pipeline's own [`Clock`] (one trait for "now"
 //! in the whole stack; `bonopay-sync` depends on `bonopay-signer`, so the
-//! direction allows it). The former names stay as aliases.
+//! direction allows it).
 
 pub use bonopay_signer::{Clock, ManualClock, SystemClock};
-
-/// Former name of [`Clock`].
-#[doc(hidden)]
-pub use bonopay_signer::Clock as SyncClock;
-/// Former name of [`ManualClock`].
-#[doc(hidden)]
-pub use bonopay_signer::ManualClock as ManualSyncClock;
-/// Former name of [`SystemClock`].
-#[doc(hidden)]
-pub use bonopay_signer::SystemClock as SystemSyncClock;
 
 /// The jitter source. Injected so runs are reproducible. The simulator
 /// draws its faults and uids from the same generator ([`SplitMix`]).

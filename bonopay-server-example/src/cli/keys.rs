@@ -120,8 +120,8 @@ fn config_at(path: &Path) -> Result<Option<Config>, Failure> {
     }
     let text = std::fs::read_to_string(&file)
         .map_err(|e| msg(format!("cannot read {}: {e}", file.display())))?;
-    let mut config: Config =
-        serde_json::from_str(&text).map_err(|e| msg(format!("{}: {e}", file.display())))?;
+    let mut config = crate::datadir::parse_config(text.as_bytes())
+        .map_err(|e| msg(format!("{}: {e}", file.display())))?;
     config
         .apply_env(|k| std::env::var(k).ok())
         .map_err(Failure::Message)?;

@@ -51,8 +51,11 @@ fn run(n: usize, faults: Faults, label: &str) {
                 "payments":[{{"method":"ESPECES","amount":"{}"}}]}}"#,
                 1160 * q + 64800
             );
-            f.seal(&parse_invoice(&req).unwrap(), &format!("k{i}"))
-                .unwrap();
+            f.seal(
+                &parse_invoice(&req).unwrap(),
+                &format!("k{i}").parse().unwrap(),
+            )
+            .unwrap();
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -76,7 +79,7 @@ fn run(n: usize, faults: Faults, label: &str) {
             HttpDgiTransport::new(&base, &sim.issue_token(3600), Duration::from_secs(5)).unwrap(),
         ),
         Arc::new(SystemClock),
-        Box::new(SplitMix(1)),
+        Box::new(SplitMix::new(1)),
         AgentConfig {
             backoff_base_ms: 5,
             backoff_cap_ms: 100,

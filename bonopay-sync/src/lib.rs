@@ -5,6 +5,7 @@
 pub mod dgi;
 #[cfg(feature = "client")]
 pub mod pos_queue;
+pub mod retry;
 #[cfg(feature = "simulator")]
 pub mod sim;
 pub mod webhook;

@@ -71,7 +71,7 @@ fn agent(path: &std::path::Path, base: &str, token: &str) -> (SyncAgent, Arc<dyn
         Arc::clone(&outbox),
         Arc::new(transport),
         Arc::new(SystemClock),
-        Box::new(SplitMix(std::process::id().into())),
+        Box::new(SplitMix::new(std::process::id().into())),
         AgentConfig {
             backoff_base_ms: 5,
             backoff_cap_ms: 200,
@@ -127,8 +127,11 @@ fn a_thousand_invoices_under_faults_and_kills_are_synced_exactly_once() {
             "items": [{"code": "A", "kind": "BIE", "name": "A", "unit_price": "1160", "quantity": q.to_string(), "tax_group": "B"}],
             "payments": [{"method": "ESPECES", "amount": (1160 * q).to_string()}]
         });
-        f.seal(&parse_invoice(&req.to_string()).unwrap(), &format!("k{i}"))
-            .unwrap();
+        f.seal(
+            &parse_invoice(&req.to_string()).unwrap(),
+            &format!("k{i}").parse().unwrap(),
+        )
+        .unwrap();
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()

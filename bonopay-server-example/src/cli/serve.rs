@@ -456,7 +456,11 @@ fn dgi_sync(
         }
         return Ok(None);
     };
-    let timeout = Duration::from_secs(dir.config.dgi.timeout_secs.unwrap_or(30));
+    let timeout = dir
+        .config
+        .dgi
+        .timeout_secs
+        .map_or(bonopay_sync::dgi::DEFAULT_TIMEOUT, Duration::from_secs);
     let env = |name: &str| std::env::var(name).ok();
     let mut accounts: Vec<(String, Arc<dyn DgiTransport>)> = Vec::new();
     for m in &dir.config.merchants {

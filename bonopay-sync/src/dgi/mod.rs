@@ -53,6 +53,12 @@ mod request;
 mod transport;
 mod wire;
 
+/// How long one e-MCF call may take before it counts as lost (the
+/// `dgi.timeout_secs` default of `config.json`). The DGI outbox's takeover
+/// grace, and through [`crate::retry::takeover_after`] every other queue's
+/// claim, derive from it.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub use reply::{decode_reply, error_in, pending_echo, read_reply, tax_group_differences};
 pub use request::{MappingError, map_sealed};
 pub use transport::{DgiTransport, TransportError};

@@ -302,7 +302,7 @@ impl Simulator {
         }
         let mut answered = computed.totals;
         let rate = st.faults.wrong_totals_rate;
-        if faults::hit(&mut st.fault_rng, rate) {
+        if faults::hit(&st.fault_rng, rate) {
             answered.total += Decimal::ONE;
             st.stats.wrong_totals_injected += 1;
             st.stats.faults_injected += 1;

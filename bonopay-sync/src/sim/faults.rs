@@ -27,7 +27,7 @@ pub struct Faults {
 /// one SplitMix64 generator, [`SplitMix`], seeded with [`Faults::seed`]).
 /// Draws nothing for 0 and for 1000 or more, so a fault that is off does
 /// not shift the others.
-pub(super) fn hit(rng: &mut SplitMix, per_mille: u32) -> bool {
+pub(super) fn hit(rng: &SplitMix, per_mille: u32) -> bool {
     match per_mille {
         0 => false,
         1000.. => true,
@@ -41,7 +41,7 @@ impl Simulator {
     pub fn set_faults(&self, faults: Faults) {
         let mut st = lock(&self.state);
         st.faults = faults;
-        st.fault_rng = SplitMix(faults.seed);
+        st.fault_rng = SplitMix::new(faults.seed);
     }
 
     /// The faults in force.
@@ -68,7 +68,7 @@ impl Simulator {
     pub(crate) fn roll_error(&self) -> bool {
         let mut st = lock(&self.state);
         let rate = st.faults.error_rate;
-        let hit = hit(&mut st.fault_rng, rate);
+        let hit = hit(&st.fault_rng, rate);
         if hit {
             st.stats.errors_injected += 1;
             st.stats.faults_injected += 1;
@@ -80,7 +80,7 @@ impl Simulator {
     pub(crate) fn roll_drop(&self) -> bool {
         let mut st = lock(&self.state);
         let rate = st.faults.drop_rate;
-        let hit = hit(&mut st.fault_rng, rate);
+        let hit = hit(&st.fault_rng, rate);
         if hit {
             st.stats.drops_injected += 1;
             st.stats.faults_injected += 1;
@@ -96,10 +96,10 @@ mod tests {
 
     #[test]
     fn rates_are_exact_at_the_ends() {
-        let mut r = SplitMix(7);
-        assert!(!(0..100).any(|_| hit(&mut r, 0)));
-        assert!((0..100).all(|_| hit(&mut r, 1000)));
-        let hits = (0..10_000).filter(|_| hit(&mut r, 500)).count();
+        let r = SplitMix::new(7);
+        assert!(!(0..100).any(|_| hit(&r, 0)));
+        assert!((0..100).all(|_| hit(&r, 1000)));
+        let hits = (0..10_000).filter(|_| hit(&r, 500)).count();
         assert!((4_500..5_500).contains(&hits), "{hits}");
     }
 }

@@ -156,7 +156,7 @@ pub use faults::Faults;
 pub use records::{ConfirmRecord, PortalInvoice, SimStats};
 
 // The API's behaviour, shared with the routes (`http`) and the siblings.
-use crate::dgi::agent::{Jitter, SplitMix};
+use crate::retry::SplitMix;
 use config::default_usd_rate;
 use emcf::{ApiError, Num, rfc3339};
 use tokens::Revocation;
@@ -314,8 +314,8 @@ impl Simulator {
                 confirms: Vec::new(),
                 stats: SimStats::default(),
                 faults: Faults::default(),
-                fault_rng: SplitMix(0),
-                uid_rng: SplitMix(seed),
+                fault_rng: SplitMix::new(0),
+                uid_rng: SplitMix::new(seed),
                 settings,
                 table,
                 revoked_all: None,

@@ -57,7 +57,7 @@ fn backoff_doubles_with_jitter_and_respects_the_cap() {
         Arc::clone(&r.outbox),
         poisoned(&sim, rn(&r, 1)),
         r.clock.clone(),
-        Box::new(SplitMix(1)),
+        Box::new(SplitMix::new(1)),
         AgentConfig {
             backoff_base_ms: 1_000,
             backoff_cap_ms: 16_000,
@@ -100,7 +100,7 @@ fn items_in_flight_are_settled_before_queued_ones_so_a_full_cap_never_starves() 
         Arc::clone(&r.outbox),
         faulty,
         r.clock.clone(),
-        Box::new(SplitMix(3)),
+        Box::new(SplitMix::new(3)),
         AgentConfig {
             batch: 5,
             ..AgentConfig::default()

@@ -250,7 +250,8 @@ pub struct StalledDelivery {
 /// every queue of the server hands a dead instance's work on within the
 /// same time. A send takes at most a channel timeout (10 s) plus the
 /// document's rendering.
-pub const CLAIM_LEASE: Duration = Duration::from_millis(45_000);
+pub const CLAIM_LEASE: Duration =
+    bonopay_sync::retry::takeover_after(bonopay_sync::dgi::DEFAULT_TIMEOUT);
 
 mod channels;
 #[cfg(feature = "conformance")]

@@ -3,11 +3,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// A source of jitter for retry delays. A trait so tests can fix it.
-pub trait Jitter: fmt::Debug + Send + Sync {
-    /// A uniformly random number in `0..=max_ms`.
-    fn jitter_ms(&self, max_ms: u64) -> u64;
-}
+pub use bonopay_sync::retry::Jitter;
 
 /// Jitter from the operating system's random source.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,11 +24,10 @@ impl Jitter for RandomJitter {
 
 /// When to retry a failed delivery.
 ///
-/// After failed attempt `n` (from 1) the next one is due after a delay
-/// drawn uniformly in `[e/2, e]` where `e = min(cap, base · 2^(n−1))`
-/// ("equal jitter": retries of many deliveries spread out, and never come
-/// sooner than half the exponential step). After `max_attempts` failed
-/// attempts the delivery is dead.
+/// The schedule is the one every queue shares ([`bonopay_sync::retry`]):
+/// after failed attempt `n` (from 1) the next one is due after a delay
+/// drawn uniformly in `[e/2, e]` where `e = min(cap, base · 2^(n−1))`.
+/// After `max_attempts` failed attempts the delivery is dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// First step (default 5 s).
@@ -57,10 +52,6 @@ impl Default for RetryPolicy {
     }
 }
 
-pub(super) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 pub(super) fn millis_i64(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -69,22 +60,21 @@ impl RetryPolicy {
     /// The delay after failed attempt `attempt` (from 1).
     #[must_use]
     pub fn delay(&self, attempt: u32, jitter: &dyn Jitter) -> Duration {
-        let shift = attempt.saturating_sub(1).min(40);
-        let step = millis(self.base)
-            .saturating_mul(1u64 << shift)
-            .min(millis(self.cap));
-        let half = step / 2;
-        Duration::from_millis(step - half + jitter.jitter_ms(half).min(half))
+        bonopay_sync::retry::Backoff {
+            base: self.base,
+            cap: self.cap,
+        }
+        .delay(attempt, jitter)
     }
 
     /// How long a claimed delivery stays reserved for the dispatcher that
     /// claimed it: past this, a crash mid-send is assumed and it is due
-    /// again. The attempt's timeout plus 15 s, the margin the DGI outbox
-    /// allows a dead claimant (its takeover grace is the e-MCF timeout plus
-    /// 15 s): with the 10 s default a dead instance's deliveries move on
-    /// after 25 s, within the outbox's 45 s.
+    /// again. The attempt's timeout plus the margin every queue allows a
+    /// dead claimant ([`bonopay_sync::retry::takeover_after`]): with the
+    /// 10 s default a dead instance's deliveries move on after 25 s, within
+    /// the DGI outbox's 45 s.
     #[must_use]
     pub fn lease(&self) -> Duration {
-        self.timeout + Duration::from_secs(15)
+        bonopay_sync::retry::takeover_after(self.timeout)
     }
 }

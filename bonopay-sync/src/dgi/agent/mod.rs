@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bonopay_ledger::{EntryKind, LedgerStore};
 #[allow(unused_imports)] // for the docs
@@ -153,7 +154,7 @@ pub struct SyncAgent {
     accounts: BTreeMap<String, Arc<dyn DgiTransport>>,
     recorder: Option<Arc<dyn CertificationRecorder>>,
     clock: Arc<dyn Clock>,
-    jitter: Mutex<Box<dyn Jitter>>,
+    jitter: Box<dyn Jitter>,
     config: AgentConfig,
     /// Which outlets are uploaded (default: every outlet of the ledger).
     outlets: Option<OutletFilter>,
@@ -214,7 +215,7 @@ impl SyncAgent {
             outbox,
             transport,
             Arc::new(SystemClock),
-            Box::new(SplitMix(seed)),
+            Box::new(SplitMix::new(seed)),
             AgentConfig::default(),
         )
     }
@@ -235,7 +236,7 @@ impl SyncAgent {
             accounts: BTreeMap::new(),
             recorder: None,
             clock,
-            jitter: Mutex::new(jitter),
+            jitter,
             config,
             outlets: None,
             our_rates: None,
@@ -409,23 +410,12 @@ impl SyncAgent {
     }
 
     fn backoff(&self, attempts: u32) -> i64 {
-        let shift = attempts.saturating_sub(1).min(30);
-        let exp = self
-            .config
-            .backoff_base_ms
-            .saturating_mul(1i64 << shift)
-            .min(self.config.backoff_cap_ms)
-            .max(1);
-        // "Equal jitter": half fixed, half random, so retries of many
-        // items spread out but none comes back immediately.
-        let r = self
-            .jitter
-            .lock()
-            .map(|mut j| j.next_u64())
-            .unwrap_or_default();
-        let half = exp / 2;
-        let spread = u64::try_from(half).unwrap_or(0).max(1);
-        half + i64::try_from(r % spread).unwrap_or(0)
+        let ms = |v: i64| Duration::from_millis(u64::try_from(v.max(1)).unwrap_or(1));
+        let backoff = crate::retry::Backoff {
+            base: ms(self.config.backoff_base_ms),
+            cap: ms(self.config.backoff_cap_ms),
+        };
+        i64::try_from(backoff.delay_ms(attempts, self.jitter.as_ref())).unwrap_or(i64::MAX)
     }
 
     fn save(&self, item: &mut OutboxItem) -> Result<(), AgentError> {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::str::FromStr;
 
-use bonopay_core::{InvoiceRequest, TaxGroup, parse_invoice};
+use bonopay_core::{TaxGroup, ValidInvoice, parse_invoice};
 use bonopay_tax::{NoReferenceRates, RateTable, check_invoice, compute};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -275,7 +275,7 @@ fn invoice_json() -> String {
 
 /// Builds the invoice and checks, once, that the library accepts it and
 /// agrees with the total computed by hand.
-fn setup() -> (String, InvoiceRequest, RateTable) {
+fn setup() -> (String, ValidInvoice, RateTable) {
     let json = invoice_json();
     let table = RateTable::dgi_2025();
     let (req, result) = check_invoice(&json, &table, &NoReferenceRates)

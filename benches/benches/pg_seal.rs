@@ -25,13 +25,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bonopay_core::{InvoiceRequest, parse_invoice};
+use bonopay_core::{ValidInvoice, parse_invoice};
 use bonopay_ledger::{GroupCommit, LedgerStore, PgStore, TestDb, verify_store};
 use bonopay_signer::{
     AwsLcSigner, Fiscalizer, FiscalizerConfig, ReplayCheck, SignatureCheck, Signer, SoftwareSigner,
 };
 
-fn invoice(outlet: &str) -> InvoiceRequest {
+fn invoice(outlet: &str) -> ValidInvoice {
     let mut items = Vec::new();
     let mut total = 0u64;
     for i in 0..20u64 {
@@ -79,7 +79,7 @@ fn run(label: &str, outlets: usize, tills_per_outlet: usize, check: ReplayCheck,
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while Instant::now() < stop {
-                    f.seal(&req, &format!("t{t}-{n}")).unwrap();
+                    f.seal(&req, &format!("t{t}-{n}").parse().unwrap()).unwrap();
                     n += 1;
                 }
                 n

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bonopay_core::{InvoiceRequest, parse_invoice};
+use bonopay_core::{ValidInvoice, parse_invoice};
 use bonopay_ledger::{Durability, LedgerStore, SqliteOptions, SqliteStore};
 use bonopay_signer::audit::{ExportRequest, Exporter, Verifier};
 use bonopay_signer::{
@@ -29,7 +29,7 @@ const CHILD: &str = "BONOPAY_REPORTS_CHILD";
 
 /// Invoice `n`: 1 to 8 items over groups A, B, C, E; every 25th is an RRR
 /// credit note (a commercial reduction).
-fn invoice(n: usize) -> InvoiceRequest {
+fn invoice(n: usize) -> ValidInvoice {
     let lines = 1 + n % 8;
     let mut items = Vec::new();
     let mut total = rust_decimal::Decimal::ZERO;
@@ -215,7 +215,8 @@ fn main() {
     {
         let f = fiscalizer(dir, Durability::Normal);
         for i in 0..n {
-            f.seal(&invoice(i), &format!("k{i}")).unwrap();
+            f.seal(&invoice(i), &format!("k{i}").parse().unwrap())
+                .unwrap();
         }
     }
     let db = std::fs::metadata(dir.join("ledger.db"))

@@ -18,14 +18,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bonopay_core::{InvoiceRequest, parse_invoice};
+use bonopay_core::{ValidInvoice, parse_invoice};
 use bonopay_ledger::{GroupCommit, LedgerStore, MemoryStore, SqliteStore};
 use bonopay_signer::{
     AwsLcSigner, Fiscalizer, FiscalizerConfig, Signer, SoftwareSigner, domain_digest,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn invoice(outlet: &str) -> InvoiceRequest {
+fn invoice(outlet: &str) -> ValidInvoice {
     let mut items = Vec::new();
     for i in 0..20 {
         items.push(format!(
@@ -128,7 +128,8 @@ fn seal_memory(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i += 1;
-                f.seal(black_box(&req), &i.to_string()).unwrap()
+                f.seal(black_box(&req), &i.to_string().parse().unwrap())
+                    .unwrap()
             })
         });
     }
@@ -145,7 +146,8 @@ fn concurrent_seals(f: &Arc<Fiscalizer>, threads: usize, per_thread: u64, round:
             std::thread::spawn(move || {
                 let req = invoice(&format!("o{t}"));
                 for i in 0..per_thread {
-                    f.seal(&req, &format!("{round}-{t}-{i}")).unwrap();
+                    f.seal(&req, &format!("{round}-{t}-{i}").parse().unwrap())
+                        .unwrap();
                 }
             })
         })
@@ -180,7 +182,7 @@ fn seal_sqlite(c: &mut Criterion) {
         g.bench_function(format!("fsync_each/{name}"), |b| {
             b.iter(|| {
                 i += 1;
-                f.seal(&req, &i.to_string()).unwrap()
+                f.seal(&req, &i.to_string().parse().unwrap()).unwrap()
             })
         });
     }

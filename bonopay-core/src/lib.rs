@@ -8,6 +8,7 @@ pub mod json;
 pub mod model;
 mod parse;
 pub mod schema;
+mod valid;
 mod validate;
 
 pub use canonical::{canonicalize, jcs};
@@ -19,4 +20,5 @@ pub use parse::{
     SCHEMA_V1, SECURITY_ELEMENT_KEYS, is_valid_date, is_valid_identifier, is_valid_nif,
     normalize_reference, parse_invoice, parse_invoice_json, rounded_line_amount,
 };
+pub use valid::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_LEN, ValidInvoice};
 pub use validate::validate;

@@ -12,6 +12,7 @@ use crate::model::{
     CreditNoteRef, Currency, ExchangeRateInfo, InvoiceRequest, InvoiceType, Item, ItemKind,
     Payment, PaymentMethod, PriceMode, SpecificTax, TaxGroup,
 };
+use crate::valid::ValidInvoice;
 
 /// The schema identifier of this version of the invoice request format.
 pub const SCHEMA_V1: &str = "bonopay/invoice/v1";
@@ -84,7 +85,7 @@ fn is_security_key(key: &str) -> bool {
 /// Every problem found, each with its path and code. A request that passes
 /// here still needs [`bonopay-tax`]'s computation for the checks that depend
 /// on totals (payments, client-computed totals, exchange-rate tolerance).
-pub fn parse_invoice(text: &str) -> Result<InvoiceRequest, ValidationErrors> {
+pub fn parse_invoice(text: &str) -> Result<ValidInvoice, ValidationErrors> {
     let json = Json::parse(text).map_err(|e| {
         let code = if e.to_string().contains("recursion limit") {
             ErrorCode::TooDeep
@@ -100,14 +101,14 @@ pub fn parse_invoice(text: &str) -> Result<InvoiceRequest, ValidationErrors> {
 ///
 /// # Errors
 /// As [`parse_invoice`].
-pub fn parse_invoice_json(json: &Json) -> Result<InvoiceRequest, ValidationErrors> {
+pub fn parse_invoice_json(json: &Json) -> Result<ValidInvoice, ValidationErrors> {
     let mut w = Walker::default();
     let parsed = w.invoice(json);
     match parsed {
         Some(req) if w.errors.is_empty() => {
             crate::validate::check_cross_fields(&req, &mut w.errors);
             if w.errors.is_empty() {
-                Ok(req)
+                Ok(ValidInvoice::checked(req))
             } else {
                 Err(ValidationErrors(w.errors))
             }

@@ -295,7 +295,7 @@ fn credit_notes_need_reference_and_nature() {
     v["credit_note"] = json!({"reference": "TEST-E64H-2J6I-LT3E-B5TH-DUMA", "nature": "COR"});
     let req = parse_invoice(&v.to_string()).unwrap();
     assert_eq!(
-        req.credit_note.unwrap().reference,
+        req.credit_note.as_ref().unwrap().reference,
         "TESTE64H2J6ILT3EB5THDUMA"
     );
 
@@ -391,10 +391,17 @@ fn client_computed_groups_are_type_checked() {
 
 #[test]
 fn validate_applies_the_same_rules_to_rust_built_requests() {
-    let mut req = parse_invoice(&base().to_string()).unwrap();
+    let mut req = parse_invoice(&base().to_string()).unwrap().into_request();
     req.cashier.name = String::new();
     req.items[0].tax_group = bonopay_core::TaxGroup::L;
     let e = bonopay_core::validate(&req).unwrap_err();
+    // The only way to the sealing pipeline refuses it the same way.
+    assert_eq!(
+        bonopay_core::ValidInvoice::new(req.clone())
+            .unwrap_err()
+            .to_string(),
+        e.to_string()
+    );
     assert!(e.has_at("cashier.name", ErrorCode::Empty), "{e}");
     assert!(
         e.has_at("items[0].kind", ErrorCode::LevyGroupRequiresTaxItem),
@@ -458,7 +465,7 @@ fn validate_and_parse_agree_on_paths_and_codes() {
         ),
     ];
     for (name, m) in mutations {
-        let mut req = parse_invoice(&base().to_string()).unwrap();
+        let mut req = parse_invoice(&base().to_string()).unwrap().into_request();
         m(&mut req);
         let key = |e: ValidationErrors| {
             let mut v: Vec<(String, String)> = e

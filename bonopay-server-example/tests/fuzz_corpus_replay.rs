@@ -396,7 +396,7 @@ mod seeds {
     }
 
     /// Every valid invoice of the `parse_canonicalize` corpus that seals.
-    fn invoices() -> Vec<(String, bonopay_core::InvoiceRequest)> {
+    fn invoices() -> Vec<(String, bonopay_core::ValidInvoice)> {
         corpus_of("parse_canonicalize")
             .into_iter()
             .filter(|(n, _)| n.starts_with("valid_"))
@@ -409,7 +409,7 @@ mod seeds {
     }
 
     /// A plain sale (the `fv_ttc` invoice).
-    fn sale() -> (String, bonopay_core::InvoiceRequest) {
+    fn sale() -> (String, bonopay_core::ValidInvoice) {
         invoices().into_iter().find(|(s, _)| s == "fv_ttc").unwrap()
     }
 
@@ -421,7 +421,7 @@ mod seeds {
         let (f, clock) = fiscalizer(signer);
         let mut sealed = Vec::new();
         for (stem, req) in invoices() {
-            match f.seal(&req, &format!("seed-{stem}")) {
+            match f.seal(&req, &format!("seed-{stem}").parse().unwrap()) {
                 Ok(s) => {
                     write(
                         "sealed_payload",
@@ -440,7 +440,7 @@ mod seeds {
         let def = Arc::new(SimulatedDef::from_pkcs8_pem("NID-DEF-0001", SEED_KEY).unwrap());
         let (fd, _) = fiscalizer(def);
         let (stem, req) = sale();
-        let s = fd.seal(&req, "seed-def").unwrap();
+        let s = fd.seal(&req, &"seed-def".parse().unwrap()).unwrap();
         assert!(s.invoice.device_counter.is_some());
         write(
             "sealed_payload",
@@ -561,7 +561,8 @@ mod seeds {
             .into_iter()
             .filter(|(s, _)| ["fv_ttc", "fa_rrr", "fv_usd_ttc"].contains(&s.as_str()))
         {
-            f.seal(&req, &format!("bundle-{stem}")).unwrap();
+            f.seal(&req, &format!("bundle-{stem}").parse().unwrap())
+                .unwrap();
             clock.advance(60_000);
         }
         f.a_report("kin-01", &identity(), true).unwrap();
@@ -579,7 +580,8 @@ mod seeds {
         f.z_report("kin-01", &identity()).unwrap();
         clock.advance(DAY);
         let (stem, req) = sale();
-        f.seal(&req, &format!("seed-day2-{stem}")).unwrap();
+        f.seal(&req, &format!("seed-day2-{stem}").parse().unwrap())
+            .unwrap();
         f.close_periods("kin-01", &identity()).unwrap();
         f.z_report("kin-01", &identity()).unwrap();
         let export = |from_ms: Option<i64>| -> Vec<Vec<u8>> {

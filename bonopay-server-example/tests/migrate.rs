@@ -434,7 +434,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
         FiscalizerConfig::new(&dir.config.nid),
     );
     let req = bonopay_core::parse_invoice(&invoice).unwrap();
-    let replay = f.seal(&req, "m2").unwrap();
+    let replay = f.seal(&req, &"m2".parse().unwrap()).unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.invoice.elements.fiscal_number, "2/2 FV");
     // The upload state and the API key moved.
@@ -475,7 +475,7 @@ fn a_sqlite_directory_moves_into_postgres_verified_byte_for_byte() {
         Arc::clone(&dir.signer),
         FiscalizerConfig::new(&dir.config.nid),
     );
-    other.seal(&req, "elsewhere").unwrap();
+    other.seal(&req, &"elsewhere".parse().unwrap()).unwrap();
     let out = bonopay(
         &["migrate", "--data-dir", d],
         &[("BONOPAY_MIGRATE_TO", db3.url.as_str())],

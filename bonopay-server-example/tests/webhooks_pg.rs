@@ -277,7 +277,7 @@ fn two_instances_produce_and_dispatch_each_event_exactly_once() {
     for n in 0..INVOICES {
         let outlet = OUTLETS[usize::try_from(n % 2).unwrap()];
         let req = bonopay_core::parse_invoice(&invoice_for(NIF_A, outlet).to_string()).unwrap();
-        let s = f.seal(&req, &format!("w-{n}")).unwrap();
+        let s = f.seal(&req, &format!("w-{n}").parse().unwrap()).unwrap();
         sealed.push(format!("{outlet}:{}", s.seq));
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -517,7 +517,10 @@ fn every_instance_answers_the_same_subscribers_logs_and_receipts() {
     let (one, hooks_one) = instance();
     let (two, _hooks_two) = instance();
     let req = bonopay_core::parse_invoice(&example().to_string()).unwrap();
-    let seq = fiscalizer(&db.url, &signer).seal(&req, "r-1").unwrap().seq;
+    let seq = fiscalizer(&db.url, &signer)
+        .seal(&req, &"r-1".parse().unwrap())
+        .unwrap()
+        .seq;
     let invoice = format!("{OUTLET_A}:{seq}");
 
     rt.block_on(async {

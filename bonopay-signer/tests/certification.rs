@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bonopay_core::{ErrorCode, InvoiceRequest, parse_invoice};
+use bonopay_core::{ErrorCode, ValidInvoice, parse_invoice};
 use bonopay_ledger::{EntryKind, EntryMeta, LedgerStore, verify_store};
 use bonopay_signer::audit::{ExportRequest, Exporter, Verifier};
 use bonopay_signer::certification::{
@@ -24,7 +24,7 @@ use common::{Db, on_every_store};
 /// 2026-11-28T08:00:00Z.
 const T0: i64 = 1_795_852_800_000;
 
-fn request(ty: &str, items: Value, payment: &str, credit: Option<Value>) -> InvoiceRequest {
+fn request(ty: &str, items: Value, payment: &str, credit: Option<Value>) -> ValidInvoice {
     let mut v = json!({
         "merchant_nif": "A1309334L", "outlet_id": "kin-01", "pos_terminal_id": "till-1",
         "cashier": {"id": "c-07", "name": "Mbuyi Kalala"}, "invoice_type": ty, "price_mode": "TTC",
@@ -37,7 +37,7 @@ fn request(ty: &str, items: Value, payment: &str, credit: Option<Value>) -> Invo
     parse_invoice(&v.to_string()).unwrap()
 }
 
-fn sale() -> InvoiceRequest {
+fn sale() -> ValidInvoice {
     request(
         "FV",
         json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1160", "quantity": "3", "tax_group": "B"}]),
@@ -46,7 +46,7 @@ fn sale() -> InvoiceRequest {
     )
 }
 
-fn credit(reference: &str, qty: &str) -> InvoiceRequest {
+fn credit(reference: &str, qty: &str) -> ValidInvoice {
     let amount = (1160 * qty.parse::<i64>().unwrap()).to_string();
     request(
         "FA",
@@ -123,7 +123,7 @@ fn verify_bundle(lines: &[Vec<u8>]) -> bonopay_signer::audit::BundleReport {
 fn a_certification_is_recorded_once_and_links_to_its_invoice() {
     on_every_store(|db| {
         let r = rig(db);
-        let s = r.f.seal(&sale(), "k1").unwrap();
+        let s = r.f.seal(&sale(), &"k1".parse().unwrap()).unwrap();
         let code = "ABCDEFGHIJKLMNOPQRSTUVWX";
         let c =
             r.f.record_certification(
@@ -163,7 +163,7 @@ fn a_certification_is_recorded_once_and_links_to_its_invoice() {
             "{other:?}"
         );
         // The same DGI code for another invoice: refused.
-        let s2 = r.f.seal(&sale(), "k2").unwrap();
+        let s2 = r.f.seal(&sale(), &"k2".parse().unwrap()).unwrap();
         let dup = r.f.record_certification(
             "kin-01",
             s2.seq,
@@ -223,7 +223,7 @@ fn a_certification_is_recorded_once_and_links_to_its_invoice() {
 fn credit_notes_may_quote_the_dgi_code_and_are_counted_against_one_original() {
     on_every_store(|db| {
         let r = rig(db);
-        let s = r.f.seal(&sale(), "k1").unwrap();
+        let s = r.f.seal(&sale(), &"k1".parse().unwrap()).unwrap();
         // The e-MCF returned its code dashed (as Benin's e-MECeF prints it).
         let dgi = "DGIC-ODEA-AAAA-AAAA-AAAA-AAAA";
         r.f.record_certification(
@@ -235,10 +235,12 @@ fn credit_notes_may_quote_the_dgi_code_and_are_counted_against_one_original() {
         )
         .unwrap();
         // Two of the three soaps credited quoting the DGI code, as printed…
-        r.f.seal(&credit(dgi, "2"), "c1").unwrap();
+        r.f.seal(&credit(dgi, "2"), &"c1".parse().unwrap()).unwrap();
         // …so quoting Bono Pay's code, only one more may be.
         let ours = s.invoice.elements.authentication_code.clone();
-        let over = r.f.seal(&credit(&ours, "2"), "c2").unwrap_err();
+        let over =
+            r.f.seal(&credit(&ours, "2"), &"c2".parse().unwrap())
+                .unwrap_err();
         match over {
             SealError::Invalid(v) => assert!(
                 v.0.iter().any(|e| e.code == ErrorCode::CreditExceedsSold),
@@ -246,11 +248,15 @@ fn credit_notes_may_quote_the_dgi_code_and_are_counted_against_one_original() {
             ),
             other => panic!("{other:?}"),
         }
-        r.f.seal(&credit(&ours, "1"), "c3").unwrap();
+        r.f.seal(&credit(&ours, "1"), &"c3".parse().unwrap())
+            .unwrap();
         // A code nobody issued is no original.
         let unknown =
-            r.f.seal(&credit("NOPENOPENOPENOPENOPENOPE", "1"), "c4")
-                .unwrap_err();
+            r.f.seal(
+                &credit("NOPENOPENOPENOPENOPENOPE", "1"),
+                &"c4".parse().unwrap(),
+            )
+            .unwrap_err();
         match unknown {
             SealError::Invalid(v) => assert!(
                 v.0.iter().any(|e| e.code == ErrorCode::OriginalNotFound),
@@ -336,8 +342,8 @@ fn the_verifiers_refuse_a_certification_that_does_not_link_to_its_invoice() {
         for (name, edit, want) in cases {
             let case_db = Db::new(db.backend);
             let r = rig(&case_db);
-            let s = r.f.seal(&sale(), "k1").unwrap();
-            r.f.seal(&sale(), "k2").unwrap();
+            let s = r.f.seal(&sale(), &"k1".parse().unwrap()).unwrap();
+            r.f.seal(&sale(), &"k2".parse().unwrap()).unwrap();
             r.f.record_incomplete_sale(
                 "kin-01",
                 &bonopay_signer::IncompleteSale {
@@ -361,7 +367,7 @@ fn the_verifiers_refuse_a_certification_that_does_not_link_to_its_invoice() {
         // The unedited forgery is a genuine-looking certification: accepted,
         // which shows the cases above fail for their edit alone.
         let r = rig(db);
-        let s = r.f.seal(&sale(), "k1").unwrap();
+        let s = r.f.seal(&sale(), &"k1".parse().unwrap()).unwrap();
         forge(&r, s.seq, |_| {});
         assert!(chain(&r).is_valid());
         // A second certification of the same invoice is refused by the walk.
@@ -377,7 +383,7 @@ fn the_verifiers_refuse_a_certification_that_does_not_link_to_its_invoice() {
 fn an_altered_dgi_element_in_the_ledger_breaks_the_chain() {
     on_every_store(|db| {
         let r = rig(db);
-        let s = r.f.seal(&sale(), "k1").unwrap();
+        let s = r.f.seal(&sale(), &"k1".parse().unwrap()).unwrap();
         let c =
             r.f.record_certification(
                 "kin-01",
@@ -418,7 +424,7 @@ fn an_altered_dgi_element_in_the_ledger_breaks_the_chain() {
 fn certification_vector() {
     on_every_store(|db| {
         let r = rig(db);
-        let s = r.f.seal(&sale(), "k1").unwrap();
+        let s = r.f.seal(&sale(), &"k1".parse().unwrap()).unwrap();
         let el = elements("ABCDEFGHIJKLMNOPQRSTUVWX");
         let c =
             r.f.record_certification(

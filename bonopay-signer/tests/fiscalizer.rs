@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::thread;
 
-use bonopay_core::{ErrorCode, InvoiceRequest, parse_invoice};
+use bonopay_core::{ErrorCode, ValidInvoice, parse_invoice};
 use bonopay_ledger::{ChainOnly, LedgerStore, verify_store};
 use bonopay_signer::{
     FaultySigner, Fiscalizer, FiscalizerConfig, ManualClock, PublicKey, ReplayCheck, SealError,
@@ -29,7 +29,7 @@ fn invoice(outlet: &str, items: Value, payment: &str) -> Value {
     })
 }
 
-fn sale(outlet: &str) -> InvoiceRequest {
+fn sale(outlet: &str) -> ValidInvoice {
     parse_invoice(
         &invoice(
             outlet,
@@ -84,7 +84,10 @@ fn chain_ok(r: &Rig, outlet: &str) -> u64 {
 fn sealing_returns_the_five_security_elements() {
     on_every_store(|db| {
         let r = rig_on(db);
-        let s = r.fiscalizer.seal(&sale("kin-01"), "key-1").unwrap();
+        let s = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"key-1".parse().unwrap())
+            .unwrap();
         let e = &s.invoice.elements;
         assert_eq!(e.fiscal_number, "1/1 FV");
         assert_eq!(e.fiscal_authority_id, "NID-BONO-0001");
@@ -143,18 +146,19 @@ fn numbers_are_per_outlet_and_per_type() {
         for i in 0..3 {
             labels.push(
                 r.fiscalizer
-                    .seal(&sale("kin-01"), &format!("a{i}"))
+                    .seal(&sale("kin-01"), &format!("a{i}").parse().unwrap())
                     .unwrap()
                     .invoice
                     .elements
                     .fiscal_number,
             );
         }
-        let mut ft = sale("kin-01");
+        let mut ft = sale("kin-01").into_request();
         ft.invoice_type = bonopay_core::InvoiceType::Ft;
+        let ft = ValidInvoice::new(ft).unwrap();
         labels.push(
             r.fiscalizer
-                .seal(&ft, "ft")
+                .seal(&ft, &"ft".parse().unwrap())
                 .unwrap()
                 .invoice
                 .elements
@@ -162,7 +166,7 @@ fn numbers_are_per_outlet_and_per_type() {
         );
         labels.push(
             r.fiscalizer
-                .seal(&sale("lubum-01"), "b0")
+                .seal(&sale("lubum-01"), &"b0".parse().unwrap())
                 .unwrap()
                 .invoice
                 .elements
@@ -178,9 +182,15 @@ fn numbers_are_per_outlet_and_per_type() {
 fn idempotent_replay_consumes_nothing_and_different_content_conflicts() {
     on_every_store(|db| {
         let r = rig_on(db);
-        let first = r.fiscalizer.seal(&sale("kin-01"), "pos-42").unwrap();
+        let first = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"pos-42".parse().unwrap())
+            .unwrap();
         r.clock.advance(1000);
-        let again = r.fiscalizer.seal(&sale("kin-01"), "pos-42").unwrap();
+        let again = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"pos-42".parse().unwrap())
+            .unwrap();
         assert!(again.replayed && !first.replayed);
         assert_eq!(again.invoice.elements, first.invoice.elements);
         assert_eq!(
@@ -188,19 +198,21 @@ fn idempotent_replay_consumes_nothing_and_different_content_conflicts() {
             1,
             "nothing consumed"
         );
-        let mut other = sale("kin-01");
+        let mut other = sale("kin-01").into_request();
         other.items[0].quantity = bonopay_core::Quantity::parse("4").unwrap();
         other.payments[0].amount = bonopay_core::Money::parse("134240").unwrap();
+        let other = ValidInvoice::new(other).unwrap();
         assert!(matches!(
-            r.fiscalizer.seal(&other, "pos-42"),
+            r.fiscalizer.seal(&other, &"pos-42".parse().unwrap()),
             Err(SealError::IdempotencyConflict { .. })
         ));
         // Keys are scoped per merchant.
-        let mut other_merchant = sale("kin-01");
+        let mut other_merchant = sale("kin-01").into_request();
         other_merchant.merchant_nif = "B0000001Z".into();
+        let other_merchant = ValidInvoice::new(other_merchant).unwrap();
         assert!(
             !r.fiscalizer
-                .seal(&other_merchant, "pos-42")
+                .seal(&other_merchant, &"pos-42".parse().unwrap())
                 .unwrap()
                 .replayed
         );
@@ -219,13 +231,18 @@ fn idempotency_survives_a_restart() {
                 db.open(),
                 Arc::new(SoftwareSigner::load(&key_path).unwrap()),
             );
-            r.fiscalizer.seal(&sale("kin-01"), "k").unwrap()
+            r.fiscalizer
+                .seal(&sale("kin-01"), &"k".parse().unwrap())
+                .unwrap()
         };
         let r = rig_with(
             db.open(),
             Arc::new(SoftwareSigner::load(&key_path).unwrap()),
         );
-        let again = r.fiscalizer.seal(&sale("kin-01"), "k").unwrap();
+        let again = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"k".parse().unwrap())
+            .unwrap();
         assert!(again.replayed);
         assert_eq!(again.invoice.elements, first.invoice.elements);
         assert_eq!(chain_ok(&r, "kin-01"), 1);
@@ -239,7 +256,11 @@ fn concurrent_duplicate_submissions_seal_once() {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let r = Arc::clone(&r);
-                thread::spawn(move || r.fiscalizer.seal(&sale("kin-01"), "dup").unwrap())
+                thread::spawn(move || {
+                    r.fiscalizer
+                        .seal(&sale("kin-01"), &"dup".parse().unwrap())
+                        .unwrap()
+                })
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -267,7 +288,7 @@ fn concurrent_duplicates_across_outlets_of_one_merchant_conflict_not_duplicate()
             .into_iter()
             .map(|o| {
                 let r = Arc::clone(&r);
-                thread::spawn(move || r.fiscalizer.seal(&sale(o), "shared-key"))
+                thread::spawn(move || r.fiscalizer.seal(&sale(o), &"shared-key".parse().unwrap()))
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -283,7 +304,7 @@ fn concurrent_duplicates_across_outlets_of_one_merchant_conflict_not_duplicate()
     });
 }
 
-fn credit(reference: &str, nature: &str, items: Value, payment: &str) -> InvoiceRequest {
+fn credit(reference: &str, nature: &str, items: Value, payment: &str) -> ValidInvoice {
     let mut v = invoice("kin-01", items, payment);
     v["invoice_type"] = json!("FA");
     v["credit_note"] = json!({"reference": reference, "nature": nature});
@@ -301,7 +322,10 @@ fn errs(e: SealError) -> bonopay_core::ValidationErrors {
 fn credit_note_rules() {
     on_every_store(|db| {
         let r = rig_on(db);
-        let orig = r.fiscalizer.seal(&sale("kin-01"), "sale").unwrap();
+        let orig = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"sale".parse().unwrap())
+            .unwrap();
         let code = orig.invoice.elements.authentication_code.clone();
         let soap = |q: &str, price: &str| json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": price, "quantity": q, "tax_group": "B"}]);
 
@@ -309,16 +333,25 @@ fn credit_note_rules() {
         let dashed = orig.invoice.elements.authentication_code_display.clone();
         let c1 = r
             .fiscalizer
-            .seal(&credit(&dashed, "RAM", soap("1", "1160"), "1160"), "c1")
+            .seal(
+                &credit(&dashed, "RAM", soap("1", "1160"), "1160"),
+                &"c1".parse().unwrap(),
+            )
             .unwrap();
         assert_eq!(c1.invoice.elements.fiscal_number, "1/2 FA");
         r.fiscalizer
-            .seal(&credit(&code, "RAM", soap("1.5", "1160"), "1740"), "c2")
+            .seal(
+                &credit(&code, "RAM", soap("1.5", "1160"), "1740"),
+                &"c2".parse().unwrap(),
+            )
             .unwrap();
         // A third would exceed the 3 sold.
         let e = errs(
             r.fiscalizer
-                .seal(&credit(&code, "RAM", soap("0.6", "1160"), "696"), "c3")
+                .seal(
+                    &credit(&code, "RAM", soap("0.6", "1160"), "696"),
+                    &"c3".parse().unwrap(),
+                )
                 .unwrap_err(),
         );
         assert!(
@@ -328,7 +361,10 @@ fn credit_note_rules() {
         // Same unit price required.
         let e = errs(
             r.fiscalizer
-                .seal(&credit(&code, "COR", soap("0.5", "1000"), "500"), "c4")
+                .seal(
+                    &credit(&code, "COR", soap("0.5", "1000"), "500"),
+                    &"c4".parse().unwrap(),
+                )
                 .unwrap_err(),
         );
         assert!(
@@ -339,7 +375,7 @@ fn credit_note_rules() {
         let other = json!([{"code": "HUILE", "kind": "BIE", "name": "Huile", "unit_price": "8700", "quantity": "1", "tax_group": "B"}]);
         let e = errs(
             r.fiscalizer
-                .seal(&credit(&code, "RAM", other, "8700"), "c5")
+                .seal(&credit(&code, "RAM", other, "8700"), &"c5".parse().unwrap())
                 .unwrap_err(),
         );
         assert!(
@@ -351,7 +387,7 @@ fn credit_note_rules() {
             r.fiscalizer
                 .seal(
                     &credit("AAAABBBBCCCCDDDDEEEEFFFF", "RAM", soap("1", "1160"), "1160"),
-                    "c6",
+                    &"c6".parse().unwrap(),
                 )
                 .unwrap_err(),
         );
@@ -360,9 +396,14 @@ fn credit_note_rules() {
             "{e}"
         );
         // Another merchant's invoice is "not found", revealing nothing.
-        let mut foreign = credit(&code, "RAM", soap("1", "1160"), "1160");
+        let mut foreign = credit(&code, "RAM", soap("1", "1160"), "1160").into_request();
         foreign.merchant_nif = "B0000001Z".into();
-        let e = errs(r.fiscalizer.seal(&foreign, "c7").unwrap_err());
+        let foreign = ValidInvoice::new(foreign).unwrap();
+        let e = errs(
+            r.fiscalizer
+                .seal(&foreign, &"c7".parse().unwrap())
+                .unwrap_err(),
+        );
         assert!(
             e.has_at("credit_note.reference", ErrorCode::OriginalNotFound),
             "{e}"
@@ -377,7 +418,7 @@ fn credit_note_rules() {
                         soap("0.1", "1160"),
                         "116",
                     ),
-                    "c8",
+                    &"c8".parse().unwrap(),
                 )
                 .unwrap_err(),
         );
@@ -388,7 +429,7 @@ fn credit_note_rules() {
         // RRR needs no original.
         let rrr = json!([{"code": "REM", "kind": "SER", "name": "Remise fidélité", "unit_price": "500", "quantity": "1", "tax_group": "B"}]);
         r.fiscalizer
-            .seal(&credit("RRR", "RRR", rrr, "500"), "c9")
+            .seal(&credit("RRR", "RRR", rrr, "500"), &"c9".parse().unwrap())
             .unwrap();
         // Failed credit notes consumed nothing.
         assert_eq!(chain_ok(&r, "kin-01"), 4);
@@ -400,12 +441,14 @@ fn a_failing_signer_appends_nothing_and_the_chain_continues_after_recovery() {
     on_every_store(|db| {
         let signer = Arc::new(FaultySigner::new(SoftwareSigner::generate().unwrap()));
         let r = rig_with(db.open(), signer.clone());
-        r.fiscalizer.seal(&sale("kin-01"), "s1").unwrap();
+        r.fiscalizer
+            .seal(&sale("kin-01"), &"s1".parse().unwrap())
+            .unwrap();
         signer.set_down(true);
         for i in 0..3 {
             let err = r
                 .fiscalizer
-                .seal(&sale("kin-01"), &format!("down{i}"))
+                .seal(&sale("kin-01"), &format!("down{i}").parse().unwrap())
                 .unwrap_err();
             assert!(
                 matches!(err, SealError::SignerUnavailable(_)) && err.is_retryable(),
@@ -418,7 +461,10 @@ fn a_failing_signer_appends_nothing_and_the_chain_continues_after_recovery() {
             "nothing appended, no number consumed"
         );
         signer.set_down(false);
-        let s = r.fiscalizer.seal(&sale("kin-01"), "down0").unwrap();
+        let s = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"down0".parse().unwrap())
+            .unwrap();
         assert_eq!(s.invoice.elements.fiscal_number, "2/2 FV");
         assert_eq!(chain_ok(&r, "kin-01"), 2);
     });
@@ -428,26 +474,40 @@ fn a_failing_signer_appends_nothing_and_the_chain_continues_after_recovery() {
 fn a_clock_stepping_backwards_never_produces_an_earlier_timestamp() {
     on_every_store(|db| {
         let r = rig_on(db);
-        let a = r.fiscalizer.seal(&sale("kin-01"), "t1").unwrap();
+        let a = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"t1".parse().unwrap())
+            .unwrap();
         r.clock.advance(-60_000); // one minute back: within the 5-minute tolerance
-        let b = r.fiscalizer.seal(&sale("kin-01"), "t2").unwrap();
+        let b = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"t2".parse().unwrap())
+            .unwrap();
         assert_eq!(
             b.invoice.elements.timestamp, a.invoice.elements.timestamp,
             "time held"
         );
         r.clock.advance(-10 * 60_000); // far behind: refused
-        let err = r.fiscalizer.seal(&sale("kin-01"), "t3").unwrap_err();
+        let err = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"t3".parse().unwrap())
+            .unwrap_err();
         assert!(
             matches!(err, SealError::ClockBehind { .. }) && err.is_retryable(),
             "{err:?}"
         );
         assert_eq!(r.fiscalizer.store().head("kin-01").unwrap().seq, 2);
         r.clock.set(T0 + 120_000);
-        let c = r.fiscalizer.seal(&sale("kin-01"), "t3").unwrap();
+        let c = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"t3".parse().unwrap())
+            .unwrap();
         assert_eq!(c.invoice.elements.timestamp, "2026-11-28T09:02:00+01:00");
         // Other outlets are unaffected by this outlet's history.
         r.clock.set(T0 - 3_600_000);
-        r.fiscalizer.seal(&sale("kin-02"), "t4").unwrap();
+        r.fiscalizer
+            .seal(&sale("kin-02"), &"t4".parse().unwrap())
+            .unwrap();
         chain_ok(&r, "kin-01");
     });
 }
@@ -458,10 +518,16 @@ fn numbers_restart_with_the_fiscal_year_in_local_time() {
         let r = rig_on(db);
         // 2026-12-31 23:59:30 in Kinshasa is 22:59:30 UTC.
         r.clock.set(1_798_757_970_000);
-        let a = r.fiscalizer.seal(&sale("kin-01"), "y1").unwrap();
+        let a = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"y1".parse().unwrap())
+            .unwrap();
         assert_eq!(a.invoice.elements.timestamp, "2026-12-31T23:59:30+01:00");
         r.clock.advance(60_000);
-        let b = r.fiscalizer.seal(&sale("kin-01"), "y2").unwrap();
+        let b = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"y2".parse().unwrap())
+            .unwrap();
         assert_eq!(b.invoice.elements.timestamp, "2027-01-01T00:00:30+01:00");
         assert_eq!(b.invoice.elements.fiscal_number, "1/1 FV");
         assert_eq!(b.seq, 2);
@@ -473,8 +539,14 @@ fn numbers_restart_with_the_fiscal_year_in_local_time() {
 fn forged_or_altered_seals_are_rejected() {
     on_every_store(|db| {
         let r = rig_on(db);
-        let s = r.fiscalizer.seal(&sale("kin-01"), "f1").unwrap();
-        let t = r.fiscalizer.seal(&sale("kin-01"), "f2").unwrap();
+        let s = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"f1".parse().unwrap())
+            .unwrap();
+        let t = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"f2".parse().unwrap())
+            .unwrap();
         let payload = String::from_utf8(s.invoice.payload.clone()).unwrap();
         let keys = &r.keys;
 
@@ -547,7 +619,7 @@ fn a_tampered_ledger_payload_fails_the_signature_aware_verifier() {
         let r = rig_on(db);
         for i in 0..3 {
             r.fiscalizer
-                .seal(&sale("kin-01"), &format!("v{i}"))
+                .seal(&sale("kin-01"), &format!("v{i}").parse().unwrap())
                 .unwrap();
         }
         // An attacker rebuilds a consistent chain with an altered invoice in it:
@@ -599,7 +671,7 @@ fn many_threads_on_many_outlets() {
                     (0..15)
                         .map(|i| {
                             r.fiscalizer
-                                .seal(&sale(&outlet), &format!("t{t}-{i}"))
+                                .seal(&sale(&outlet), &format!("t{t}-{i}").parse().unwrap())
                                 .unwrap()
                                 .invoice
                                 .elements
@@ -628,8 +700,14 @@ fn a_simulated_def_signs_and_its_counter_is_mirrored_in_the_ledger() {
     on_every_store(|db| {
         let def = Arc::new(SimulatedDef::ephemeral("DEF-SIM-7").unwrap());
         let r = rig_with(db.open(), def.clone());
-        let a = r.fiscalizer.seal(&sale("kin-01"), "d1").unwrap();
-        let b = r.fiscalizer.seal(&sale("kin-01"), "d2").unwrap();
+        let a = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"d1".parse().unwrap())
+            .unwrap();
+        let b = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"d2".parse().unwrap())
+            .unwrap();
         assert_eq!(
             (a.invoice.device_counter, b.invoice.device_counter),
             (Some(1), Some(2))
@@ -663,7 +741,10 @@ fn after_a_key_rotation_old_invoices_replay_and_can_be_credited() {
         let old = SoftwareSigner::generate().unwrap();
         let old_pub = old.public_key().clone();
         let r1 = rig_with(store.clone(), Arc::new(old));
-        let orig = r1.fiscalizer.seal(&sale("kin-01"), "before").unwrap();
+        let orig = r1
+            .fiscalizer
+            .seal(&sale("kin-01"), &"before".parse().unwrap())
+            .unwrap();
         // Rotate: a new key signs from now on.
         let new: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate().unwrap());
         let mut config = FiscalizerConfig::new("NID-BONO-0001");
@@ -675,7 +756,7 @@ fn after_a_key_rotation_old_invoices_replay_and_can_be_credited() {
         );
         assert!(
             matches!(
-                strict.seal(&sale("kin-01"), "before"),
+                strict.seal(&sale("kin-01"), &"before".parse().unwrap()),
                 Err(SealError::Corrupt(_))
             ),
             "without the old key it cannot read the old seal"
@@ -687,7 +768,7 @@ fn after_a_key_rotation_old_invoices_replay_and_can_be_credited() {
             Arc::new(ManualClock::new(T0 + 1000)),
             config,
         );
-        let replay = f.seal(&sale("kin-01"), "before").unwrap();
+        let replay = f.seal(&sale("kin-01"), &"before".parse().unwrap()).unwrap();
         assert!(replay.replayed);
         assert_eq!(replay.invoice.elements, orig.invoice.elements);
         let soap = json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1160", "quantity": "1", "tax_group": "B"}]);
@@ -699,7 +780,7 @@ fn after_a_key_rotation_old_invoices_replay_and_can_be_credited() {
                     soap,
                     "1160",
                 ),
-                "credit",
+                &"credit".parse().unwrap(),
             )
             .unwrap();
         assert_eq!(c.invoice.elements.fiscal_number, "1/2 FA");
@@ -717,13 +798,19 @@ fn a_replay_is_answered_even_while_the_signer_is_down() {
     on_every_store(|db| {
         let signer = Arc::new(FaultySigner::new(SoftwareSigner::generate().unwrap()));
         let r = rig_with(db.open(), signer.clone());
-        let first = r.fiscalizer.seal(&sale("kin-01"), "retry-me").unwrap();
+        let first = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"retry-me".parse().unwrap())
+            .unwrap();
         signer.set_down(true);
-        let again = r.fiscalizer.seal(&sale("kin-01"), "retry-me").unwrap();
+        let again = r
+            .fiscalizer
+            .seal(&sale("kin-01"), &"retry-me".parse().unwrap())
+            .unwrap();
         assert!(again.replayed);
         assert_eq!(again.invoice.elements, first.invoice.elements);
         assert!(matches!(
-            r.fiscalizer.seal(&sale("kin-01"), "new"),
+            r.fiscalizer.seal(&sale("kin-01"), &"new".parse().unwrap()),
             Err(SealError::SignerUnavailable(_))
         ));
     });
@@ -746,7 +833,7 @@ fn two_fiscalizers_on_one_store_never_fork_or_skip() {
                 &a.fiscalizer
             };
             numbers.push(
-                f.seal(&sale("kin-01"), &format!("k{i}"))
+                f.seal(&sale("kin-01"), &format!("k{i}").parse().unwrap())
                     .unwrap()
                     .invoice
                     .elements
@@ -782,7 +869,7 @@ fn two_instances_racing_credit_notes_never_credit_more_than_was_sold() {
                 signer,
                 FiscalizerConfig::new("NID-BONO-0001"),
             ));
-            let orig = a.seal(&sale("kin-01"), "sale").unwrap();
+            let orig = a.seal(&sale("kin-01"), &"sale".parse().unwrap()).unwrap();
             let code = orig.invoice.elements.authentication_code.clone();
             let note = credit(
                 &code,
@@ -797,7 +884,7 @@ fn two_instances_racing_credit_notes_never_credit_more_than_was_sold() {
                     let (note, gate) = (note.clone(), Arc::clone(&gate));
                     thread::spawn(move || {
                         gate.wait();
-                        f.seal(&note, key)
+                        f.seal(&note, &key.parse().unwrap())
                     })
                 })
                 .collect();
@@ -869,14 +956,18 @@ fn while_signing_is_slow_a_retry_is_answered_without_signing() {
                 after_retry: std::time::Duration::ZERO,
             },
         );
-        let first = f.seal(&sale("kin-01"), "k").unwrap();
+        let first = f.seal(&sale("kin-01"), &"k".parse().unwrap()).unwrap();
         assert_eq!(signer.calls(), 1);
-        let again = f.seal(&sale("kin-01"), "k").unwrap();
+        let again = f.seal(&sale("kin-01"), &"k".parse().unwrap()).unwrap();
         assert!(again.replayed);
         assert_eq!(again.invoice.elements, first.invoice.elements);
         assert_eq!(signer.calls(), 1, "the retry was signed again");
         // A new key still seals.
-        assert!(!f.seal(&sale("kin-01"), "k2").unwrap().replayed);
+        assert!(
+            !f.seal(&sale("kin-01"), &"k2".parse().unwrap())
+                .unwrap()
+                .replayed
+        );
         assert_eq!(signer.calls(), 2);
     });
 }
@@ -895,14 +986,14 @@ fn with_a_fast_signer_a_retry_signs_again_but_seals_nothing_new() {
                 after_retry: std::time::Duration::ZERO,
             },
         );
-        let first = f.seal(&sale("kin-01"), "k").unwrap();
-        let again = f.seal(&sale("kin-01"), "k").unwrap();
+        let first = f.seal(&sale("kin-01"), &"k".parse().unwrap()).unwrap();
+        let again = f.seal(&sale("kin-01"), &"k".parse().unwrap()).unwrap();
         assert_eq!(signer.calls(), 2, "the retry is found at append");
         assert!(again.replayed && !first.replayed);
         assert_eq!(again.invoice.elements, first.invoice.elements);
         assert_eq!(f.store().head("kin-01").unwrap().seq, 1, "nothing consumed");
         // And the next invoice continues the chain at 2.
-        let next = f.seal(&sale("kin-01"), "k3").unwrap();
+        let next = f.seal(&sale("kin-01"), &"k3".parse().unwrap()).unwrap();
         assert_eq!(next.seq, 2);
     });
 }
@@ -912,8 +1003,12 @@ fn replay_check_always_never_signs_a_retry() {
     on_every_store(|db| {
         let signer = Arc::new(CountingSigner::new(0));
         let f = rig_checking(db, Arc::clone(&signer), ReplayCheck::Always);
-        f.seal(&sale("kin-01"), "k").unwrap();
-        assert!(f.seal(&sale("kin-01"), "k").unwrap().replayed);
+        f.seal(&sale("kin-01"), &"k".parse().unwrap()).unwrap();
+        assert!(
+            f.seal(&sale("kin-01"), &"k".parse().unwrap())
+                .unwrap()
+                .replayed
+        );
         assert_eq!(signer.calls(), 1);
     });
 }
@@ -931,16 +1026,28 @@ fn after_a_retry_is_found_at_append_retries_are_answered_without_signing() {
             },
         );
         for k in ["a", "b", "c"] {
-            f.seal(&sale("kin-01"), k).unwrap();
+            f.seal(&sale("kin-01"), &k.parse().unwrap()).unwrap();
         }
         assert_eq!(signer.calls(), 3);
         // The first retry is signed and found at append...
-        assert!(f.seal(&sale("kin-01"), "a").unwrap().replayed);
+        assert!(
+            f.seal(&sale("kin-01"), &"a".parse().unwrap())
+                .unwrap()
+                .replayed
+        );
         assert_eq!(signer.calls(), 4);
         // ...and from then on (a till replaying its queue) retries are looked
         // up first.
-        assert!(f.seal(&sale("kin-01"), "b").unwrap().replayed);
-        assert!(f.seal(&sale("kin-01"), "c").unwrap().replayed);
+        assert!(
+            f.seal(&sale("kin-01"), &"b".parse().unwrap())
+                .unwrap()
+                .replayed
+        );
+        assert!(
+            f.seal(&sale("kin-01"), &"c".parse().unwrap())
+                .unwrap()
+                .replayed
+        );
         assert_eq!(signer.calls(), 4);
         assert_eq!(f.store().head("kin-01").unwrap().seq, 3);
     });

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::thread;
 
-use bonopay_core::{InvoiceRequest, parse_invoice};
+use bonopay_core::{ValidInvoice, parse_invoice};
 use bonopay_ledger::{EntryKind, EntryMeta, LedgerStore, verify_store};
 use bonopay_signer::audit::{ExportRequest, Exporter, UnreadableBundle, Verifier};
 use bonopay_signer::event::{event_digest, event_payload};
@@ -25,7 +25,7 @@ const T0: i64 = 1_795_852_800_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
-fn request(outlet: &str, ty: &str, items: Value, payments: Value) -> InvoiceRequest {
+fn request(outlet: &str, ty: &str, items: Value, payments: Value) -> ValidInvoice {
     let mut v = json!({
         "merchant_nif": "A1309334L", "outlet_id": outlet, "pos_terminal_id": "till-1",
         "cashier": {"id": "c-07", "name": "Mbuyi Kalala"}, "invoice_type": ty, "price_mode": "TTC",
@@ -39,7 +39,7 @@ fn request(outlet: &str, ty: &str, items: Value, payments: Value) -> InvoiceRequ
 
 /// Soap 3 × 1 160 (group B, 16 %) and rice 2 × 64 800 (group C, 8 %), TTC:
 /// 133 080 in all. B: 3 480 = 3 000 + 480 VAT; C: 129 600 = 120 000 + 9 600.
-fn sale(outlet: &str) -> InvoiceRequest {
+fn sale(outlet: &str) -> ValidInvoice {
     request(
         outlet,
         "FV",
@@ -52,7 +52,7 @@ fn sale(outlet: &str) -> InvoiceRequest {
 }
 
 /// A commercial reduction (RRR) of one soap: 1 160 = 1 000 + 160 VAT.
-fn reduction(outlet: &str) -> InvoiceRequest {
+fn reduction(outlet: &str) -> ValidInvoice {
     request(
         outlet,
         "FA",
@@ -104,7 +104,8 @@ fn chain_ok(r: &Rig, outlet: &str) {
 
 fn seal_n(r: &Rig, outlet: &str, n: usize, tag: &str) {
     for i in 0..n {
-        r.f.seal(&sale(outlet), &format!("{tag}-{i}")).unwrap();
+        r.f.seal(&sale(outlet), &format!("{tag}-{i}").parse().unwrap())
+            .unwrap();
         r.clock.advance(1000);
     }
 }
@@ -120,7 +121,8 @@ fn x_shows_the_session_and_z_closes_it() {
     on_every_store(|db| {
         let r = rig(db);
         seal_n(&r, "kin-01", 3, "s");
-        r.f.seal(&reduction("kin-01"), "rrr").unwrap();
+        r.f.seal(&reduction("kin-01"), &"rrr".parse().unwrap())
+            .unwrap();
         r.f.record_incomplete_sale(
             "kin-01",
             &IncompleteSale {
@@ -231,7 +233,8 @@ fn z_under_concurrent_sales_counts_every_invoice_exactly_once() {
                 let f = f.clone();
                 thread::spawn(move || {
                     for i in 0..40 {
-                        f.seal(&sale("kin-01"), &format!("t{t}-{i}")).unwrap();
+                        f.seal(&sale("kin-01"), &format!("t{t}-{i}").parse().unwrap())
+                            .unwrap();
                     }
                 })
             })
@@ -272,11 +275,11 @@ fn daily_closings_follow_the_outlets_time_zone() {
         // 2026-11-28 22:30 UTC: 23:30 on the 28th in Kinshasa, but 00:30 on
         // the 29th in Lubumbashi.
         r.clock.set(T0 + 14 * HOUR + 30 * 60_000);
-        r.f.seal(&sale("kin-01"), "k1").unwrap();
-        r.f.seal(&sale("lub-01"), "l1").unwrap();
+        r.f.seal(&sale("kin-01"), &"k1".parse().unwrap()).unwrap();
+        r.f.seal(&sale("lub-01"), &"l1".parse().unwrap()).unwrap();
         r.clock.advance(HOUR); // 00:30 / 01:30 on the 29th
-        r.f.seal(&sale("kin-01"), "k2").unwrap();
-        r.f.seal(&sale("lub-01"), "l2").unwrap();
+        r.f.seal(&sale("kin-01"), &"k2".parse().unwrap()).unwrap();
+        r.f.seal(&sale("lub-01"), &"l2".parse().unwrap()).unwrap();
 
         // On the 29th, Kinshasa can close the 28th; Lubumbashi has nothing to close.
         let kin = r.f.close_periods("kin-01", &id()).unwrap();
@@ -366,7 +369,8 @@ fn a_reports_count_per_article_since_the_last_one() {
     on_every_store(|db| {
         let r = rig(db);
         seal_n(&r, "kin-01", 2, "s");
-        r.f.seal(&reduction("kin-01"), "rrr").unwrap();
+        r.f.seal(&reduction("kin-01"), &"rrr".parse().unwrap())
+            .unwrap();
         let preview = r.f.a_report("kin-01", &id(), false).unwrap();
         assert!(preview.sealed.is_none());
         let a = r.f.a_report("kin-01", &id(), true).unwrap();
@@ -432,7 +436,7 @@ fn bad_incomplete_sales_are_refused_and_a_failing_signer_appends_nothing() {
             r.clock.clone(),
             FiscalizerConfig::new("NID-BONO-0001"),
         );
-        f.seal(&sale("kin-01"), "a").unwrap();
+        f.seal(&sale("kin-01"), &"a".parse().unwrap()).unwrap();
         faulty.set_down(true);
         assert!(matches!(
             f.z_report("kin-01", &id()),
@@ -482,7 +486,8 @@ fn verify(lines: &[Vec<u8>]) -> bonopay_signer::audit::BundleReport {
 /// A day of trading with everything a bundle can hold.
 fn history(r: &Rig) {
     seal_n(r, "kin-01", 3, "a");
-    r.f.seal(&reduction("kin-01"), "rrr").unwrap();
+    r.f.seal(&reduction("kin-01"), &"rrr".parse().unwrap())
+        .unwrap();
     r.f.a_report("kin-01", &id(), true).unwrap();
     r.f.z_report("kin-01", &id()).unwrap();
     r.clock.advance(DAY);
@@ -711,7 +716,8 @@ fn statistics_of_adjacent_ranges_merge_into_the_statistics_of_their_union() {
         ));
         let r = rig_on(db.open(), config);
         seal_n(&r, "kin-01", 2, "a");
-        r.f.seal(&reduction("kin-01"), "rrr").unwrap();
+        r.f.seal(&reduction("kin-01"), &"rrr".parse().unwrap())
+            .unwrap();
         let mut usd_sale: Value = serde_json::from_str(&sale("kin-01").canonical_string()).unwrap();
         usd_sale.as_object_mut().unwrap().remove("schema");
         usd_sale["currency"] = json!("USD");
@@ -719,7 +725,7 @@ fn statistics_of_adjacent_ranges_merge_into_the_statistics_of_their_union() {
         usd_sale["items"] = json!([{"code": "SAV", "kind": "BIE", "name": "Savon", "unit_price": "1.50", "quantity": "2", "tax_group": "B"}]);
         usd_sale["payments"] = json!([{"method": "CARTEBANCAIRE", "amount": "3.00"}]);
         let usd_sale = parse_invoice(&usd_sale.to_string()).unwrap();
-        r.f.seal(&usd_sale, "usd").unwrap();
+        r.f.seal(&usd_sale, &"usd".parse().unwrap()).unwrap();
         r.f.record_incomplete_sale(
             "kin-01",
             &IncompleteSale {
@@ -790,7 +796,7 @@ fn pipelined_seals_on_one_hot_outlet_with_z_reports_and_failures_stay_exact() {
                         }
                         // Tills 0 and 1 share keys: each key seals once.
                         let key = format!("k{}-{i}", if t < 2 { 0 } else { t });
-                        match f.seal(&sale("kin-01"), &key) {
+                        match f.seal(&sale("kin-01"), &key.parse().unwrap()) {
                             Ok(s) if !s.replayed => sealed += 1,
                             Ok(_) => {}
                             Err(e) if e.is_retryable() => {}

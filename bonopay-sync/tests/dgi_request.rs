@@ -34,9 +34,12 @@ fn fiscalizer() -> Fiscalizer {
 }
 
 fn seal(f: &Fiscalizer, request: &Value, key: &str) -> SealedInvoice {
-    f.seal(&parse_invoice(&request.to_string()).unwrap(), key)
-        .unwrap()
-        .invoice
+    f.seal(
+        &parse_invoice(&request.to_string()).unwrap(),
+        &key.parse().unwrap(),
+    )
+    .unwrap()
+    .invoice
 }
 
 fn usd_sale() -> Value {

@@ -23,7 +23,7 @@ impl Transport for InProcess {
             Ok(r) => r,
             Err(e) => return Ok(Submitted::Rejected(e.to_json())),
         };
-        match self.0.seal(&req, key) {
+        match self.0.seal(&req, &key.parse().unwrap()) {
             Ok(s) => Ok(Submitted::Sealed(s.invoice.elements.authentication_code)),
             Err(SealError::Invalid(e)) => Ok(Submitted::Rejected(e.to_json())),
             Err(SealError::IdempotencyConflict { key }) => {

@@ -10,7 +10,7 @@ pub use compute::{
 };
 pub use rates::{GroupRate, RateTable, RateTableError, Treatment};
 
-use bonopay_core::{InvoiceRequest, ValidationErrors};
+use bonopay_core::{ValidInvoice, ValidationErrors};
 
 /// Parses, validates and computes in one call: the full check an invoice
 /// must pass before it can be sealed.
@@ -22,7 +22,7 @@ pub fn check_invoice(
     json: &str,
     table: &RateTable,
     reference: &dyn ReferenceRates,
-) -> Result<(InvoiceRequest, TaxResult), ValidationErrors> {
+) -> Result<(ValidInvoice, TaxResult), ValidationErrors> {
     let req = bonopay_core::parse_invoice(json)?;
     let result = compute(&req, table, reference)?;
     Ok((req, result))

@@ -37,10 +37,12 @@ pub fn run(args: &Args, stdin: &str) -> Result<String, Failure> {
             dir.signer.public_key().key_id()
         );
     }
-    let key = args
-        .idempotency_key
-        .clone()
-        .unwrap_or_else(|| req.canonical_sha256());
+    let key = bonopay_core::IdempotencyKey::new(
+        args.idempotency_key
+            .clone()
+            .unwrap_or_else(|| req.canonical_sha256()),
+    )
+    .map_err(|e| Failure::Invalid(bonopay_core::ValidationErrors(vec![e])))?;
     let fiscalizer = dir.fiscalizer().map_err(Failure::Message)?;
     let sealed = fiscalizer.seal(&req, &key).map_err(|e| match e {
         SealError::Invalid(v) => Failure::Invalid(v),

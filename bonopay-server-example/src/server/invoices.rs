@@ -398,14 +398,13 @@ pub async fn create_invoice(
         })?
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 200 && !k.chars().any(char::is_control))
+        .and_then(|k| bonopay_core::IdempotencyKey::new(k).ok())
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_idempotency_key",
                 "the Idempotency-Key must be 1 to 200 printable ASCII characters",
             )
-        })?
-        .to_owned();
+        })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("", "invalid_json", "the body is not UTF-8"))?
         .to_owned();

@@ -418,8 +418,9 @@ pub fn build(
     }
     let body = sealed.body_value().map_err(|e| e.to_string())?;
     let request_text = serde_json::to_string(&body["request"]).map_err(|e| e.to_string())?;
-    let req: InvoiceRequest =
-        bonopay_core::parse_invoice(&request_text).map_err(|e| e.to_string())?;
+    let req: InvoiceRequest = bonopay_core::parse_invoice(&request_text)
+        .map_err(|e| e.to_string())?
+        .into_request();
     let tax = &body["tax"];
     let el = &sealed.elements;
     let kind = cert.kind();
@@ -645,8 +646,11 @@ mod tests {
     }
 
     fn seal(f: &Fiscalizer, request: &str, key: &str) -> crate::Sealed {
-        f.seal(&bonopay_core::parse_invoice(request).unwrap(), key)
-            .unwrap()
+        f.seal(
+            &bonopay_core::parse_invoice(request).unwrap(),
+            &key.parse().unwrap(),
+        )
+        .unwrap()
     }
 
     fn merchant() -> MerchantProfile {

@@ -24,7 +24,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use bonopay_core::{ErrorCode, InvoiceRequest, ValidationError, ValidationErrors};
+use bonopay_core::{
+    ErrorCode, IdempotencyKey, InvoiceRequest, ValidInvoice, ValidationError, ValidationErrors,
+};
 use bonopay_ledger::{Entry, EntryKind, EntryMeta, IndexKey, LedgerError, LedgerStore};
 use bonopay_tax::{NoReferenceRates, RateTable, ReferenceRates, TaxResult};
 use chrono::{Datelike, TimeZone, Utc};
@@ -410,8 +412,13 @@ impl Fiscalizer {
         }
     }
 
-    /// Seals `req` (already parsed by [`bonopay_core::parse_invoice`]) under
-    /// `idempotency_key`, scoped to the request's merchant.
+    /// Seals `req` under `idempotency_key`, scoped to the request's merchant.
+    ///
+    /// Both arguments are types only checking can make
+    /// ([`bonopay_core::parse_invoice`] or [`ValidInvoice::new`], and
+    /// [`IdempotencyKey::new`]), so nothing is validated twice here; what
+    /// is left to refuse needs the totals ([`SealError::Invalid`] from the
+    /// tax computation) or the ledger.
     ///
     /// **Idempotency.** The same key with the same canonical content returns
     /// the original sealed invoice (`replayed = true`) and consumes nothing;
@@ -427,18 +434,13 @@ impl Fiscalizer {
     ///
     /// # Errors
     /// [`SealError`]; see [`SealError::is_retryable`].
-    pub fn seal(&self, req: &InvoiceRequest, idempotency_key: &str) -> Result<Sealed, SealError> {
-        if idempotency_key.is_empty()
-            || idempotency_key.len() > 200
-            || idempotency_key.chars().any(char::is_control)
-        {
-            return Err(invalid(
-                "",
-                ErrorCode::InvalidValue,
-                "idempotency key must be 1 to 200 printable characters",
-            ));
-        }
-        bonopay_core::validate(req).map_err(SealError::Invalid)?;
+    pub fn seal(
+        &self,
+        req: &ValidInvoice,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<Sealed, SealError> {
+        let idempotency_key = idempotency_key.as_str();
+        let req = req.request();
         let tax = bonopay_tax::compute(
             req,
             &self.config.rate_table,

@@ -10,7 +10,9 @@ fn invoices_and_credit_notes_are_synced_with_the_dgi_elements() {
     let sim = start_sim(SimConfig::default());
     let r = rig();
     r.seal(4);
-    r.fiscalizer.seal(&reduction(), "rrr").unwrap();
+    r.fiscalizer
+        .seal(&reduction(), &"rrr".parse().unwrap())
+        .unwrap();
     let agent = r.agent(Arc::new(http(&sim)));
     let report = agent.run_once().unwrap();
     assert_eq!(report.enqueued, 5);
@@ -148,7 +150,7 @@ fn an_error_code_in_a_2xx_answer_is_a_rejection_with_the_dgis_words() {
         .to_string(),
     )
     .unwrap();
-    let seq = usd.seal(&req, "usd-1").unwrap().seq;
+    let seq = usd.seal(&req, &"usd-1".parse().unwrap()).unwrap().seq;
     r.agent(Arc::new(http(&sim))).run_once().unwrap();
     let item = r.outbox.get(OUTLET, seq).unwrap().unwrap();
     assert_eq!(item.state, ItemState::Rejected, "{item:?}");

@@ -62,7 +62,7 @@ pub fn start_sim(config: SimConfig) -> Sim {
     }
 }
 
-fn sale(n: usize) -> bonopay_core::InvoiceRequest {
+fn sale(n: usize) -> bonopay_core::ValidInvoice {
     let q = 1 + n % 3;
     let total = 1160 * q + 64800;
     parse_invoice(
@@ -81,7 +81,7 @@ fn sale(n: usize) -> bonopay_core::InvoiceRequest {
     .unwrap()
 }
 
-fn reduction() -> bonopay_core::InvoiceRequest {
+fn reduction() -> bonopay_core::ValidInvoice {
     parse_invoice(
         &json!({
             "merchant_nif": "A1309334L", "outlet_id": OUTLET, "pos_terminal_id": "till-1",
@@ -127,7 +127,9 @@ impl Rig {
     fn seal(&self, n: usize) {
         for i in 0..n {
             let key = format!("k{}-{i}", self.ledger.head(OUTLET).unwrap().seq);
-            self.fiscalizer.seal(&sale(i), &key).unwrap();
+            self.fiscalizer
+                .seal(&sale(i), &key.parse().unwrap())
+                .unwrap();
         }
     }
 
@@ -137,7 +139,7 @@ impl Rig {
             Arc::clone(&self.outbox),
             transport,
             self.clock.clone(),
-            Box::new(SplitMix(7)),
+            Box::new(SplitMix::new(7)),
             AgentConfig::default(),
         )
         .recording_with(Arc::clone(&self.fiscalizer) as Arc<dyn CertificationRecorder>)
@@ -247,7 +249,7 @@ fn rn(r: &Rig, seq: u64) -> String {
     bonopay_signer::certification::sfe_number_of(&e).unwrap()
 }
 
-fn credit_of(reference: &str) -> bonopay_core::InvoiceRequest {
+fn credit_of(reference: &str) -> bonopay_core::ValidInvoice {
     parse_invoice(
         &json!({
             "merchant_nif": "A1309334L", "outlet_id": OUTLET, "pos_terminal_id": "till-1",
@@ -263,9 +265,12 @@ fn credit_of(reference: &str) -> bonopay_core::InvoiceRequest {
 }
 
 impl Rig {
-    fn seal_one(&self, req: &bonopay_core::InvoiceRequest) -> u64 {
+    fn seal_one(&self, req: &bonopay_core::ValidInvoice) -> u64 {
         let key = format!("one-{}", self.ledger.head(OUTLET).unwrap().seq);
-        self.fiscalizer.seal(req, &key).unwrap().seq
+        self.fiscalizer
+            .seal(req, &key.parse().unwrap())
+            .unwrap()
+            .seq
     }
 }
 

@@ -36,9 +36,10 @@ use std::fmt;
 use ::postgres::Row;
 use ::postgres::types::{ToSql, Type};
 
-use super::{ApiKey, ApiKeyStore, AuthError, Outlet};
+use super::{ApiKey, ApiKeyStore, AuthError, Outlet, Role};
 pub use crate::server::pg::{CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 use crate::server::pg::{PgError, Pool, Schema};
+use bonopay_ledger::postgres::import::ImportError;
 
 /// Connections a store opens at most, unless told otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 8;
@@ -304,4 +305,150 @@ impl ApiKeyStore for PgKeyStore {
             .map(outlet_from_row)
             .collect()
     }
+}
+
+/// One API key row as both stores hold it.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyRow {
+    id: String,
+    hash: Vec<u8>,
+    merchant_nif: String,
+    role: String,
+    outlets: Option<Vec<String>>,
+    label: Option<String>,
+    created_at: String,
+    revoked: bool,
+}
+
+/// For `bonopay migrate`: copies the API keys (hashes, roles, bindings, revocation) and the
+/// registered outlets of `auth` into the PostgreSQL key store at `url`,
+/// in one transaction: a failure copies nothing, and a revoked key is
+/// written revoked (never active, not even for an instant). A row an
+/// earlier run copied is left alone if it is the same, and refused if it
+/// differs (the same id would stand for another key). Returns (keys,
+/// outlets) inserted.
+///
+/// # Errors
+/// [`ImportError`] when a store fails, a stored row is malformed, or an
+/// id stands for something else in the target; nothing is copied.
+pub fn import_sqlite(auth: &std::path::Path, url: &str) -> Result<(u64, u64), ImportError> {
+    if !auth.exists() {
+        return Ok((0, 0));
+    }
+    let conn = rusqlite::Connection::open(auth)?;
+    // Creates the target tables (the store's migrations).
+    drop(PgKeyStore::connect(url).map_err(|e| ImportError::Store(e.to_string()))?);
+    let mut pg = postgres::Client::connect(url, postgres::NoTls)?;
+    let mut tx = pg.transaction()?;
+
+    let mut outlets = 0;
+    let mut stmt =
+        conn.prepare("SELECT id, merchant_nif, created_at FROM outlets ORDER BY rowid")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, nif, created) = row?;
+        let n = tx.execute(
+            "INSERT INTO auth_outlets (id, merchant_nif, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+            &[&id, &nif, &created],
+        )?;
+        if n == 0 {
+            let there = tx.query_one(
+                "SELECT merchant_nif, created_at FROM auth_outlets WHERE id = $1",
+                &[&id],
+            )?;
+            let there: (String, String) = (there.try_get(0)?, there.try_get(1)?);
+            if there != (nif, created) {
+                return Err(ImportError::Refused(format!(
+                    "outlet {id} is registered differently in the target: nothing of the keys was copied"
+                )));
+            }
+        }
+        outlets += n;
+    }
+
+    let mut keys = 0;
+    let mut stmt = conn.prepare(
+        "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
+             FROM api_keys ORDER BY rowid",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let malformed = |why: String| {
+            ImportError::Refused(format!(
+                "API key {id} is malformed in the source ({why}): nothing of the keys was copied"
+            ))
+        };
+        let hash: Vec<u8> = r.get(1)?;
+        if hash.len() != 32 {
+            return Err(malformed(format!(
+                "its hash is {} bytes, not 32",
+                hash.len()
+            )));
+        }
+        let role = r.get::<_, String>(3)?.parse::<Role>().map_err(malformed)?;
+        let bound = r
+            .get::<_, Option<String>>(4)?
+            .map(|b| serde_json::from_str::<Vec<String>>(&b))
+            .transpose()
+            .map_err(|e| malformed(format!("its outlet list: {e}")))?;
+        let key = KeyRow {
+            id: id.clone(),
+            hash,
+            merchant_nif: r.get(2)?,
+            role: role.as_str().to_owned(),
+            outlets: bound,
+            label: r.get(5)?,
+            created_at: r.get(6)?,
+            revoked: r.get::<_, i64>(7)? != 0,
+        };
+        let n = tx.execute(
+            "INSERT INTO auth_keys
+                     (id, token_hash, merchant_nif, role, outlets, label, created_at, revoked)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+            &[
+                &key.id,
+                &key.hash,
+                &key.merchant_nif,
+                &key.role,
+                &key.outlets,
+                &key.label,
+                &key.created_at,
+                &key.revoked,
+            ],
+        )?;
+        if n == 0 {
+            let t = tx.query_one(
+                "SELECT id, token_hash, merchant_nif, role, outlets, label, created_at, revoked
+                     FROM auth_keys WHERE id = $1",
+                &[&key.id],
+            )?;
+            let there = KeyRow {
+                id: t.try_get(0)?,
+                hash: t.try_get(1)?,
+                merchant_nif: t.try_get(2)?,
+                role: t.try_get(3)?,
+                outlets: t.try_get(4)?,
+                label: t.try_get(5)?,
+                created_at: t.try_get(6)?,
+                revoked: t.try_get(7)?,
+            };
+            if there != key {
+                return Err(ImportError::Refused(format!(
+                    "API key {id} differs in the target (another key, or revoked on one side only): nothing of the keys was copied"
+                )));
+            }
+        }
+        keys += n;
+    }
+    drop(rows);
+    tx.commit()?;
+    Ok((keys, outlets))
 }

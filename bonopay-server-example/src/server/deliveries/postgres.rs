@@ -15,6 +15,8 @@
 
 use std::fmt;
 
+use bonopay_ledger::postgres::import::ImportError;
+
 use ::postgres::types::{ToSql, Type};
 
 use super::{
@@ -276,4 +278,46 @@ impl PgDeliveryStore {
             })
             .collect()
     }
+}
+
+/// For `bonopay migrate`: copies the receipt delivery log of a SQLite
+/// `auth.db` into PostgreSQL, inside the caller's transaction `tx` (whose
+/// table [`PgDeliveryStore`] created). A record already there (same id) is
+/// left as it is. Returns the records inserted.
+///
+/// # Errors
+/// [`ImportError`]; the caller drops `tx`, so nothing is copied.
+pub fn import_sqlite(
+    conn: &rusqlite::Connection,
+    tx: &mut ::postgres::Transaction<'_>,
+) -> Result<u64, ImportError> {
+    use bonopay_ledger::postgres::import::{copy_rows, has_table};
+    let text = |r: &rusqlite::Row<'_>, i| r.get::<_, String>(i);
+    let mut n = 0;
+    if has_table(conn, "deliveries")? {
+        n = copy_rows(
+            conn,
+            tx,
+            "SELECT id, invoice_id, merchant_nif, channel, recipient, status, error,
+                    created_at, completed_at
+             FROM deliveries ORDER BY rowid",
+            "INSERT INTO receipt_deliveries (id, invoice_id, merchant_nif, channel, recipient,
+                 status, error, created_at, completed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            |r| {
+                Ok(Some(vec![
+                    Box::new(text(r, 0)?),
+                    Box::new(text(r, 1)?),
+                    Box::new(text(r, 2)?),
+                    Box::new(text(r, 3)?),
+                    Box::new(text(r, 4)?),
+                    Box::new(text(r, 5)?),
+                    Box::new(r.get::<_, Option<String>>(6)?),
+                    Box::new(text(r, 7)?),
+                    Box::new(text(r, 8)?),
+                ]))
+            },
+        )?;
+    }
+    Ok(n)
 }

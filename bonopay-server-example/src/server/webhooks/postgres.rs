@@ -61,6 +61,7 @@ use super::{
     to_u64_cursor,
 };
 use crate::server::pg::{PgError, Pool, Schema};
+use bonopay_ledger::postgres::import::ImportError;
 
 /// Connections a store opens at most, unless told otherwise: the
 /// dispatcher, the producer and a few API calls.
@@ -579,4 +580,164 @@ impl WebhookStore for PgWebhookStore {
             })
             .map_err(storage)?
     }
+}
+
+/// What [`import_sqlite`] inserted (rows already in the target are not
+/// counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportedWebhooks {
+    /// Subscribers (deleted ones too: their deliveries refer to them).
+    pub subscribers: u64,
+    /// Events.
+    pub events: u64,
+    /// Deliveries.
+    pub deliveries: u64,
+    /// Logged attempts.
+    pub attempts: u64,
+    /// Per-outlet producer cursors (inserted or moved forward).
+    pub cursors: u64,
+}
+
+/// For `bonopay migrate`: copies the webhook tables of a SQLite `auth.db`
+/// (subscribers with their secrets, events, deliveries with their states
+/// and due times, attempts, cursors) into PostgreSQL, inside the caller's
+/// transaction `tx` (whose tables [`PgWebhookStore`] created).
+///
+/// **Idempotent**: a row already in the target (same subscriber id, event
+/// id, (event, subscriber) delivery) is left as it is, so a second run
+/// copies nothing more. Deliveries get new ids in the target (its identity
+/// column), and their attempts follow them; the attempts of a delivery
+/// that was already there are not copied again. A cursor only moves
+/// forward. The source is only read.
+///
+/// # Errors
+/// [`ImportError`]; the caller drops `tx`, so nothing is copied.
+pub fn import_sqlite(
+    conn: &rusqlite::Connection,
+    tx: &mut Transaction<'_>,
+) -> Result<ImportedWebhooks, ImportError> {
+    use bonopay_ledger::postgres::import::{Params, copy_rows, has_table};
+    let mut n = ImportedWebhooks::default();
+    let text = |r: &rusqlite::Row<'_>, i| r.get::<_, String>(i);
+
+    if has_table(conn, "webhook_subscribers")? {
+        n.subscribers = copy_rows(
+            conn,
+            tx,
+            "SELECT id, merchant_nif, url, secret, events, created_at, disabled
+             FROM webhook_subscribers ORDER BY rowid",
+            "INSERT INTO webhook_subscribers (id, merchant_nif, url, secret, events, created_at, disabled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            |r| {
+                let events: Vec<String> = text(r, 4)?
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Ok(Some(vec![
+                    Box::new(text(r, 0)?),
+                    Box::new(text(r, 1)?),
+                    Box::new(text(r, 2)?),
+                    Box::new(text(r, 3)?),
+                    Box::new(events),
+                    Box::new(text(r, 5)?),
+                    Box::new(r.get::<_, bool>(6)?),
+                ]))
+            },
+        )?;
+    }
+    if has_table(conn, "webhook_events")? {
+        n.events = copy_rows(
+            conn,
+            tx,
+            "SELECT event_id, merchant_nif, type, payload, created_at
+             FROM webhook_events ORDER BY rowid",
+            "INSERT INTO webhook_events (event_id, merchant_nif, type, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+            |r| {
+                let mut values: Params = Vec::new();
+                for i in 0..5 {
+                    values.push(Box::new(text(r, i)?));
+                }
+                Ok(Some(values))
+            },
+        )?;
+    }
+    if has_table(conn, "webhook_deliveries")? && has_table(conn, "webhook_attempts")? {
+        // Deliveries get the target's ids: source id -> target id, for the
+        // deliveries inserted now (the others' attempts are there already).
+        let mut ids = std::collections::HashMap::new();
+        let insert = tx.prepare(
+            "INSERT INTO webhook_deliveries
+                     (event_id, subscriber_id, state, attempts, next_attempt_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (event_id, subscriber_id) DO NOTHING RETURNING id",
+        )?;
+        let mut st = conn.prepare(
+            "SELECT id, event_id, subscriber_id, state, attempts, next_attempt_ms, created_at
+                 FROM webhook_deliveries ORDER BY id",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let inserted = tx.query_opt(
+                &insert,
+                &[
+                    &text(r, 1)?,
+                    &text(r, 2)?,
+                    &text(r, 3)?,
+                    &r.get::<_, i32>(4)?,
+                    &r.get::<_, Option<i64>>(5)?,
+                    &text(r, 6)?,
+                ],
+            )?;
+            if let Some(row) = inserted {
+                let id: i64 = r.get(0)?;
+                ids.insert(id, row.try_get::<_, i64>(0)?);
+                n.deliveries += 1;
+            }
+        }
+        n.attempts = copy_rows(
+            conn,
+            tx,
+            "SELECT delivery_id, attempt, status, http_status, error, started_at,
+                    completed_at, next_attempt_at
+             FROM webhook_attempts ORDER BY rowid",
+            "INSERT INTO webhook_attempts (delivery_id, attempt, status, http_status, error,
+                 started_at, completed_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (delivery_id, attempt) DO NOTHING",
+            |r| {
+                let Some(delivery) = ids.get(&r.get::<_, i64>(0)?) else {
+                    return Ok(None);
+                };
+                Ok(Some(vec![
+                    Box::new(*delivery),
+                    Box::new(r.get::<_, i32>(1)?),
+                    Box::new(text(r, 2)?),
+                    Box::new(r.get::<_, Option<i32>>(3)?),
+                    Box::new(r.get::<_, Option<String>>(4)?),
+                    Box::new(text(r, 5)?),
+                    Box::new(text(r, 6)?),
+                    Box::new(r.get::<_, Option<String>>(7)?),
+                ]))
+            },
+        )?;
+    }
+    if has_table(conn, "webhook_cursors")? {
+        n.cursors = copy_rows(
+            conn,
+            tx,
+            "SELECT outlet, next_seq FROM webhook_cursors",
+            "INSERT INTO webhook_cursors (outlet, next_seq) VALUES ($1, $2)
+             ON CONFLICT (outlet) DO UPDATE SET next_seq = excluded.next_seq
+             WHERE webhook_cursors.next_seq < excluded.next_seq",
+            |r| {
+                Ok(Some(vec![
+                    Box::new(text(r, 0)?),
+                    Box::new(r.get::<_, i64>(1)?),
+                ]))
+            },
+        )?;
+    }
+    Ok(n)
 }

@@ -30,6 +30,9 @@ use std::sync::Mutex;
 
 use postgres::{Client, Row};
 
+#[cfg(feature = "sqlite")]
+use bonopay_ledger::postgres::import::ImportError;
+
 use crate::dgi::outbox::{
     ItemState, NewItem, OutboxError, OutboxItem, OutboxStore, OutletSummary, SUMMARY_SQL,
     SummaryRows,
@@ -85,8 +88,12 @@ pub const PG_OUTBOX_MIGRATIONS: &[&str] = &[
 pub const LIVENESS_CLASS: i32 = 0x4250_4159;
 
 /// The default takeover grace (ms): the e-MCF client's default timeout
-/// (30 s) with a margin for clock skew between instances.
-pub const DEFAULT_TAKEOVER_GRACE_MS: i64 = 45_000;
+/// ([`crate::dgi::DEFAULT_TIMEOUT`], 30 s) plus the shared
+/// [`crate::retry::TAKEOVER_MARGIN`] (15 s), which also covers clock skew
+/// between instances.
+#[allow(clippy::cast_possible_wrap)] // 45 000 fits.
+pub const DEFAULT_TAKEOVER_GRACE_MS: i64 =
+    (crate::dgi::DEFAULT_TIMEOUT.as_millis() + crate::retry::TAKEOVER_MARGIN.as_millis()) as i64;
 
 /// The outbox over PostgreSQL.
 pub struct PgOutbox {
@@ -540,4 +547,70 @@ impl OutboxStore for PgOutbox {
         }
         Ok(out.finish())
     }
+}
+
+/// Copies the outbox of a SQLite ledger file (if it ever synced) into the
+/// PostgreSQL outbox at `url`, for `bonopay migrate`: every item as it is
+/// (state, uid, attempts, due time), unclaimed, and the per-outlet cursors,
+/// in one transaction. Rows an earlier run copied are left as they are and
+/// not counted; a cursor only moves forward. Returns the items inserted.
+///
+/// # Errors
+/// [`ImportError`]; nothing is copied.
+#[cfg(feature = "sqlite")]
+pub fn import_sqlite(ledger: &std::path::Path, url: &str) -> Result<u64, ImportError> {
+    use bonopay_ledger::postgres::import::{Params, copy_rows, has_table};
+    let conn = rusqlite::Connection::open(ledger)?;
+    let has = has_table(&conn, "sync_outbox")?;
+    // Creates the target tables.
+    drop(PgOutbox::connect(url, "migrate", 1).map_err(|e| ImportError::Store(e.to_string()))?);
+    if !has {
+        return Ok(0);
+    }
+    let mut pg = Client::connect(url, postgres::NoTls)?;
+    let mut tx = pg.transaction()?;
+    let n = copy_rows(
+        &conn,
+        &mut tx,
+        "SELECT outlet, seq, merchant_nif, sealed_at_ms, request, ours, state, uid, theirs,
+                confirmation, error, attempts, next_attempt_ms, updated_ms FROM sync_outbox",
+        "INSERT INTO sync_outbox (outlet, seq, merchant_nif, sealed_at_ms, request, ours, state,
+           uid, theirs, confirmation, error, attempts, next_attempt_ms, updated_ms, change)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, nextval('sync_change_seq'))
+         ON CONFLICT (outlet, seq) DO NOTHING",
+        |r| {
+            let row: Params = vec![
+                Box::new(r.get::<_, String>(0)?),
+                Box::new(r.get::<_, i64>(1)?),
+                Box::new(r.get::<_, String>(2)?),
+                Box::new(r.get::<_, i64>(3)?),
+                Box::new(r.get::<_, String>(4)?),
+                Box::new(r.get::<_, String>(5)?),
+                Box::new(r.get::<_, String>(6)?),
+                Box::new(r.get::<_, Option<String>>(7)?),
+                Box::new(r.get::<_, Option<String>>(8)?),
+                Box::new(r.get::<_, Option<String>>(9)?),
+                Box::new(r.get::<_, Option<String>>(10)?),
+                Box::new(r.get::<_, i32>(11)?),
+                Box::new(r.get::<_, i64>(12)?),
+                Box::new(r.get::<_, i64>(13)?),
+            ];
+            Ok(Some(row))
+        },
+    )?;
+    copy_rows(
+        &conn,
+        &mut tx,
+        "SELECT outlet, seq FROM sync_cursor",
+        "INSERT INTO sync_cursor (outlet, seq) VALUES ($1, $2)
+         ON CONFLICT (outlet) DO UPDATE SET seq = GREATEST(sync_cursor.seq, excluded.seq)",
+        |r| {
+            Ok(Some(vec![
+                Box::new(r.get::<_, String>(0)?),
+                Box::new(r.get::<_, i64>(1)?),
+            ]))
+        },
+    )?;
+    tx.commit()?;
+    Ok(n)
 }

@@ -1,0 +1,11 @@
+//! The physical MCF (DGI fiscal device, "DEF") on a serial line.
+//!
+//! The protocol is `../shared/spec/dgi-emcf.md` §4 "DRC physical MCF,
+//! serial protocol"; each module states what it follows and what it
+//! assumes. Layers, each testable without the one below:
+//!
+//! | Module | Holds |
+//! |---|---|
+//! | [`frame`] | the byte frame (SOH … ETX, BCC), an incremental decoder; pure |
+
+pub mod frame;

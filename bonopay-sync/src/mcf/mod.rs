@@ -7,5 +7,7 @@
 //! | Module | Holds |
 //! |---|---|
 //! | [`frame`] | the byte frame (SOH … ETX, BCC), an incremental decoder; pure |
+//! | [`command`] | typed commands and replies, the 38h result as DGI elements, and the sans-I/O [`command::Session`] (NAK, SYN, errors) |
 
+pub mod command;
 pub mod frame;

@@ -8,6 +8,8 @@
 //! |---|---|
 //! | [`frame`] | the byte frame (SOH … ETX, BCC), an incremental decoder; pure |
 //! | [`command`] | typed commands and replies, the 38h result as DGI elements, and the sans-I/O [`command::Session`] (NAK, SYN, errors) |
+//! | [`link`] | the [`link::McfLink`] byte pipe and the [`link::McfClient`] driver: read timeouts, typed [`link::McfError`]s |
 
 pub mod command;
 pub mod frame;
+pub mod link;

@@ -9,7 +9,10 @@
 //! | [`frame`] | the byte frame (SOH … ETX, BCC), an incremental decoder; pure |
 //! | [`command`] | typed commands and replies, the 38h result as DGI elements, and the sans-I/O [`command::Session`] (NAK, SYN, errors) |
 //! | [`link`] | the [`link::McfLink`] byte pipe and the [`link::McfClient`] driver: read timeouts, typed [`link::McfError`]s |
+//! | `sim` (feature `mcf-sim`) | a simulated device: fiscal memory on disk, fault injection, a pseudo-terminal |
 
 pub mod command;
 pub mod frame;
 pub mod link;
+#[cfg(feature = "mcf-sim")]
+pub mod sim;

@@ -278,9 +278,7 @@ fn dgi_reply_corpus() {
 #[test]
 fn mcf_frame_corpus() {
     let outcomes = replay("mcf_frame", 8, mcf_frame::check);
-    assert!(
-        expect(&outcomes, "valid_", |o| o.frames > 0 && o.errors.is_empty()) >= 5
-    );
+    assert!(expect(&outcomes, "valid_", |o| o.frames > 0 && o.errors.is_empty()) >= 5);
     assert!(expect(&outcomes, "invalid_", |o| !o.errors.is_empty()) >= 4);
     near_misses("mcf_frame", |d| {
         let _ = mcf_frame::check(d);

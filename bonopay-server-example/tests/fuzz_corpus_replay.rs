@@ -26,6 +26,8 @@ mod bundle_verify;
 mod config_json;
 #[path = "../../fuzz/src/dgi_reply.rs"]
 mod dgi_reply;
+#[path = "../../fuzz/src/mcf_frame.rs"]
+mod mcf_frame;
 #[path = "../../fuzz/src/sealed_payload.rs"]
 mod sealed_payload;
 #[path = "../../fuzz/src/verify_qr.rs"]
@@ -266,6 +268,20 @@ fn dgi_reply_corpus() {
     );
     near_misses("dgi_reply", |d| {
         let _ = dgi_reply::check(d);
+    });
+}
+
+/// The MCF frame seeds are written by hand (frames of the spec's
+/// commands and replies, then damaged copies), not by
+/// `write_seed_corpora`: the frame is a fixed byte format, not an output
+/// that changes with the code.
+#[test]
+fn mcf_frame_corpus() {
+    let outcomes = replay("mcf_frame", 8, mcf_frame::check);
+    assert!(expect(&outcomes, "valid_", |o| o.frames > 0 && o.errors.is_empty()) >= 5);
+    assert!(expect(&outcomes, "invalid_", |o| !o.errors.is_empty()) >= 4);
+    near_misses("mcf_frame", |d| {
+        let _ = mcf_frame::check(d);
     });
 }
 

@@ -3,6 +3,7 @@
 
 // ---- components: one module each (see the README) --------------------------
 pub mod dgi;
+pub mod mcf;
 #[cfg(feature = "client")]
 pub mod pos_queue;
 pub mod retry;

@@ -8,6 +8,7 @@ pub mod bundle_verify;
 #[cfg(feature = "config")]
 pub mod config_json;
 pub mod dgi_reply;
+pub mod mcf_frame;
 pub mod parse_canonicalize;
 pub mod sealed_payload;
 pub mod verify_qr;

@@ -7,6 +7,7 @@
 //! here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod device;
 mod flow;
 mod recovery;
 mod scheduling;

@@ -40,12 +40,14 @@ use crate::dgi::outbox::{ItemState, NewItem, OutboxError, OutboxItem, OutboxStor
 use crate::dgi::{DgiTransport, MappingError, TransportError, codes, map_sealed};
 
 mod accounts;
+mod device;
 mod recorder;
 mod recovery;
 mod steps;
 mod timing;
 
 pub use accounts::{AccountHealth, PAUSED_PROBE_MS};
+pub use device::{DEVICE_UID_PREFIX, DevicePolicy};
 pub use recorder::{CertificationRecorder, RecordError};
 pub use timing::{Clock, Jitter, ManualClock, SplitMix, SystemClock};
 
@@ -161,6 +163,14 @@ pub struct SyncAgent {
     /// Our tax rates by group letter, compared with the e-MCF's.
     our_rates: Option<BTreeMap<String, Decimal>>,
     health: Mutex<BTreeMap<String, AccountHealth>>,
+    /// Outlets with a physical MCF, and how it is used.
+    devices: BTreeMap<
+        String,
+        (
+            Arc<dyn crate::mcf::certifier::DeviceCertifier>,
+            DevicePolicy,
+        ),
+    >,
     /// Items this process is working on (the SQLite outbox does not
     /// claim: this keeps the background pass and an inline certification
     /// off the same item).
@@ -241,6 +251,34 @@ impl SyncAgent {
             outlets: None,
             our_rates: None,
             health: Mutex::new(BTreeMap::new()),
+            devices: BTreeMap::new(),
+            busy: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// An agent with no e-MCF account at all: every outlet it uploads
+    /// certifies through its physical MCF ([`Self::with_device`]); an
+    /// outlet without one waits, as an e-MCF outlet without a token does.
+    pub fn without_emcf(
+        ledger: Arc<dyn LedgerStore>,
+        outbox: Arc<dyn OutboxStore>,
+        clock: Arc<dyn Clock>,
+        jitter: Box<dyn Jitter>,
+        config: AgentConfig,
+    ) -> Self {
+        Self {
+            ledger,
+            outbox,
+            transport: None,
+            accounts: BTreeMap::new(),
+            recorder: None,
+            clock,
+            jitter,
+            config,
+            outlets: None,
+            our_rates: None,
+            health: Mutex::new(BTreeMap::new()),
+            devices: BTreeMap::new(),
             busy: Mutex::new(HashSet::new()),
         }
     }
@@ -590,10 +628,26 @@ impl SyncAgent {
     pub fn process(&self, item: &mut OutboxItem) -> Result<(), AgentError> {
         // Bounded: every path either stops or moves forward.
         for _ in 0..8 {
-            let next = match item.state {
-                ItemState::Confirmed => self.record(item)?,
-                _ => {
+            let device = self.devices.get(&item.outlet).cloned();
+            let next = match (item.state, device) {
+                (ItemState::Confirmed, _) => self.record(item)?,
+                (
+                    ItemState::Queued | ItemState::Submitting | ItemState::Submitted,
+                    Some((dev, DevicePolicy::Only)),
+                ) => self.by_device(dev.as_ref(), item)?,
+                (_, device) => 'emcf: {
+                    if let (Some((dev, DevicePolicy::Fallback)), ItemState::Queued) =
+                        (&device, item.state)
+                        && let Some(next) = self.recalled(dev.as_ref(), item)?
+                    {
+                        // Certified by the device before a crash or a
+                        // broken line: never posted to the e-MCF again.
+                        break 'emcf next;
+                    }
                     let Some(t) = self.transport_for(&item.merchant_nif) else {
+                        if let Some(next) = self.fallback(item)? {
+                            break 'emcf next;
+                        }
                         let why = format!(
                             "no e-MCF account (token) is configured for merchant {}",
                             item.merchant_nif

@@ -107,12 +107,21 @@ impl SyncAgent {
             Err(e @ TransportError::Unreachable(_)) => {
                 // Certainly not created: the e-MCF cannot be reached. An
                 // outage is no reason to give up on a sale (the DGI allows
-                // 48 h, and health turns red then): back off, never dead.
+                // 48 h, and health turns red then): the outlet's MCF
+                // certifies it, or the item backs off, never dead.
                 item.state = ItemState::Queued;
+                if let Some(next) = self.fallback(item)? {
+                    return Ok(next);
+                }
                 self.outage(item, e.to_string())
             }
             Err(e) => {
-                // Maybe created: stay `submitting` and reconcile next time.
+                // Maybe created: stay `submitting` and reconcile next time,
+                // unless the outlet's MCF takes over (a pending uid that
+                // is never confirmed expires on the e-MCF).
+                if let Some(next) = self.fallback(item)? {
+                    return Ok(next);
+                }
                 self.fail(item, e.to_string())
             }
         }
@@ -130,7 +139,12 @@ impl SyncAgent {
         let status = match t.status() {
             Ok(s) => s,
             Err(TransportError::Unauthorized(why)) => return self.unauthorized(item, &why),
-            Err(e) => return self.fail(item, e.to_string()),
+            Err(e) => {
+                if let Some(next) = self.fallback(item)? {
+                    return Ok(next);
+                }
+                return self.fail(item, e.to_string());
+            }
         };
         let owned: BTreeSet<String> = self
             .outbox
@@ -335,14 +349,13 @@ impl SyncAgent {
             // lose the item over it.
             return self.fail(item, "confirmed without elements".into());
         };
+        // A device's elements carry its id in place of an e-MCF uid.
+        let (source, uid) = match item.uid.as_deref() {
+            Some(u) if u.starts_with(DEVICE_UID_PREFIX) => (CertificationSource::Mcf, None),
+            other => (CertificationSource::Emcf, other),
+        };
         if let Some(recorder) = &self.recorder {
-            match recorder.record(
-                &item.outlet,
-                item.seq,
-                &elements,
-                CertificationSource::Emcf,
-                item.uid.as_deref(),
-            ) {
+            match recorder.record(&item.outlet, item.seq, &elements, source, uid) {
                 Ok(()) => {}
                 Err(e) => {
                     return self.fail(item, format!("recording the DGI's elements: {e}"));

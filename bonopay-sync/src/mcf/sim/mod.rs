@@ -137,20 +137,7 @@ impl FiscalMemory {
     /// The file system's.
     pub fn store(&self, path: &Path) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        super::write_atomic(path, &bytes)
     }
 }
 
@@ -530,4 +517,35 @@ pub fn serve(
         }
     }
     Ok(ServeEnd::Stopped)
+}
+
+/// Runs a device on `link` until `stop` is set, the way a device on a desk
+/// behaves: a host that closes and reopens the line finds the same device
+/// (its open invoice, its frame count); after an injected hang-up or power
+/// cut the device restarts from its fiscal memory, with no faults left to
+/// inject (each fault fires once). `on_end` hears how each run ended.
+///
+/// # Errors
+/// The fiscal memory's, or the line's other than its closing.
+pub fn host(
+    config: &SimConfig,
+    link: &mut dyn McfLink,
+    stop: &Arc<AtomicBool>,
+    on_end: &mut dyn FnMut(ServeEnd),
+) -> io::Result<()> {
+    let mut device = Device::new(config.clone())?;
+    loop {
+        let end = serve(&mut device, link, stop)?;
+        on_end(end);
+        match end {
+            ServeEnd::Stopped => return Ok(()),
+            // The host closed its side; wait for it to open again.
+            ServeEnd::Closed => std::thread::sleep(Duration::from_millis(20)),
+            ServeEnd::HungUp | ServeEnd::PowerCycled => {
+                let mut quiet = config.clone();
+                quiet.faults = Faults::default();
+                device = Device::new(quiet)?;
+            }
+        }
+    }
 }

@@ -63,6 +63,7 @@ fn scenario(outlets: usize, concurrency: usize, requests: usize) -> Report {
                 id: format!("load-{i:02}"),
                 time_zone: None,
                 certification: None,
+                mcf: None,
             })
             .collect(),
     };

@@ -171,9 +171,29 @@ pub struct OutletConfig {
     /// Its IANA time zone (default: the top-level `time_zone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// Its certification mode, `emcf` or `none` (default: `dgi.certification`).
+    /// Its certification mode, `emcf`, `mcf`, `emcf+mcf` or `none`
+    /// (default: `dgi.certification`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certification: Option<String>,
+    /// Its physical MCF (DGI fiscal device) on a serial line: needed by
+    /// the modes `mcf` and `emcf+mcf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcf: Option<McfConfig>,
+}
+
+/// An outlet's physical MCF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McfConfig {
+    /// The serial port, e.g. `/dev/ttyUSB0` (or the pseudo-terminal
+    /// `bonopay mcf-sim` prints).
+    pub path: String,
+    /// Line speed (default 115200, the protocol's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baud: Option<u32>,
+    /// How long to wait for each reply from the device, ms (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
 }
 
 /// A merchant served by this instance.
@@ -357,21 +377,29 @@ pub struct TokenConfig {
 pub enum CertificationMode {
     /// Certified by the DGI's e-MCF.
     Emcf,
+    /// Certified by the outlet's physical MCF only.
+    Mcf,
+    /// The e-MCF first; the outlet's physical MCF when the e-MCF cannot be
+    /// reached, times out or has no account (Arrêté 033: an e-MCF outage
+    /// is no excuse).
+    EmcfMcf,
     /// Not certified: Bono Pay's seal only (development, evaluation).
     None,
 }
 
 impl CertificationMode {
-    /// Parses `emcf` or `none`.
+    /// Parses `emcf`, `mcf`, `emcf+mcf` or `none`.
     ///
     /// # Errors
     /// A message naming what was given.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.trim() {
             "emcf" => Ok(Self::Emcf),
+            "mcf" => Ok(Self::Mcf),
+            "emcf+mcf" => Ok(Self::EmcfMcf),
             "none" => Ok(Self::None),
             other => Err(format!(
-                "certification mode `{other}` is neither `emcf` nor `none`"
+                "certification mode `{other}` is none of `emcf`, `mcf`, `emcf+mcf`, `none`"
             )),
         }
     }
@@ -381,8 +409,28 @@ impl CertificationMode {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Emcf => "emcf",
+            Self::Mcf => "mcf",
+            Self::EmcfMcf => "emcf+mcf",
             Self::None => "none",
         }
+    }
+
+    /// Whether a DGI fiscal device certifies the outlet's invoices.
+    #[must_use]
+    pub const fn certifies(self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// Whether the mode uses the e-MCF.
+    #[must_use]
+    pub const fn uses_emcf(self) -> bool {
+        matches!(self, Self::Emcf | Self::EmcfMcf)
+    }
+
+    /// Whether the mode needs the outlet's physical MCF.
+    #[must_use]
+    pub const fn uses_mcf(self) -> bool {
+        matches!(self, Self::Mcf | Self::EmcfMcf)
     }
 }
 
@@ -413,10 +461,11 @@ impl DgiConfig {
             None if self.url.is_some() => CertificationMode::Emcf,
             None => CertificationMode::None,
         };
-        if mode == CertificationMode::Emcf && self.url.is_none() {
-            return Err(
-                "certification `emcf` needs the e-MCF's URL (dgi.url or BONOPAY_DGI_URL)".into(),
-            );
+        if mode.uses_emcf() && self.url.is_none() {
+            return Err(format!(
+                "certification `{}` needs the e-MCF's URL (dgi.url or BONOPAY_DGI_URL)",
+                mode.as_str()
+            ));
         }
         Ok(mode)
     }
@@ -554,6 +603,7 @@ impl Config {
                 id: DEV_OUTLET.into(),
                 time_zone: None,
                 certification: None,
+                mcf: None,
             }],
         }]
     }

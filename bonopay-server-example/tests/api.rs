@@ -44,6 +44,7 @@ fn merchants() -> Vec<MerchantConfig> {
                 id: (*o).into(),
                 time_zone: None,
                 certification: None,
+                mcf: None,
             })
             .collect(),
     };

@@ -53,6 +53,7 @@ fn app_with(config: &DeliveriesConfig) -> App {
             id: outlet.into(),
             time_zone: None,
             certification: None,
+            mcf: None,
         }],
     };
     let tokens = bootstrap(&keys, &[m(NIF_A, OUTLET_A), m(NIF_B, OUTLET_B)]).unwrap();

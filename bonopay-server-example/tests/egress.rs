@@ -145,6 +145,7 @@ async fn start(egress: Egress) -> App {
             id: OUTLET_A.into(),
             time_zone: None,
             certification: None,
+            mcf: None,
         }],
     };
     let owner = bootstrap(&keys, &[merchant]).unwrap()[0].1.clone();

@@ -497,6 +497,7 @@ fn every_instance_answers_the_same_subscribers_logs_and_receipts() {
             id: OUTLET_A.into(),
             time_zone: None,
             certification: None,
+            mcf: None,
         }],
     };
     let owner = bootstrap(&keys, &[merchant]).unwrap()[0].1.clone();

@@ -16,6 +16,7 @@ pub mod dgi_sim;
 pub mod export;
 pub mod keys;
 pub mod ledger;
+pub mod mcf_sim;
 pub mod migrate;
 pub mod report;
 pub mod seal;
@@ -73,6 +74,10 @@ pub enum Command {
     /// Run the DGI e-MCF simulator (API under /api) in memory: prints its
     /// URL and a bearer token, then serves until Ctrl-C.
     DgiSim(dgi_sim::Args),
+    /// Run a simulated physical MCF (DGI fiscal device) on a
+    /// pseudo-terminal: prints its path, then speaks the MCF serial
+    /// protocol on it until Ctrl-C.
+    McfSim(mcf_sim::Args),
 }
 
 /// `bonopay ledger …`.
@@ -127,6 +132,7 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Verify(args) => verify::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::DgiSim(args) => dgi_sim::run(args),
+        Command::McfSim(args) => mcf_sim::run(args),
         Command::Keys(command) => keys::run(command),
     }
 }

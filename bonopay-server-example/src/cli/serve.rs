@@ -441,21 +441,41 @@ fn dgi_sync(
     use bonopay_sync::dgi::outbox::OutboxStore;
     let default_mode = dir.config.dgi.default_mode()?;
     let mut per_outlet = std::collections::HashMap::new();
+    let mut devices = Vec::new();
     for m in &dir.config.merchants {
         for o in &m.outlets {
-            if let Some(mode) = &o.certification {
-                let mode = CertificationMode::parse(mode)
-                    .map_err(|e| format!("outlet {} in config.json: {e}", o.id))?;
-                per_outlet.insert(o.id.clone(), mode);
+            let mode = match &o.certification {
+                Some(mode) => {
+                    let mode = CertificationMode::parse(mode)
+                        .map_err(|e| format!("outlet {} in config.json: {e}", o.id))?;
+                    per_outlet.insert(o.id.clone(), mode);
+                    mode
+                }
+                None => default_mode,
+            };
+            match (&o.mcf, mode.uses_mcf()) {
+                (Some(mcf), true) => devices.push((o.id.clone(), mcf.clone(), mode)),
+                (None, true) => {
+                    return Err(format!(
+                        "outlet {} is certified in mode `{}` but has no `mcf` (its device's serial port) in config.json",
+                        o.id,
+                        mode.as_str()
+                    ));
+                }
+                (_, false) => {}
             }
         }
     }
-    let Some(url) = dir.config.dgi.url.clone() else {
-        if per_outlet.values().any(|m| *m == CertificationMode::Emcf) {
-            return Err("an outlet is certified by the e-MCF (`certification: emcf`) but dgi.url is not set".into());
+    let rates = fiscalizer.config().rate_table.invoiced_rates();
+    let url = dir.config.dgi.url.clone();
+    if url.is_none() {
+        if per_outlet.values().any(|m| m.uses_emcf()) {
+            return Err("an outlet is certified by the e-MCF (`certification: emcf` or `emcf+mcf`) but dgi.url is not set".into());
         }
-        return Ok(None);
-    };
+        if devices.is_empty() {
+            return Ok(None);
+        }
+    }
     let timeout = dir
         .config
         .dgi
@@ -463,26 +483,30 @@ fn dgi_sync(
         .map_or(bonopay_sync::dgi::DEFAULT_TIMEOUT, Duration::from_secs);
     let env = |name: &str| std::env::var(name).ok();
     let mut accounts: Vec<(String, Arc<dyn DgiTransport>)> = Vec::new();
-    for m in &dir.config.merchants {
-        if let Some(source) = dir.config.dgi.token_source_for(&m.nif, &dir.path, &env) {
-            let t =
-                bonopay_sync::dgi::http::HttpDgiTransport::with_token_source(&url, source, timeout)
-                    .map_err(|e| e.to_string())?;
-            accounts.push((m.nif.clone(), Arc::new(t)));
+    let mut default_transport = None;
+    if let Some(url) = &url {
+        for m in &dir.config.merchants {
+            if let Some(source) = dir.config.dgi.token_source_for(&m.nif, &dir.path, &env) {
+                let t = bonopay_sync::dgi::http::HttpDgiTransport::with_token_source(
+                    url, source, timeout,
+                )
+                .map_err(|e| e.to_string())?;
+                accounts.push((m.nif.clone(), Arc::new(t)));
+            }
         }
+        default_transport = match dir.config.dgi.default_token_source(&dir.path) {
+            Some(source) => Some(Arc::new(
+                bonopay_sync::dgi::http::HttpDgiTransport::with_token_source(url, source, timeout)
+                    .map_err(|e| e.to_string())?,
+            ) as Arc<dyn DgiTransport>),
+            None if accounts.is_empty() => {
+                return Err(
+                    "DGI sync needs a token: BONOPAY_DGI_TOKEN, dgi.token_file, dgi.tokens.<NIF> or BONOPAY_DGI_TOKEN_<NIF>".into(),
+                );
+            }
+            None => None,
+        };
     }
-    let default_transport = match dir.config.dgi.default_token_source(&dir.path) {
-        Some(source) => Some(Arc::new(
-            bonopay_sync::dgi::http::HttpDgiTransport::with_token_source(&url, source, timeout)
-                .map_err(|e| e.to_string())?,
-        ) as Arc<dyn DgiTransport>),
-        None if accounts.is_empty() => {
-            return Err(
-                "DGI sync needs a token: BONOPAY_DGI_TOKEN, dgi.token_file, dgi.tokens.<NIF> or BONOPAY_DGI_TOKEN_<NIF>".into(),
-            );
-        }
-        None => None,
-    };
     let outbox: Arc<dyn OutboxStore> = match &dir.config.database.url {
         // Shared by every instance; each claims its own work.
         Some(db) => {
@@ -493,10 +517,9 @@ fn dgi_sync(
             );
             // An instance that dies leaves its claimed items to the others
             // once its longest call would have ended: the DGI timeout plus
-            // a margin for the instances' clocks.
-            let grace = i64::try_from(timeout.as_millis())
-                .unwrap_or(i64::MAX)
-                .saturating_add(15_000);
+            // the margin every queue allows (bonopay_sync::retry).
+            let grace = i64::try_from(bonopay_sync::retry::takeover_after(timeout).as_millis())
+                .unwrap_or(i64::MAX);
             Arc::new(
                 bonopay_sync::dgi::outbox::postgres::PgOutbox::connect(db, &worker, 4)
                     .map_err(|e| e.to_string())?
@@ -510,24 +533,50 @@ fn dgi_sync(
             .map_err(|e| e.to_string())?,
         ),
     };
-    // The default transport answers for merchants without their own
-    // token; with none, those merchants' invoices wait and health says why.
-    let placeholder: Arc<dyn DgiTransport> = match &default_transport {
-        Some(t) => Arc::clone(t),
-        None => Arc::clone(&accounts[0].1),
-    };
-    let mut agent = bonopay_sync::dgi::agent::SyncAgent::new(
-        Arc::clone(fiscalizer.store()),
-        Arc::clone(&outbox),
-        placeholder,
-    )
+    let clock: Arc<dyn bonopay_sync::dgi::agent::Clock> = Arc::new(bonopay_signer::SystemClock);
+    let seed = clock.now_ms().unsigned_abs();
+    let jitter = Box::new(bonopay_sync::retry::SplitMix::new(seed));
+    let mut agent = match (&default_transport, accounts.first()) {
+        // The default transport answers for merchants without their own
+        // token; with none, those merchants' invoices wait and health says
+        // why.
+        (Some(t), _) | (None, Some((_, t))) => bonopay_sync::dgi::agent::SyncAgent::with(
+            Arc::clone(fiscalizer.store()),
+            Arc::clone(&outbox),
+            Arc::clone(t),
+            clock,
+            jitter,
+            bonopay_sync::dgi::agent::AgentConfig::default(),
+        ),
+        (None, None) => bonopay_sync::dgi::agent::SyncAgent::without_emcf(
+            Arc::clone(fiscalizer.store()),
+            Arc::clone(&outbox),
+            clock,
+            jitter,
+            bonopay_sync::dgi::agent::AgentConfig::default(),
+        ),
+    }
     .with_accounts(accounts)
     .recording_with(
         Arc::clone(fiscalizer) as Arc<dyn bonopay_sync::dgi::agent::CertificationRecorder>
     )
-    .comparing_rates(fiscalizer.config().rate_table.invoiced_rates());
+    .comparing_rates(rates.clone());
     if default_transport.is_none() {
         agent = agent.only_accounts();
+    }
+    for (outlet, mcf, mode) in devices {
+        let certifier = mcf_certifier(dir, &outlet, &mcf, rates.clone())?;
+        let policy = if mode == CertificationMode::Mcf {
+            bonopay_sync::dgi::agent::DevicePolicy::Only
+        } else {
+            bonopay_sync::dgi::agent::DevicePolicy::Fallback
+        };
+        say(&format!(
+            "bonopay: outlet {outlet}: physical MCF on {} ({})",
+            mcf.path,
+            mode.as_str()
+        ));
+        agent = agent.with_device(outlet, certifier, policy);
     }
     // Outlets in mode `none` are never uploaded: their receipts say "not
     // certified", and certifying them behind the merchant's back would
@@ -553,10 +602,12 @@ fn dgi_sync(
             ));
         }
     }
-    say(&format!(
-        "bonopay: DGI e-MCF at {url} (certification: {} by default)",
-        default_mode.as_str()
-    ));
+    if let Some(url) = &url {
+        say(&format!(
+            "bonopay: DGI e-MCF at {url} (certification: {} by default)",
+            default_mode.as_str()
+        ));
+    }
     let pump = crate::server::sync::EventPump::new(Arc::clone(&outbox), webhooks.clone());
     crate::server::sync::spawn_agent(
         Arc::clone(&agent),
@@ -569,6 +620,32 @@ fn dgi_sync(
         thresholds: bonopay_sync::dgi::health::HealthThresholds::default(),
         policy,
     }))
+}
+
+/// The certifier of an outlet's physical MCF: its serial port, opened at
+/// first use and again after the line drops, and its journal
+/// (`mcf-<outlet>.journal.json` in the data directory).
+fn mcf_certifier(
+    dir: &DataDir,
+    outlet: &str,
+    mcf: &crate::datadir::McfConfig,
+    rates: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+) -> Result<Arc<dyn bonopay_sync::mcf::certifier::DeviceCertifier>, String> {
+    let path = mcf.path.clone();
+    let baud = mcf.baud.unwrap_or(bonopay_sync::mcf::serial::DEFAULT_BAUD);
+    let certifier = bonopay_sync::mcf::certifier::McfCertifier::new(
+        Box::new(move || {
+            Ok(
+                Box::new(bonopay_sync::mcf::serial::SerialLink::open(&path, baud)?)
+                    as Box<dyn bonopay_sync::mcf::link::McfLink>,
+            )
+        }),
+        dir.path.join(format!("mcf-{outlet}.journal.json")),
+        rates,
+    )
+    .map_err(|e| format!("outlet {outlet}: {e}"))?
+    .with_read_timeout(Duration::from_millis(mcf.read_timeout_ms.unwrap_or(5000)));
+    Ok(Arc::new(certifier))
 }
 
 /// Seals due closings of every outlet in the ledger.

@@ -235,7 +235,7 @@ async fn certify_within_deadline(state: &Shared, outlet: &str, seq: u64) {
     let Some(svc) = state.sync.clone() else {
         return;
     };
-    if svc.policy.mode(outlet) != crate::datadir::CertificationMode::Emcf {
+    if !svc.policy.mode(outlet).certifies() {
         return;
     }
     let agent = Arc::clone(&svc.agent);
@@ -426,7 +426,7 @@ pub async fn create_invoice(
     let emcf = state
         .sync
         .as_ref()
-        .is_some_and(|s| s.policy.mode(&outlet) == crate::datadir::CertificationMode::Emcf);
+        .is_some_and(|s| s.policy.mode(&outlet).certifies());
     let body = if emcf || replayed {
         certify_within_deadline(&state, &outlet, sealed.seq).await;
         view(&state, sealed).await?

@@ -54,17 +54,18 @@ impl CertificationPolicy {
         self.per_outlet.get(outlet).copied().unwrap_or(self.default)
     }
 
-    /// The agent's filter: the outlets in mode `emcf`.
+    /// The agent's filter: the outlets a DGI device certifies (`emcf`,
+    /// `mcf`, `emcf+mcf`).
     pub fn uploads(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
         let p = self.clone();
-        move |outlet| p.mode(outlet) == CertificationMode::Emcf
+        move |outlet| p.mode(outlet).certifies()
     }
 }
 
 /// Where an invoice stands with the DGI, as every answer about it says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CertificationDto {
-    /// The outlet's mode: `emcf` or `none`.
+    /// The outlet's mode: `emcf`, `mcf`, `emcf+mcf` or `none`.
     pub mode: String,
     /// `certified` (the DGI's elements are the security elements),
     /// `pending` (not yet: the sale is sealed and queued; print the

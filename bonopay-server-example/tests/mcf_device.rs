@@ -159,3 +159,41 @@ fn sales_are_certified_by_the_device_over_its_tty_and_verify() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("VALID"), "{report}");
 }
+
+/// Mode `emcf+mcf` with the e-MCF down (its port refuses connections):
+/// the sale does not wait as pending, the backup device certifies it in
+/// the same request.
+#[test]
+fn with_the_emcf_down_the_backup_device_certifies_the_sale_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = dir.path().join("mcf-memory.json");
+    let sim = start_mcf_sim(&memory, &[]);
+    let data = data_dir(dir.path(), &sim.path, "emcf+mcf");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = Server::start(
+        &data,
+        &[
+            ("BONOPAY_DGI_URL", url.as_str()),
+            ("BONOPAY_DGI_TOKEN", "token"),
+            ("BONOPAY_DGI_DEADLINE_MS", "15000"),
+        ],
+    );
+    let key = server.owner(NIF_A);
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/invoices", server.base))
+        .bearer_auth(&key)
+        .header("idempotency-key", "backup-1")
+        .json(&example())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["certification"]["mode"], "emcf+mcf");
+    assert_eq!(v["certification"]["state"], "certified", "{v}");
+    assert_eq!(v["security_elements"]["fiscal_authority_id"], "DEF0100001");
+    assert_eq!(v["security_elements"]["fiscal_number"], "1/1 FV");
+    assert_eq!(memory_tc(&memory), 1);
+}

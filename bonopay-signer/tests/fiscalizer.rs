@@ -1052,3 +1052,106 @@ fn after_a_retry_is_found_at_append_retries_are_answered_without_signing() {
         assert_eq!(f.store().head("kin-01").unwrap().seq, 3);
     });
 }
+
+/// Another writer that wins every race for the outlet's next position:
+/// each append first appends a rival entry there, so this one conflicts
+/// (the situation of a hot outlet under several instances, forced).
+#[derive(Debug)]
+struct AlwaysRaced {
+    inner: Arc<dyn LedgerStore>,
+    rival: Fiscalizer,
+    n: std::sync::atomic::AtomicU64,
+}
+
+impl LedgerStore for AlwaysRaced {
+    fn head(&self, outlet: &str) -> Result<bonopay_ledger::Head, bonopay_ledger::LedgerError> {
+        self.inner.head(outlet)
+    }
+    fn append_batch(
+        &self,
+        entries: &[bonopay_ledger::Entry],
+    ) -> Vec<Result<bonopay_ledger::Head, bonopay_ledger::LedgerError>> {
+        let i = self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.rival
+            .seal(&sale("kin-01"), &format!("rival-{i}").parse().unwrap())
+            .unwrap();
+        self.inner.append_batch(entries)
+    }
+    fn entry(
+        &self,
+        outlet: &str,
+        seq: u64,
+    ) -> Result<Option<bonopay_ledger::Entry>, bonopay_ledger::LedgerError> {
+        self.inner.entry(outlet, seq)
+    }
+    fn entry_by_fiscal_number(
+        &self,
+        outlet: &str,
+        year: i32,
+        total: u64,
+    ) -> Result<Option<bonopay_ledger::Entry>, bonopay_ledger::LedgerError> {
+        self.inner.entry_by_fiscal_number(outlet, year, total)
+    }
+    fn range(
+        &self,
+        outlet: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<bonopay_ledger::Entry>, bonopay_ledger::LedgerError> {
+        self.inner.range(outlet, from, to)
+    }
+    fn find_index(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<(String, u64)>, bonopay_ledger::LedgerError> {
+        self.inner.find_index(name, value)
+    }
+    fn outlets(&self) -> Result<Vec<String>, bonopay_ledger::LedgerError> {
+        self.inner.outlets()
+    }
+    fn iter_from<'a>(&'a self, outlet: &str, from_seq: u64) -> bonopay_ledger::EntryIter<'a> {
+        self.inner.iter_from(outlet, from_seq)
+    }
+}
+
+/// Contention that outlasts the retries is `Contention`, retryable, with
+/// nothing appended for this request and no number used by it (it was
+/// a storage error, answered 500 by the server, before).
+#[test]
+fn contention_beyond_the_retries_is_retryable_and_consumes_nothing() {
+    on_every_store(|db| {
+        let inner = db.open();
+        let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate().unwrap());
+        let rival = Fiscalizer::with_clock(
+            Arc::clone(&inner),
+            Arc::clone(&signer),
+            Arc::new(ManualClock::new(T0)),
+            FiscalizerConfig::new("NID-BONO-0001"),
+        );
+        let raced: Arc<dyn LedgerStore> = Arc::new(AlwaysRaced {
+            inner: Arc::clone(&inner),
+            rival,
+            n: std::sync::atomic::AtomicU64::new(0),
+        });
+        let mut config = FiscalizerConfig::new("NID-BONO-0001");
+        config.max_conflict_retries = 3;
+        let f = Fiscalizer::with_clock(raced, signer, Arc::new(ManualClock::new(T0)), config);
+        let e = f
+            .seal(&sale("kin-01"), &"mine".parse().unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(e, SealError::Contention { ref outlet, attempts: 4 } if outlet == "kin-01"),
+            "{e:?}"
+        );
+        assert!(e.is_retryable());
+        // Only the rival's entries are in the chain: 4 attempts, 4 rivals.
+        assert_eq!(inner.head("kin-01").unwrap().seq, 4);
+        assert!(
+            inner
+                .find_index("idempotency", "A1309334L/mine")
+                .unwrap()
+                .is_empty()
+        );
+    });
+}

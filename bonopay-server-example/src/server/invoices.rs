@@ -343,6 +343,16 @@ pub(crate) fn seal_error(state: &Shared, e: SealError) -> ApiError {
             code: "clock_behind",
             message: "the trusted clock is behind this outlet's last invoice; retry later".into(),
         },
+        SealError::Contention { outlet, attempts } => {
+            state.metrics.contention();
+            tracing::warn!(%outlet, attempts, "seal refused for contention");
+            ApiError::Unavailable {
+                code: "contention",
+                message: "other sales on this outlet kept the chain moving; nothing was sealed \
+                          and no number was used; retry with the same Idempotency-Key"
+                    .into(),
+            }
+        }
         SealError::Storage(err) => storage(err),
         other => ApiError::Internal(other.to_string()),
     }

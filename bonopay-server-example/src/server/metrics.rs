@@ -17,6 +17,8 @@ pub const SEALED_TOTAL: &str = "bonopay_invoices_sealed_total";
 pub const REPLAYED_TOTAL: &str = "bonopay_invoices_replayed_total";
 /// Signer failures while sealing.
 pub const SIGNER_ERRORS_TOTAL: &str = "bonopay_signer_errors_total";
+/// Seals refused for contention (the outlet's chain kept moving; 503).
+pub const CONTENTION_TOTAL: &str = "bonopay_seal_contention_total";
 /// Time to seal one invoice (validation, signing and the durable append), seconds.
 pub const SEAL_SECONDS: &str = "bonopay_seal_duration_seconds";
 
@@ -31,6 +33,7 @@ pub struct Metrics {
     sealed: Counter,
     replayed: Counter,
     signer_errors: Counter,
+    contention: Counter,
     seal_seconds: Histogram,
 }
 
@@ -47,7 +50,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh recorder with the four series registered (at zero).
+    /// A fresh recorder with the five series registered (at zero).
     #[must_use]
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
@@ -72,6 +75,11 @@ impl Metrics {
             Some(Unit::Count),
             "Signer failures while sealing (answered 503)".into(),
         );
+        recorder.describe_counter(
+            CONTENTION_TOTAL.into(),
+            Some(Unit::Count),
+            "Seals answered 503 because the outlet's chain kept moving (retryable)".into(),
+        );
         recorder.describe_histogram(
             SEAL_SECONDS.into(),
             Some(Unit::Seconds),
@@ -81,15 +89,18 @@ impl Metrics {
         let replayed = recorder.register_counter(&Key::from_static_name(REPLAYED_TOTAL), &meta);
         let signer_errors =
             recorder.register_counter(&Key::from_static_name(SIGNER_ERRORS_TOTAL), &meta);
+        let contention = recorder.register_counter(&Key::from_static_name(CONTENTION_TOTAL), &meta);
         let seal_seconds = recorder.register_histogram(&Key::from_static_name(SEAL_SECONDS), &meta);
         sealed.absolute(0);
         replayed.absolute(0);
         signer_errors.absolute(0);
+        contention.absolute(0);
         Self {
             recorder: Arc::new(recorder),
             sealed,
             replayed,
             signer_errors,
+            contention,
             seal_seconds,
         }
     }
@@ -108,6 +119,11 @@ impl Metrics {
     /// One signer failure.
     pub fn signer_error(&self) {
         self.signer_errors.increment(1);
+    }
+
+    /// One seal refused for contention.
+    pub fn contention(&self) {
+        self.contention.increment(1);
     }
 
     /// The Prometheus text exposition.

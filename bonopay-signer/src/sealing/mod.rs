@@ -77,6 +77,18 @@ pub enum SealError {
     /// The ledger failed.
     #[error("ledger: {0}")]
     Storage(LedgerError),
+    /// Other writers kept moving the outlet's chain (several instances
+    /// sealing on one hot outlet, or an identical invoice racing this one
+    /// to the same position) for every one of the allowed attempts.
+    /// Nothing was appended and no number consumed: retry the same request
+    /// with the same idempotency key.
+    #[error("outlet {outlet}: the chain kept moving during {attempts} attempts; retry")]
+    Contention {
+        /// The outlet.
+        outlet: String,
+        /// The attempts made.
+        attempts: u32,
+    },
     /// A stored sealed invoice did not read back (corruption).
     #[error("stored sealed invoice unreadable: {0}")]
     Corrupt(VerifyError),
@@ -97,7 +109,7 @@ impl SealError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SealError::SignerUnavailable(e) => e.is_retryable(),
-            SealError::ClockBehind { .. } => true,
+            SealError::ClockBehind { .. } | SealError::Contention { .. } => true,
             SealError::Storage(e) => e.is_retryable(),
             _ => false,
         }
@@ -570,6 +582,26 @@ impl Fiscalizer {
                     // equal. A conflict like any other; place it again.
                     self.forget_head(&req.outlet_id);
                     continue;
+                }
+                // Out of attempts on a conflict, or on a racing write at
+                // this position (an identical invoice: equal signature,
+                // hence equal code; a credit note on the same original):
+                // contention, retryable, never a storage failure.
+                Err(LedgerError::Conflict { .. }) => {
+                    self.forget_head(&req.outlet_id);
+                    return Err(SealError::Contention {
+                        outlet: req.outlet_id.clone(),
+                        attempts,
+                    });
+                }
+                Err(LedgerError::Duplicate { name, .. })
+                    if name == index::AUTH_CODE || name == index::CREDIT_SEQ =>
+                {
+                    self.forget_head(&req.outlet_id);
+                    return Err(SealError::Contention {
+                        outlet: req.outlet_id.clone(),
+                        attempts,
+                    });
                 }
                 Err(e) => {
                     self.forget_head(&req.outlet_id);

@@ -783,6 +783,39 @@ impl DataDir {
     /// # Errors
     /// A message naming what could not be read or created.
     pub fn open_or_init(path: &Path) -> Result<Self, String> {
+        Self::open_with(path, None, true)
+    }
+
+    /// Opens an existing data directory for an offline command (`ledger
+    /// verify`, `export`, `report`): nothing is created, so a typo in a
+    /// path never makes an empty ledger. The ledger is PostgreSQL when
+    /// `database_url` is given (`--database-url`), or when the
+    /// configuration names one (`BONOPAY_DATABASE_URL`, `database.url` in
+    /// `config.json`), exactly as `serve` chooses; SQLite otherwise.
+    ///
+    /// # Errors
+    /// A message when there is no data directory (no `config.json`), no
+    /// SQLite ledger in it, or the database cannot be reached.
+    pub fn open_existing(path: &Path, database_url: Option<&str>) -> Result<Self, String> {
+        if !path.join("config.json").exists() {
+            return Err(format!(
+                "no data directory at {} (no config.json): give --data-dir or set BONOPAY_DATA_DIR",
+                path.display()
+            ));
+        }
+        Self::open_with(path, database_url, false)
+    }
+
+    /// [`DataDir::open_or_init`] with the ledger's database given on the
+    /// command line (`bonopay seal --database-url`).
+    ///
+    /// # Errors
+    /// As [`DataDir::open_or_init`].
+    pub fn open_or_init_with(path: &Path, database_url: Option<&str>) -> Result<Self, String> {
+        Self::open_with(path, database_url, true)
+    }
+
+    fn open_with(path: &Path, database_url: Option<&str>, create: bool) -> Result<Self, String> {
         std::fs::create_dir_all(path.join("keys"))
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let config_path = path.join("config.json");
@@ -798,7 +831,16 @@ impl DataDir {
             c
         };
         config.apply_env(|k| std::env::var(k).ok())?;
+        if let Some(url) = database_url {
+            config.database.url = Some(url.to_owned());
+        }
         let ledger_path = path.join(&config.database.ledger);
+        if !create && config.database.url.is_none() && !ledger_path.exists() {
+            return Err(format!(
+                "no ledger in {} (and no database URL: --database-url, BONOPAY_DATABASE_URL or database.url)",
+                path.display()
+            ));
+        }
         let signer = open_signer(path, &config.signer)?;
         let (store, created): (Arc<dyn LedgerStore>, bool) = match &config.database.url {
             Some(url) => {

@@ -16,6 +16,11 @@ pub struct Args {
     /// Data directory. Defaults to `$BONOPAY_DATA_DIR` or `./bonopay-data`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The PostgreSQL ledger of a scale-out deployment (default:
+    /// `BONOPAY_DATABASE_URL`, else `database.url` in `config.json`, else
+    /// the data directory's SQLite ledger).
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Only this outlet (default: all).
     #[arg(long)]
     pub outlet: Option<String>,
@@ -29,10 +34,8 @@ pub struct Args {
 /// [`Failure::Broken`] when a chain does not verify.
 pub fn run(args: &Args) -> Result<String, Failure> {
     let path = DataDir::resolve(args.data_dir.as_deref());
-    if !path.join("ledger.db").exists() {
-        return Err(Failure::Message(format!("no ledger in {}", path.display())));
-    }
-    let dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
+    let dir =
+        DataDir::open_existing(&path, args.database_url.as_deref()).map_err(Failure::Message)?;
     let check = SignatureCheck::new(dir.trusted_keys().map_err(Failure::Message)?);
     let outlets = match &args.outlet {
         Some(o) => vec![o.clone()],

@@ -32,6 +32,11 @@ pub struct Args {
     /// Data directory. Defaults to `$BONOPAY_DATA_DIR` or `./bonopay-data`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The PostgreSQL ledger of a scale-out deployment (default:
+    /// `BONOPAY_DATABASE_URL`, else `database.url` in `config.json`, else
+    /// the data directory's SQLite ledger).
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// The outlet.
     #[arg(long)]
     pub outlet: String,
@@ -79,10 +84,8 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         Failure::Message(format!("--paper must be 58 or 80, not `{}`", args.paper))
     })?;
     let path = DataDir::resolve(args.data_dir.as_deref());
-    if !path.join("ledger.db").exists() {
-        return Err(Failure::Message(format!("no ledger in {}", path.display())));
-    }
-    let dir = DataDir::open_or_init(&path).map_err(Failure::Message)?;
+    let dir =
+        DataDir::open_existing(&path, args.database_url.as_deref()).map_err(Failure::Message)?;
     let id = dir
         .report_identity(&args.outlet)
         .map_err(Failure::Message)?;

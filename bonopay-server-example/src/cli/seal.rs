@@ -15,6 +15,11 @@ pub struct Args {
     /// or `./bonopay-data`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The PostgreSQL ledger of a scale-out deployment (default:
+    /// `BONOPAY_DATABASE_URL`, else `database.url` in `config.json`, else
+    /// the data directory's SQLite ledger).
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Idempotency key. Defaults to the SHA-256 of the canonical invoice, so
     /// sealing the same invoice twice returns the first seal.
     #[arg(long)]
@@ -28,8 +33,11 @@ pub struct Args {
 /// anything else (storage, signer, data directory).
 pub fn run(args: &Args, stdin: &str) -> Result<String, Failure> {
     let req = bonopay_core::parse_invoice(stdin)?;
-    let dir = DataDir::open_or_init(&DataDir::resolve(args.data_dir.as_deref()))
-        .map_err(Failure::Message)?;
+    let dir = DataDir::open_or_init_with(
+        &DataDir::resolve(args.data_dir.as_deref()),
+        args.database_url.as_deref(),
+    )
+    .map_err(Failure::Message)?;
     if dir.created {
         eprintln!(
             "bonopay: created data directory {} (ledger, signing key {}, config)",

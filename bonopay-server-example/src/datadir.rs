@@ -563,6 +563,28 @@ pub struct Config {
     /// (webhooks, the messaging API): see [`crate::server::egress`].
     #[serde(default, skip_serializing_if = "EgressConfig::is_empty")]
     pub egress: EgressConfig,
+    /// Browser sessions of the dashboard (`POST /v1/session`).
+    #[serde(default, skip_serializing_if = "SessionConfig::is_default")]
+    pub session: SessionConfig,
+}
+
+/// Browser sessions (`"session"` in `config.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Mark the session cookie `Secure`, so browsers send it over HTTPS
+    /// only. `bonopay serve` speaks plain HTTP: set this when browsers
+    /// reach it through a TLS-terminating proxy (which a dashboard on the
+    /// internet needs). Default false, for `http://127.0.0.1` in
+    /// development, where a `Secure` cookie would never be sent back.
+    #[serde(default)]
+    pub secure_cookie: bool,
+}
+
+impl SessionConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl DeliveriesConfig {
@@ -586,6 +608,7 @@ impl Default for Config {
             deliveries: DeliveriesConfig::default(),
             dgi: DgiConfig::default(),
             egress: EgressConfig::default(),
+            session: SessionConfig::default(),
         }
     }
 }

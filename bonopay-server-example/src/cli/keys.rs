@@ -151,6 +151,29 @@ fn open(store: &Store) -> Result<(Arc<dyn ApiKeyStore>, Option<Config>), Failure
     Ok((Arc::new(s), Some(c)))
 }
 
+/// Ends the browser sessions of revoked key `id` in the session store
+/// next to the key store (the server refuses them anyway, since it re-reads
+/// the key on every request; this removes them).
+fn end_sessions(store: &Store, config: Option<&Config>, id: &str) -> Result<(), Failure> {
+    let path = DataDir::resolve(store.data_dir.as_deref());
+    let url = store
+        .database_url
+        .clone()
+        .or_else(|| config.and_then(|c| c.database.url.clone()));
+    let auth = config.map(|c| path.join(&c.database.auth));
+    let sessions = match (url.as_deref(), auth) {
+        (Some(url), _) => {
+            crate::cli::serve::session_store(Some(url), Path::new("")).map_err(Failure::Message)?
+        }
+        (None, Some(auth)) => {
+            crate::cli::serve::session_store(None, &auth).map_err(Failure::Message)?
+        }
+        (None, None) => return Ok(()),
+    };
+    sessions.delete_for_key(id).map_err(msg)?;
+    Ok(())
+}
+
 /// A key as the API lists it (`GET /v1/keys`), never its token.
 fn key_json(k: &ApiKey) -> serde_json::Value {
     serde_json::to_value(ApiKeyDto::from(k.clone())).unwrap_or_default()
@@ -212,9 +235,9 @@ fn list(a: &ListArgs) -> Result<serde_json::Value, Failure> {
 }
 
 fn revoke(a: &RevokeArgs) -> Result<serde_json::Value, Failure> {
-    let (keys, _) = open(&a.store)?;
+    let (keys, config) = open(&a.store)?;
     match keys.revoke_key(&a.merchant, &a.id) {
-        Ok(true) => {}
+        Ok(true) => end_sessions(&a.store, config.as_ref(), &a.id)?,
         Ok(false) => {
             return Err(msg(format!("merchant {} has no key {}", a.merchant, a.id)));
         }

@@ -253,6 +253,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
                 Arc::new(SqliteDeliveryStore::open(&auth_db).map_err(|e| msg(&e))?),
             ),
         };
+    // Browser sessions of the dashboard, next to the keys they act as.
+    let sessions =
+        session_store(dir.config.database.url.as_deref(), &auth_db).map_err(Failure::Message)?;
     // Outbound destinations (issue 15): public internet plus the
     // operator's `egress.allow`, for webhooks and the messaging API.
     let egress = Egress::new(dir.config.egress.policy().map_err(|e| msg(&e))?);
@@ -324,7 +327,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         .with_limits(limits)
         .with_config_conflicts(conflicts)
         .with_deliveries(deliveries)
-        .with_webhooks(webhooks.clone());
+        .with_webhooks(webhooks.clone())
+        .with_sessions(sessions)
+        .with_secure_cookie(dir.config.session.secure_cookie);
     if let Some(sync) = sync {
         state = state.with_sync(sync);
     }
@@ -386,6 +391,26 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         .map_err(|e| Failure::Message(format!("server: {e}")))
     })?;
     Ok(String::new())
+}
+
+/// The browser-session store: in PostgreSQL at `url` when the data lives
+/// there (every instance sees every session), else in `auth_db`.
+///
+/// # Errors
+/// The store's, as text.
+pub fn session_store(
+    url: Option<&str>,
+    auth_db: &Path,
+) -> Result<Arc<dyn crate::server::session::SessionStore>, String> {
+    Ok(match url {
+        Some(url) => Arc::new(
+            crate::server::session::postgres::PgSessionStore::connect(url)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => Arc::new(
+            crate::server::session::SqliteSessionStore::open(auth_db).map_err(|e| e.to_string())?,
+        ),
+    })
 }
 
 /// Fewer file descriptors than connections would turn the cap into

@@ -71,6 +71,10 @@ pub enum ApiError {
     /// allow the operation.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// 403: an unsafe request authenticated by the session cookie without
+    /// the session's `X-CSRF-Token`.
+    #[error("csrf_failed")]
+    CsrfFailed,
     /// 404: nothing here — also the answer for another merchant's data.
     #[error("not found")]
     NotFound,
@@ -149,7 +153,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -169,6 +173,13 @@ impl ApiError {
                 None,
             ),
             ApiError::Forbidden(m) => ("forbidden".to_owned(), m.clone(), None),
+            ApiError::CsrfFailed => (
+                "csrf_failed".to_owned(),
+                "a request by session cookie that changes something needs the X-CSRF-Token \
+                 header the sign-in returned"
+                    .to_owned(),
+                None,
+            ),
             ApiError::NotFound => ("not_found".to_owned(), "not found".to_owned(), None),
             ApiError::Conflict { code, message } => ((*code).to_owned(), message.clone(), None),
             ApiError::PayloadTooLarge => (

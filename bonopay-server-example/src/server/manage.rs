@@ -278,9 +278,16 @@ pub async fn revoke_key(
 ) -> Result<Json<ApiKeyDto>, ApiError> {
     require_owner(&who)?;
     let keys = Arc::clone(&state.keys);
+    let sessions = Arc::clone(state.sessions());
     let revoked = blocking(move || {
         match keys.revoke_key(&who.merchant_nif, &id) {
-            Ok(true) => {}
+            Ok(true) => {
+                // Its browser sessions end now. Were this to fail, they
+                // would still be refused: every request re-reads the key.
+                if let Err(e) = sessions.delete_for_key(&id) {
+                    tracing::warn!(error = %e, key = %id, "deleting a revoked key's sessions");
+                }
+            }
             Ok(false) => return Err(ApiError::NotFound),
             Err(AuthError::LastOwnerKey(_)) => {
                 return Err(ApiError::Conflict {

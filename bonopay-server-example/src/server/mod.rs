@@ -29,6 +29,7 @@ pub(crate) mod pg;
 pub use bonopay_signer::render::{receipt, receipt_pdf};
 pub mod reports;
 pub mod schema;
+pub mod session;
 pub mod sync;
 pub mod webhooks;
 
@@ -39,8 +40,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::Method;
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::middleware::map_response;
 use bonopay_signer::{Fiscalizer, PublicKey};
@@ -48,13 +50,16 @@ use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey as ApiKeyScheme, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::auth::{ApiKey, ApiKeyStore, hash_token};
 use self::error::ApiError;
 use self::metrics::Metrics;
+use self::session::{MemorySessionStore, Session, SessionStore};
 
 /// Request limits.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +96,8 @@ pub struct AppState {
     sync: Option<sync::SyncService>,
     connection_stats: Arc<listen::ConnectionStats>,
     config_conflicts: Vec<crate::cli::serve::OutletConflict>,
+    sessions: Arc<dyn SessionStore>,
+    secure_cookie: bool,
 }
 
 impl AppState {
@@ -111,7 +118,38 @@ impl AppState {
             sync: None,
             connection_stats: Arc::default(),
             config_conflicts: Vec::new(),
+            sessions: Arc::new(MemorySessionStore::new()),
+            secure_cookie: false,
         }
+    }
+
+    /// Sets the browser-session store (default: in memory, which several
+    /// instances behind one load balancer do not share).
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: Arc<dyn SessionStore>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// Marks the session cookie `Secure` (default: not). The server speaks
+    /// plain HTTP itself; set this when browsers reach it through HTTPS (a
+    /// TLS-terminating proxy), so the cookie never travels in clear text.
+    #[must_use]
+    pub fn with_secure_cookie(mut self, secure: bool) -> Self {
+        self.secure_cookie = secure;
+        self
+    }
+
+    /// The browser-session store.
+    #[must_use]
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.sessions
+    }
+
+    /// Whether the session cookie is marked `Secure`.
+    #[must_use]
+    pub fn secure_cookie(&self) -> bool {
+        self.secure_cookie
     }
 
     /// The counters [`listen::serve`] keeps for this server, shown by
@@ -225,8 +263,20 @@ where
         .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
-/// The authenticated caller: the API key named by `Authorization: Bearer`.
-/// Looked up on every request (no cache), so revocation is immediate.
+/// Now, in Unix seconds (the sessions' clock).
+pub(crate) fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The authenticated caller: the API key named by `Authorization: Bearer`,
+/// or, when there is no `Authorization` header, the key of the browser
+/// session named by the `bp_session` cookie ([`session`]). Looked up on
+/// every request (no cache), so revocation is immediate for both. An unsafe
+/// request (anything but GET, HEAD, OPTIONS) authenticated by the cookie
+/// also needs `X-CSRF-Token` equal to the session's token, else 403
+/// `csrf_failed`: a browser attaches the cookie to requests other sites
+/// make it send, never a header. Bearer requests need no CSRF token, since
+/// no browser adds that header on its own.
 #[derive(Debug, Clone)]
 pub struct Principal(pub ApiKey);
 
@@ -234,10 +284,65 @@ impl FromRequestParts<Shared> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let (key, session) = authenticate(parts, state).await?;
+        if let Some((_, session)) = &session {
+            check_csrf(parts, session)?;
+        }
+        Ok(Principal(key))
+    }
+}
+
+/// The caller's browser session (the `bp_session` cookie), with the key
+/// it acts as; the CSRF token is checked as for [`Principal`]. A request
+/// with a bearer key, or none, has no session: 401.
+#[derive(Debug, Clone)]
+pub struct CurrentSession {
+    /// The key the session acts as, as just re-read.
+    pub key: ApiKey,
+    /// The session token's hash.
+    pub hash: [u8; 32],
+    /// The session.
+    pub session: Session,
+}
+
+impl FromRequestParts<Shared> for CurrentSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        match authenticate(parts, state).await? {
+            (key, Some((hash, session))) => {
+                check_csrf(parts, &session)?;
+                Ok(CurrentSession { key, hash, session })
+            }
+            (_, None) => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The caller's key, and its session when the cookie named it. An
+/// `Authorization` header decides alone (a bad bearer key is a 401, even
+/// with a cookie), so that API clients never depend on cookies.
+async fn authenticate(
+    parts: &Parts,
+    state: &Shared,
+) -> Result<(ApiKey, Option<([u8; 32], Session)>), ApiError> {
+    if let Some(value) = parts.headers.get(AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
@@ -249,10 +354,64 @@ impl FromRequestParts<Shared> for Principal {
                 .map_err(|e| ApiError::Internal(e.to_string()))
         })
         .await?;
-        match key {
-            Some(k) if !k.revoked => Ok(Principal(k)),
+        return match key {
+            Some(k) if !k.revoked => Ok((k, None)),
             _ => Err(ApiError::Unauthorized),
+        };
+    }
+    let token = cookie_value(parts, session::COOKIE_NAME)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized)?;
+    let hash = session::hash_session_token(token);
+    let keys = Arc::clone(&state.keys);
+    let sessions = Arc::clone(&state.sessions);
+    blocking(move || {
+        let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+        let now = unix_now();
+        let session = sessions
+            .get(&hash, now)
+            .map_err(|e| internal(&e))?
+            .ok_or(ApiError::Unauthorized)?;
+        // The key, re-read: its role and outlets as they are now, and a
+        // revocation (by any path, any instance) ends the session here.
+        let key = keys
+            .list_keys(&session.merchant_nif)
+            .map_err(|e| internal(&e))?
+            .into_iter()
+            .find(|k| k.id == session.key_id);
+        let key = match key {
+            Some(k) if !k.revoked => k,
+            _ => {
+                if let Err(e) = sessions.delete_for_key(&session.key_id) {
+                    tracing::warn!(error = %e, "deleting the sessions of a revoked key");
+                }
+                return Err(ApiError::Unauthorized);
+            }
+        };
+        if now - session.last_seen_at >= session::TOUCH_INTERVAL_SECS
+            && !sessions.touch(&hash, now).map_err(|e| internal(&e))?
+        {
+            return Err(ApiError::Unauthorized);
         }
+        Ok((key, Some((hash, session))))
+    })
+    .await
+}
+
+/// For an unsafe method, `X-CSRF-Token` must be the session's token.
+fn check_csrf(parts: &Parts, session: &Session) -> Result<(), ApiError> {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let sent = parts
+        .headers
+        .get(session::CSRF_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if session::constant_time_eq(sent, session.csrf_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::CsrfFailed)
     }
 }
 
@@ -377,6 +536,14 @@ impl utoipa::Modify for BearerAuth {
                 "api_key",
                 SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
             );
+            components.add_security_scheme(
+                "session",
+                SecurityScheme::ApiKey(ApiKeyScheme::Cookie(ApiKeyValue::with_description(
+                    session::COOKIE_NAME,
+                    "The browser session of POST /v1/session; unsafe requests also \
+                     need X-CSRF-Token",
+                ))),
+            );
         }
     }
 }
@@ -401,6 +568,11 @@ fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(reports::close_periods))
         .routes(routes!(reports::incomplete_sale))
         .routes(routes!(reports::export))
+        .routes(routes!(
+            session::handlers::create_session,
+            session::handlers::get_session,
+            session::handlers::delete_session
+        ))
         .routes(routes!(manage::create_key, manage::list_keys))
         .routes(routes!(manage::revoke_key))
         .routes(routes!(manage::create_outlet, manage::list_outlets))

@@ -128,6 +128,18 @@ impl From<ValidationErrors> for ApiError {
 }
 
 impl ApiError {
+    /// A store the request needs could not be reached (a database
+    /// restarting, every pooled connection busy): 503 with `Retry-After`,
+    /// never 500, since the same request will succeed once it is back.
+    /// The detail is logged, not answered.
+    pub fn store_unavailable(what: &'static str, e: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(store = what, error = %e, "store unavailable");
+        ApiError::Unavailable {
+            code: "storage_unavailable",
+            message: format!("the {what} is unavailable; retry later"),
+        }
+    }
+
     /// A 422 with one problem.
     #[must_use]
     pub fn invalid(path: &str, code: &str, message: impl Into<String>) -> Self {

@@ -117,7 +117,10 @@ fn require_owner(who: &ApiKey) -> Result<(), ApiError> {
 }
 
 fn internal(e: AuthError) -> ApiError {
-    ApiError::Internal(e.to_string())
+    match e {
+        AuthError::Storage(_) => ApiError::store_unavailable("key store", &e),
+        other => ApiError::Internal(other.to_string()),
+    }
 }
 
 /// Now, RFC 3339 UTC.

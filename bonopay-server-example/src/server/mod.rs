@@ -351,7 +351,7 @@ async fn authenticate(
         let keys = Arc::clone(&state.keys);
         let key = blocking(move || {
             keys.key_by_hash(&hash)
-                .map_err(|e| ApiError::Internal(e.to_string()))
+                .map_err(|e| ApiError::store_unavailable("key store", &e))
         })
         .await?;
         return match key {
@@ -366,7 +366,9 @@ async fn authenticate(
     let keys = Arc::clone(&state.keys);
     let sessions = Arc::clone(&state.sessions);
     blocking(move || {
-        let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+        // A store that cannot be reached (a database restart, a pool
+        // exhausted) is 503 with Retry-After, never 500.
+        let internal = |e: &dyn std::fmt::Display| ApiError::store_unavailable("key store", e);
         let now = unix_now();
         let session = sessions
             .get(&hash, now)

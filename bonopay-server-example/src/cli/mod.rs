@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use bonopay_core::ValidationErrors;
 use clap::{Parser, Subcommand};
 
+pub mod backup;
 pub mod canonicalize;
 pub mod dgi_sim;
 pub mod export;
@@ -64,6 +65,11 @@ pub enum Command {
     Export(export::Args),
     /// Move a SQLite data directory into PostgreSQL, and verify the move.
     Migrate(migrate::Args),
+    /// Copy a SQLite data directory while the server runs (SQLite's
+    /// online backup API), verify the copy, and write its manifest.
+    Backup(backup::BackupArgs),
+    /// Check a backup and restore it into a new, empty data directory.
+    Restore(backup::RestoreArgs),
     /// Check an audit bundle offline: chain, counters, signatures, and
     /// every report recomputed. Exit 0 valid, 1 invalid, 2 unreadable.
     Verify(verify::Args),
@@ -131,6 +137,8 @@ pub fn run(command: &Command, stdin: &str) -> Result<String, Failure> {
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
         Command::DgiSim(args) => dgi_sim::run(args),
         Command::McfSim(args) => mcf_sim::run(args),
         Command::Keys(command) => keys::run(command),

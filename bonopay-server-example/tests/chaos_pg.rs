@@ -70,14 +70,10 @@ fn instances_killed_at_random_lose_nothing_and_fork_nothing() {
     let env = [("BONOPAY_DATABASE_URL", db.url.as_str())];
     let first = Server::start(&tmp.path().join("i0"), &env);
     let owner = first.owner(NIF_A);
-    for i in 1..3 {
-        let dir = tmp.path().join(format!("i{i}"));
-        std::fs::create_dir_all(dir.join("keys")).unwrap();
-        for f in std::fs::read_dir(tmp.path().join("i0/keys")).unwrap() {
-            let f = f.unwrap();
-            std::fs::copy(f.path(), dir.join("keys").join(f.file_name())).unwrap();
-        }
-    }
+    share_keys(
+        &tmp.path().join("i0"),
+        &[tmp.path().join("i1"), tmp.path().join("i2")],
+    );
     let servers: Vec<Mutex<Option<Server>>> = vec![
         Mutex::new(Some(first)),
         Mutex::new(Some(Server::start(&tmp.path().join("i1"), &env))),

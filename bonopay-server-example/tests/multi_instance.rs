@@ -61,14 +61,10 @@ fn three_instances_one_database_no_gap_no_fork_each_key_once_each_upload_once() 
     let first = Server::start(&tmp.path().join("i0"), &env);
     let owner = first.owner(NIF_A);
     // The instances share one signing key (in production: one HSM key).
-    for i in 1..3 {
-        let dir = tmp.path().join(format!("i{i}"));
-        std::fs::create_dir_all(dir.join("keys")).unwrap();
-        for f in std::fs::read_dir(tmp.path().join("i0/keys")).unwrap() {
-            let f = f.unwrap();
-            std::fs::copy(f.path(), dir.join("keys").join(f.file_name())).unwrap();
-        }
-    }
+    share_keys(
+        &tmp.path().join("i0"),
+        &[tmp.path().join("i1"), tmp.path().join("i2")],
+    );
     let mut servers = vec![
         Some(first),
         Some(Server::start(&tmp.path().join("i1"), &env)),

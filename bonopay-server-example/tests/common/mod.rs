@@ -251,6 +251,20 @@ pub fn sim_on_loopback(
     (sim, url)
 }
 
+/// Copies the signing key files of data directory `from` into each of
+/// `to`: several instances over one database sign with one key (in
+/// production, one HSM key).
+#[allow(dead_code)]
+pub fn share_keys(from: &std::path::Path, to: &[std::path::PathBuf]) {
+    for dir in to {
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        for f in std::fs::read_dir(from.join("keys")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dir.join("keys").join(f.file_name())).unwrap();
+        }
+    }
+}
+
 /// The tests' runtime for servers they run in-process (the simulator,
 /// receivers).
 #[allow(dead_code)]

@@ -239,21 +239,9 @@ impl SyncAgent {
         jitter: Box<dyn Jitter>,
         config: AgentConfig,
     ) -> Self {
-        Self {
-            ledger,
-            outbox,
-            transport: Some(transport),
-            accounts: BTreeMap::new(),
-            recorder: None,
-            clock,
-            jitter,
-            config,
-            outlets: None,
-            our_rates: None,
-            health: Mutex::new(BTreeMap::new()),
-            devices: BTreeMap::new(),
-            busy: Mutex::new(HashSet::new()),
-        }
+        let mut agent = Self::without_emcf(ledger, outbox, clock, jitter, config);
+        agent.transport = Some(transport);
+        agent
     }
 
     /// An agent with no e-MCF account at all: every outlet it uploads

@@ -158,6 +158,15 @@ fn invoices_are_certified_through_the_tty_and_a_retry_returns_the_same_elements(
         codes.push(e);
     }
     assert_eq!(codes[2].counters, "3/3 FV");
+    // DT is the device's Kinshasa time, whatever the host's zone.
+    let dt = chrono::NaiveDateTime::parse_from_str(&codes[2].date_time, "%Y%m%d%H%M%S").unwrap();
+    let kinshasa = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Africa::Kinshasa)
+        .naive_local();
+    assert!(
+        (kinshasa - dt).num_seconds().abs() < 120,
+        "DT {dt} is not Kinshasa time ({kinshasa})"
+    );
     // Asking again (a crash before the ledger write) finalizes nothing more.
     assert_eq!(c.certify(&inv[1].0, &inv[1].1).unwrap(), codes[1]);
     assert_eq!(c.recall(&inv[0].0).unwrap().as_ref(), Some(&codes[0]));

@@ -11,7 +11,7 @@
 //! characters of the RFC 4648 base32 of an HMAC-SHA256, under the device's
 //! secret, over the invoice's frames and its counters and time
 //! (`bonopay/v1/mcf-sim-sig\0`, domain separated). DT is the device's local
-//! time, `yyyyMMddHHmmss`.
+//! time (Africa/Kinshasa), `yyyyMMddHHmmss`.
 //!
 //! Replies: `R:` fields as [`super::command`] reads them; C1h answers
 //! `NIM,NIF,DT,TC,FVcount,FAcount,lastDT,lastType,lastCode,lastNo,lastAmt`
@@ -222,8 +222,14 @@ impl Device {
         &self.memory
     }
 
+    /// DT as a device set to Kinshasa time writes it (`yyyyMMddHHmmss`,
+    /// local, no offset): the machine's own zone would print a time an
+    /// hour off the receipt's other times on a UTC host.
     fn now() -> String {
-        chrono::Local::now().format("%Y%m%d%H%M%S").to_string()
+        chrono::Utc::now()
+            .with_timezone(&chrono_tz::Africa::Kinshasa)
+            .format("%Y%m%d%H%M%S")
+            .to_string()
     }
 
     fn sig(&self, open: &OpenInvoice, fc: u64, tc: u64, dt: &str) -> io::Result<String> {

@@ -155,6 +155,13 @@ fn sync_dir(dir: &Path) -> Result<(), Failure> {
 /// `(outlet, entries, head hash)`, or the report of the first broken one.
 fn verify_dir(dir: &Path) -> Result<Vec<(String, u64, String)>, Failure> {
     let d = DataDir::open_existing(dir, None).map_err(Failure::Message)?;
+    if d.config.database.url.is_some() {
+        // BONOPAY_DATABASE_URL would make this check the database instead
+        // of the copy.
+        return Err(msg(
+            "unset BONOPAY_DATABASE_URL: a backup is checked on its own SQLite files",
+        ));
+    }
     let check = SignatureCheck::new(d.trusted_keys().map_err(Failure::Message)?);
     let mut out = Vec::new();
     for outlet in d.store.outlets().map_err(msg)? {

@@ -122,11 +122,7 @@ impl SyncAgent {
         if e.is_retryable() {
             // A device off or unplugged is an outage, not a verdict on the
             // sale: back off, never dead.
-            item.attempts = item.attempts.saturating_add(1);
-            item.error = Some(format!("the MCF: {e}"));
-            item.next_attempt_ms = self.clock.now_ms() + self.backoff(item.attempts);
-            self.save(item)?;
-            return Ok(Next::Stop);
+            return self.back_off(item, format!("the MCF: {e}"));
         }
         item.state = match e {
             CertifyError::Unrecoverable { .. } => ItemState::Dead,

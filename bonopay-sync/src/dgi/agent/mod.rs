@@ -469,8 +469,14 @@ impl SyncAgent {
     /// never dead-letter for it (an outage ends; a person has nothing to
     /// decide).
     fn outage(&self, item: &mut OutboxItem, why: String) -> Result<Next, AgentError> {
+        self.back_off(item, format!("the e-MCF is unreachable: {why}"))
+    }
+
+    /// A certifying device (the e-MCF, an outlet's MCF) cannot be reached:
+    /// the next attempt after the backoff, outside the retry budget.
+    fn back_off(&self, item: &mut OutboxItem, error: String) -> Result<Next, AgentError> {
         item.attempts = item.attempts.saturating_add(1);
-        item.error = Some(format!("the e-MCF is unreachable: {why}"));
+        item.error = Some(error);
         item.next_attempt_ms = self.clock.now_ms() + self.backoff(item.attempts);
         self.save(item)?;
         Ok(Next::Stop)
